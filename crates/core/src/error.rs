@@ -1,0 +1,142 @@
+//! Every error a client can see, and the one table that maps each to its HTTP status, OpenAI error
+//! `type` and `code` (promise 6: precise 4xx for client mistakes, never a 5xx).
+
+use std::borrow::Cow;
+
+/// What went wrong, from the client's point of view. The message is safe to show: it never
+/// contains a body, a secret or an internal detail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    /// The kind of failure.
+    pub kind: ErrorKind,
+    /// A human-readable explanation.
+    pub message: Cow<'static, str>,
+    /// The request field at fault, if any.
+    pub param: Option<Cow<'static, str>>,
+}
+
+/// The kinds of failure, each with one fixed status, type and code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The body is not valid JSON or not the expected shape.
+    InvalidJson,
+    /// A required field is missing or has the wrong type or value.
+    InvalidRequest,
+    /// No such model in the catalog.
+    ModelNotFound,
+    /// No `Authorization` header.
+    MissingApiKey,
+    /// The key is unknown or revoked.
+    InvalidApiKey,
+    /// The key has expired.
+    ExpiredApiKey,
+    /// The key may not use this model.
+    ModelNotAllowed,
+    /// The account's balance (or the key's lifetime budget) cannot pay for the request.
+    InsufficientQuota,
+    /// A per-key rate, token or concurrency limit was hit; retry later.
+    RateLimited,
+    /// The body is larger than allowed.
+    BodyTooLarge,
+    /// No such route or resource.
+    NotFound,
+    /// Wrong HTTP method.
+    MethodNotAllowed,
+    /// The upstream failed or sent something unusable.
+    UpstreamError,
+    /// The upstream did not answer in time.
+    UpstreamTimeout,
+    /// No provider is configured for the model.
+    ProviderUnavailable,
+    /// A bug or storage failure on our side.
+    Internal,
+}
+
+impl ErrorKind {
+    /// `(HTTP status, OpenAI error type, code)` — the one table.
+    pub const fn parts(self) -> (u16, &'static str, &'static str) {
+        use ErrorKind::*;
+        match self {
+            InvalidJson => (400, "invalid_request_error", "invalid_json"),
+            InvalidRequest => (400, "invalid_request_error", "invalid_request"),
+            ModelNotFound => (404, "invalid_request_error", "model_not_found"),
+            MissingApiKey => (401, "invalid_request_error", "missing_api_key"),
+            InvalidApiKey => (401, "invalid_request_error", "invalid_api_key"),
+            ExpiredApiKey => (401, "invalid_request_error", "expired_api_key"),
+            ModelNotAllowed => (403, "permission_error", "model_not_allowed"),
+            InsufficientQuota => (402, "insufficient_quota", "insufficient_quota"),
+            RateLimited => (429, "rate_limit_error", "rate_limit_exceeded"),
+            BodyTooLarge => (413, "invalid_request_error", "request_too_large"),
+            NotFound => (404, "invalid_request_error", "not_found"),
+            MethodNotAllowed => (405, "invalid_request_error", "method_not_allowed"),
+            UpstreamError => (502, "upstream_error", "upstream_error"),
+            UpstreamTimeout => (504, "upstream_error", "upstream_timeout"),
+            ProviderUnavailable => (503, "server_error", "provider_unavailable"),
+            Internal => (500, "server_error", "internal_error"),
+        }
+    }
+
+    /// The HTTP status.
+    pub const fn status(self) -> u16 {
+        self.parts().0
+    }
+
+    /// The OpenAI `code`.
+    pub const fn code(self) -> &'static str {
+        self.parts().2
+    }
+}
+
+impl ApiError {
+    /// An error of `kind` with `message`.
+    pub fn new(kind: ErrorKind, message: impl Into<Cow<'static, str>>) -> ApiError {
+        ApiError { kind, message: message.into(), param: None }
+    }
+
+    /// Names the request field at fault.
+    pub fn with_param(mut self, param: impl Into<Cow<'static, str>>) -> ApiError {
+        self.param = Some(param.into());
+        self
+    }
+
+    /// The OpenAI-style body: `{"error": {"message", "type", "param", "code"}}`.
+    pub fn to_json(&self) -> Vec<u8> {
+        let (_, kind, code) = self.kind.parts();
+        let body = serde_json::json!({
+            "error": { "message": self.message, "type": kind, "param": self.param, "code": code }
+        });
+        serde_json::to_vec(&body).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for ApiError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}", self.kind.code(), self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renders_the_openai_shape() {
+        let e = ApiError::new(ErrorKind::ModelNotFound, "The model `x` does not exist").with_param("model");
+        let v: serde_json::Value = serde_json::from_slice(&e.to_json()).unwrap();
+        assert_eq!(
+            v,
+            serde_json::json!({"error": {"message": "The model `x` does not exist",
+                "type": "invalid_request_error", "param": "model", "code": "model_not_found"}})
+        );
+    }
+
+    #[test]
+    fn rate_limits_are_429_rate_limit_exceeded() {
+        // one-api/new-api disable a channel whose error mentions these words.
+        let (status, _, code) = ErrorKind::RateLimited.parts();
+        assert_eq!((status, code), (429, "rate_limit_exceeded"));
+    }
+}

@@ -1,0 +1,206 @@
+//! The storage interface. SQLite and PostgreSQL implement it in `router-one-store`; nothing
+//! above this trait knows which one it talks to. It is never called on the request hot path
+//! except through the batched usage writer.
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+
+use crate::money::Usd;
+use crate::usage::UsageRecord;
+
+/// A storage failure. Never shown to a client beyond "internal error".
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// A uniqueness rule was broken (e.g. the email is taken).
+    #[error("already exists: {0}")]
+    Conflict(String),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(String),
+}
+
+/// Result of a store call.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// An account.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Account {
+    /// `acct_…`.
+    pub id: String,
+    /// The owner's email.
+    pub email: String,
+    /// Prepaid balance (Σ ledger entries).
+    pub balance: Usd,
+    /// Creation time, µs since the epoch.
+    pub created_at_us: i64,
+}
+
+/// How a key's `max_spend` resets.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BudgetPeriod {
+    /// A lifetime budget.
+    #[default]
+    None,
+    /// Resets at 00:00 UTC.
+    Daily,
+    /// Resets Monday 00:00 UTC.
+    Weekly,
+    /// Resets on the 1st, 00:00 UTC.
+    Monthly,
+}
+
+impl BudgetPeriod {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BudgetPeriod::None => "none",
+            BudgetPeriod::Daily => "daily",
+            BudgetPeriod::Weekly => "weekly",
+            BudgetPeriod::Monthly => "monthly",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(s: &str) -> Option<BudgetPeriod> {
+        Some(match s {
+            "none" => BudgetPeriod::None,
+            "daily" => BudgetPeriod::Daily,
+            "weekly" => BudgetPeriod::Weekly,
+            "monthly" => BudgetPeriod::Monthly,
+            _ => return None,
+        })
+    }
+}
+
+/// The settings of an inference key that its owner controls.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeySettings {
+    /// A label.
+    pub name: Option<String>,
+    /// Spend cap within `budget_period`.
+    pub max_spend: Option<Usd>,
+    /// When `max_spend` resets.
+    pub budget_period: BudgetPeriod,
+    /// Requests per minute.
+    pub rpm_limit: Option<u32>,
+    /// Tokens per minute.
+    pub tpm_limit: Option<u64>,
+    /// Requests in flight at once.
+    pub max_concurrency: Option<u32>,
+    /// Allowed model ids; `None` allows all.
+    pub models: Option<Vec<String>>,
+    /// Expiry, µs since the epoch.
+    pub expires_at_us: Option<i64>,
+    /// The builder's own data (a customer id, say).
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A stored inference key (never the secret itself).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApiKey {
+    /// `key_…`.
+    pub id: String,
+    /// The owning account.
+    pub account_id: String,
+    /// SHA-256 of the secret.
+    pub secret_hash: String,
+    /// A non-secret prefix for listings.
+    pub hint: String,
+    /// Owner-controlled settings.
+    pub settings: KeySettings,
+    /// Creation time, µs.
+    pub created_at_us: i64,
+    /// Revocation time, µs.
+    pub revoked_at_us: Option<i64>,
+    /// Lifetime spend recorded so far.
+    pub spend: Usd,
+}
+
+/// Which usage records to list.
+#[derive(Clone, Debug, Default)]
+pub struct UsageFilter {
+    /// Always set: an account only sees its own records.
+    pub account_id: String,
+    /// Only this key.
+    pub key_id: Option<String>,
+    /// Only this requested or served model.
+    pub model: Option<String>,
+    /// Only these statuses: `Some(true)` successes (2xx), `Some(false)` failures.
+    pub success: Option<bool>,
+    /// Only this exact HTTP status.
+    pub status: Option<u16>,
+    /// Created at or after, µs.
+    pub from_us: Option<i64>,
+    /// Created before, µs.
+    pub to_us: Option<i64>,
+    /// Cursor: records strictly after this request id (ids sort by time).
+    pub after: Option<String>,
+    /// Page size.
+    pub limit: u32,
+}
+
+/// How to group a usage summary.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SummaryGroup {
+    /// Per key.
+    Key,
+    /// Per requested model.
+    Model,
+    /// Per UTC day.
+    Day,
+}
+
+/// One row of a usage summary.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SummaryRow {
+    /// The key id, model id or day (`YYYY-MM-DD`).
+    pub group: String,
+    /// Requests counted.
+    pub requests: u64,
+    /// Σ prompt tokens.
+    pub prompt_tokens: u64,
+    /// Σ cached prompt tokens.
+    pub cached_tokens: u64,
+    /// Σ completion tokens.
+    pub completion_tokens: u64,
+    /// Σ reasoning tokens.
+    pub reasoning_tokens: u64,
+    /// Σ cost.
+    pub cost: Usd,
+}
+
+/// Durable state: accounts, keys, usage. Implemented for SQLite and PostgreSQL.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Creates an account with an opening credit and its first management key.
+    async fn create_account(&self, account: &Account, management_key_hash: &str) -> StoreResult<()>;
+    /// The account owning this (unrevoked) management key.
+    async fn account_by_management_key(&self, hash: &str) -> StoreResult<Option<Account>>;
+    /// One account.
+    async fn account(&self, id: &str) -> StoreResult<Option<Account>>;
+    /// Stores a new inference key.
+    async fn insert_key(&self, key: &ApiKey) -> StoreResult<()>;
+    /// An inference key by the hash of its secret, revoked or not.
+    async fn key_by_hash(&self, hash: &str) -> StoreResult<Option<ApiKey>>;
+    /// Every unrevoked key (to warm the in-memory index at start).
+    async fn active_keys(&self) -> StoreResult<Vec<ApiKey>>;
+    /// An account's keys, newest first.
+    async fn keys(&self, account_id: &str) -> StoreResult<Vec<ApiKey>>;
+    /// One key of an account.
+    async fn key(&self, account_id: &str, key_id: &str) -> StoreResult<Option<ApiKey>>;
+    /// Replaces a key's settings; `None` if the account has no such key.
+    async fn update_key(&self, account_id: &str, key_id: &str, settings: &KeySettings) -> StoreResult<Option<ApiKey>>;
+    /// Revokes a key; `None` if the account has no such key.
+    async fn revoke_key(&self, account_id: &str, key_id: &str, at_us: i64) -> StoreResult<Option<ApiKey>>;
+    /// Writes usage records in one transaction and debits the accounts and keys. Idempotent by
+    /// request id: a record already stored is skipped and not debited twice (journal replay).
+    async fn record_usage(&self, batch: &[UsageRecord]) -> StoreResult<()>;
+    /// Records matching `filter`, oldest first.
+    async fn usage(&self, filter: &UsageFilter) -> StoreResult<Vec<UsageRecord>>;
+    /// Σ of records matching `filter` (cursor and limit ignored), grouped.
+    async fn usage_summary(&self, filter: &UsageFilter, group: SummaryGroup) -> StoreResult<Vec<SummaryRow>>;
+    /// One record of an account.
+    async fn usage_record(&self, account_id: &str, request_id: &str) -> StoreResult<Option<UsageRecord>>;
+}

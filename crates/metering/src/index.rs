@@ -1,0 +1,161 @@
+//! The in-memory key index: a request's key is found by the hash of its secret without touching
+//! the database, and a revoked key is refused by the very next request.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
+
+use router_one_core::store::{ApiKey, KeySettings};
+use router_one_core::{ApiError, ErrorKind, Usd};
+
+use crate::budget::Budget;
+
+/// A live inference key.
+#[derive(Debug)]
+pub struct KeyState {
+    /// `key_…`.
+    pub id: String,
+    /// The owning account.
+    pub account_id: String,
+    settings: ArcSwap<KeySettings>,
+    revoked: AtomicBool,
+    /// The account's prepaid balance.
+    pub account: Arc<Budget>,
+    /// The key's `max_spend`.
+    pub spend: Budget,
+}
+
+impl KeyState {
+    /// The key's current settings.
+    pub fn settings(&self) -> arc_swap::Guard<Arc<KeySettings>> {
+        self.settings.load()
+    }
+
+    /// Whether the key was revoked.
+    pub fn is_revoked(&self) -> bool {
+        self.revoked.load(Ordering::Acquire)
+    }
+
+    /// Refuses a revoked or expired key, or a model it may not use.
+    pub fn check(&self, model: &str, now_us: i64) -> Result<(), ApiError> {
+        if self.is_revoked() {
+            return Err(ApiError::new(ErrorKind::InvalidApiKey, "This API key has been revoked."));
+        }
+        let settings = self.settings.load();
+        if settings.expires_at_us.is_some_and(|at| at <= now_us) {
+            return Err(ApiError::new(ErrorKind::ExpiredApiKey, "This API key has expired."));
+        }
+        if let Some(models) = &settings.models
+            && !models.iter().any(|m| m == model)
+        {
+            return Err(ApiError::new(ErrorKind::ModelNotAllowed, format!("This API key may not use the model `{model}`."))
+                .with_param("model"));
+        }
+        Ok(())
+    }
+}
+
+/// Every live key, by secret hash and by id, and every loaded account budget.
+#[derive(Debug, Default)]
+pub struct KeyIndex {
+    by_hash: DashMap<String, Arc<KeyState>>,
+    by_id: DashMap<String, Arc<KeyState>>,
+    accounts: DashMap<String, Arc<Budget>>,
+}
+
+impl KeyIndex {
+    /// Adds (or replaces) a key. `balance` is the account's stored balance, used only if the
+    /// account is not loaded yet: once loaded, the in-memory budget is the truth.
+    pub fn insert(&self, key: &ApiKey, balance: Usd) -> Arc<KeyState> {
+        let account = self
+            .accounts
+            .entry(key.account_id.clone())
+            .or_insert_with(|| Arc::new(Budget::new(Some(balance), Usd::ZERO)))
+            .clone();
+        let state = Arc::new(KeyState {
+            id: key.id.clone(),
+            account_id: key.account_id.clone(),
+            settings: ArcSwap::from_pointee(key.settings.clone()),
+            revoked: AtomicBool::new(key.revoked_at_us.is_some()),
+            account,
+            spend: Budget::new(key.settings.max_spend, key.spend),
+        });
+        self.by_hash.insert(key.secret_hash.clone(), state.clone());
+        self.by_id.insert(key.id.clone(), state.clone());
+        state
+    }
+
+    /// The key whose secret hashes to `hash`.
+    pub fn get(&self, hash: &str) -> Option<Arc<KeyState>> {
+        self.by_hash.get(hash).map(|e| e.value().clone())
+    }
+
+    /// The key with this id.
+    pub fn by_id(&self, id: &str) -> Option<Arc<KeyState>> {
+        self.by_id.get(id).map(|e| e.value().clone())
+    }
+
+    /// The loaded budget of an account.
+    pub fn account(&self, account_id: &str) -> Option<Arc<Budget>> {
+        self.accounts.get(account_id).map(|e| e.value().clone())
+    }
+
+    /// Replaces a key's settings (its `max_spend` takes effect at once).
+    pub fn update(&self, id: &str, settings: &KeySettings) {
+        if let Some(state) = self.by_id(id) {
+            state.spend.set_limit(settings.max_spend);
+            state.settings.store(Arc::new(settings.clone()));
+        }
+    }
+
+    /// Revokes a key: the next request with it is refused.
+    pub fn revoke(&self, id: &str) {
+        if let Some(state) = self.by_id(id) {
+            state.revoked.store(true, Ordering::Release);
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn key(models: Option<Vec<String>>, expires: Option<i64>) -> ApiKey {
+        ApiKey {
+            id: "key_1".into(),
+            account_id: "acct_1".into(),
+            secret_hash: "h".into(),
+            hint: "sk-rk-ab…".into(),
+            settings: KeySettings { models, expires_at_us: expires, ..Default::default() },
+            created_at_us: 0,
+            revoked_at_us: None,
+            spend: Usd::ZERO,
+        }
+    }
+
+    #[test]
+    fn checks_revocation_expiry_and_models() {
+        let index = KeyIndex::default();
+        let k = index.insert(&key(Some(vec!["a".into()]), Some(100)), Usd::ZERO);
+        assert!(k.check("a", 99).is_ok());
+        assert_eq!(k.check("b", 99).unwrap_err().kind, ErrorKind::ModelNotAllowed);
+        assert_eq!(k.check("a", 100).unwrap_err().kind, ErrorKind::ExpiredApiKey);
+        index.revoke("key_1");
+        assert_eq!(index.get("h").unwrap().check("a", 0).unwrap_err().kind, ErrorKind::InvalidApiKey);
+    }
+
+    #[test]
+    fn keys_of_one_account_share_its_budget() {
+        let index = KeyIndex::default();
+        let a = index.insert(&key(None, None), Usd::from_units(10));
+        let mut other = key(None, None);
+        other.id = "key_2".into();
+        other.secret_hash = "h2".into();
+        let b = index.insert(&other, Usd::from_units(999));
+        assert!(Arc::ptr_eq(&a.account, &b.account));
+        assert_eq!(b.account.available(), Some(Usd::from_units(10)));
+    }
+}

@@ -1,0 +1,200 @@
+//! Reading OpenAI-format responses and stream events: the served model and usage, and adding
+//! `usage.cost` without re-serializing the body.
+
+use std::borrow::Cow;
+
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::value::RawValue;
+
+use router_one_core::{ApiError, ErrorKind, TokenUsage};
+
+use crate::provider::ReadResponse;
+use crate::sse::StreamEvent;
+
+/// OpenAI's `usage` object (and DeepSeek's cache fields, which some compatible vendors send).
+#[derive(Deserialize, Default)]
+struct WireUsage {
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
+    #[serde(default)]
+    prompt_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    completion_tokens_details: Option<CompletionDetails>,
+    /// DeepSeek reports cache hits here instead of `prompt_tokens_details`.
+    #[serde(default)]
+    prompt_cache_hit_tokens: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+struct PromptDetails {
+    #[serde(default)]
+    cached_tokens: Option<u64>,
+}
+
+#[derive(Deserialize, Default)]
+struct CompletionDetails {
+    #[serde(default)]
+    reasoning_tokens: Option<u64>,
+}
+
+impl WireUsage {
+    fn tokens(&self) -> TokenUsage {
+        let cached = self
+            .prompt_tokens_details
+            .as_ref()
+            .and_then(|d| d.cached_tokens)
+            .or(self.prompt_cache_hit_tokens)
+            .unwrap_or(0);
+        TokenUsage {
+            prompt_tokens: self.prompt_tokens,
+            cached_tokens: cached.min(self.prompt_tokens),
+            completion_tokens: self.completion_tokens,
+            reasoning_tokens: self.completion_tokens_details.as_ref().and_then(|d| d.reasoning_tokens).unwrap_or(0),
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct Head<'a> {
+    #[serde(borrow, default)]
+    model: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    usage: Option<&'a RawValue>,
+    #[serde(borrow, default)]
+    choices: Option<&'a RawValue>,
+}
+
+fn upstream_garbage() -> ApiError {
+    ApiError::new(ErrorKind::UpstreamError, "The upstream provider returned a response that is not valid JSON.")
+}
+
+/// Reads served model and usage from a complete response body.
+pub(crate) fn read_response(body: &[u8]) -> Result<ReadResponse, ApiError> {
+    let head: Head<'_> = serde_json::from_slice(body).map_err(|_| upstream_garbage())?;
+    let usage = match head.usage {
+        Some(raw) if raw.get() != "null" => Some(parse_usage(raw)?),
+        _ => None,
+    };
+    Ok(ReadResponse { served_model: head.model.map(Cow::into_owned), usage })
+}
+
+fn parse_usage(raw: &RawValue) -> Result<TokenUsage, ApiError> {
+    serde_json::from_str::<WireUsage>(raw.get()).map(|u| u.tokens()).map_err(|_| upstream_garbage())
+}
+
+/// The served model named by a stream event, if it names one.
+pub(crate) fn served_model(data: &[u8]) -> Option<String> {
+    serde_json::from_slice::<Head<'_>>(data).ok()?.model.map(Cow::into_owned)
+}
+
+/// Classifies one stream event's data.
+pub(crate) fn read_event(data: &[u8]) -> StreamEvent {
+    if data == b"[DONE]" {
+        return StreamEvent::Done;
+    }
+    if memchr::memmem::find(data, b"\"usage\"").is_none() {
+        if data.starts_with(b"{\"error\"") {
+            return StreamEvent::Error;
+        }
+        return StreamEvent::Other;
+    }
+    let Ok(head) = serde_json::from_slice::<Head<'_>>(data) else {
+        return StreamEvent::Other;
+    };
+    match head.usage {
+        Some(raw) if raw.get() != "null" => match parse_usage(raw) {
+            Ok(usage) => {
+                let usage_only = head.choices.is_none_or(|c| c.get().trim_start_matches('[').trim_start().starts_with(']'));
+                StreamEvent::Usage { usage, usage_only }
+            }
+            Err(_) => StreamEvent::Other,
+        },
+        _ => StreamEvent::Other,
+    }
+}
+
+/// `body` with `"cost": "<cost>"` added inside its top-level `usage` object. A body without a
+/// usage object is returned unchanged.
+pub(crate) fn with_cost(body: Bytes, cost: &str) -> Bytes {
+    let Some(close) = usage_object_end(&body) else {
+        return body;
+    };
+    let empty = body[..close].iter().rev().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    let mut out = Vec::with_capacity(body.len() + cost.len() + 12);
+    out.extend_from_slice(&body[..close]);
+    if !empty {
+        out.push(b',');
+    }
+    out.extend_from_slice(b"\"cost\":\"");
+    out.extend_from_slice(cost.as_bytes());
+    out.push(b'"');
+    out.extend_from_slice(&body[close..]);
+    Bytes::from(out)
+}
+
+/// The offset of the closing `}` of the top-level `usage` object.
+fn usage_object_end(body: &[u8]) -> Option<usize> {
+    let head: Head<'_> = serde_json::from_slice(body).ok()?;
+    let raw = head.usage?.get();
+    if !raw.starts_with('{') {
+        return None;
+    }
+    // `raw` borrows from `body`: its position is the difference of the two addresses.
+    let start = (raw.as_ptr() as usize).checked_sub(body.as_ptr() as usize)?;
+    let end = start + raw.len() - 1;
+    (body.get(end) == Some(&b'}')).then_some(end)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const RESPONSE: &str = r#"{"id":"c1","object":"chat.completion","model":"gpt-4o-2024-08-06","choices":[{"index":0,"message":{"role":"assistant","content":"hi \"usage\": {}"},"finish_reason":"stop"}],"usage":{"prompt_tokens":12,"completion_tokens":7,"total_tokens":19,"prompt_tokens_details":{"cached_tokens":4},"completion_tokens_details":{"reasoning_tokens":2}}}"#;
+
+    #[test]
+    fn reads_model_and_usage() {
+        let r = read_response(RESPONSE.as_bytes()).unwrap();
+        assert_eq!(r.served_model.as_deref(), Some("gpt-4o-2024-08-06"));
+        assert_eq!(r.usage.unwrap(), TokenUsage { prompt_tokens: 12, cached_tokens: 4, completion_tokens: 7, reasoning_tokens: 2 });
+    }
+
+    #[test]
+    fn adds_cost_inside_usage_only() {
+        let out = with_cost(Bytes::from(RESPONSE), "0.0001");
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["usage"]["cost"], "0.0001");
+        assert_eq!(v["choices"][0]["message"]["content"], "hi \"usage\": {}");
+        let spaced = with_cost(Bytes::from(r#"{"usage": { } }"#), "1");
+        assert_eq!(&spaced[..], br#"{"usage": { "cost":"1"} }"#);
+        assert_eq!(&with_cost(Bytes::from(r#"{"usage":null}"#), "1")[..], br#"{"usage":null}"#);
+    }
+
+    #[test]
+    fn classifies_stream_events() {
+        assert_eq!(read_event(b"[DONE]"), StreamEvent::Done);
+        assert_eq!(read_event(br#"{"choices":[{"delta":{"content":"x"}}],"usage":null}"#), StreamEvent::Other);
+        let usage = br#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#;
+        assert_eq!(
+            read_event(usage),
+            StreamEvent::Usage { usage: TokenUsage { prompt_tokens: 3, completion_tokens: 2, ..Default::default() }, usage_only: true }
+        );
+        let with_choice = br#"{"choices":[{"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#;
+        assert!(matches!(read_event(with_choice), StreamEvent::Usage { usage_only: false, .. }));
+        assert_eq!(read_event(br#"{"error":{"message":"x"}}"#), StreamEvent::Error);
+    }
+
+    #[test]
+    fn deepseek_cache_hits_count_as_cached() {
+        let r = read_response(br#"{"model":"deepseek-chat","usage":{"prompt_tokens":10,"completion_tokens":1,"prompt_cache_hit_tokens":6}}"#).unwrap();
+        assert_eq!(r.usage.unwrap().cached_tokens, 6);
+    }
+
+    #[test]
+    fn garbage_is_an_upstream_error() {
+        assert_eq!(read_response(b"{\"id\": ").unwrap_err().kind, ErrorKind::UpstreamError);
+    }
+}
