@@ -90,7 +90,11 @@ impl ErrorKind {
 impl ApiError {
     /// An error of `kind` with `message`.
     pub fn new(kind: ErrorKind, message: impl Into<Cow<'static, str>>) -> ApiError {
-        ApiError { kind, message: message.into(), param: None }
+        ApiError {
+            kind,
+            message: message.into(),
+            param: None,
+        }
     }
 
     /// Names the request field at fault.

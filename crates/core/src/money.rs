@@ -93,7 +93,11 @@ impl fmt::Display for Usd {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let d = self.to_decimal();
         // `normalize` can leave "-0"; show plain zero.
-        if d.is_zero() { f.write_str("0") } else { write!(f, "{d}") }
+        if d.is_zero() {
+            f.write_str("0")
+        } else {
+            write!(f, "{d}")
+        }
     }
 }
 
@@ -137,7 +141,10 @@ mod tests {
         assert!(matches!("0.00000000001".parse::<Usd>(), Err(MoneyError::TooPrecise(_))));
         assert!(matches!("abc".parse::<Usd>(), Err(MoneyError::NotDecimal(_))));
         assert!(matches!("1e400".parse::<Usd>(), Err(MoneyError::NotDecimal(_))));
-        assert!(matches!("99999999999999".parse::<Usd>(), Err(MoneyError::OutOfRange(_))));
+        assert!(matches!(
+            "99999999999999".parse::<Usd>(),
+            Err(MoneyError::OutOfRange(_))
+        ));
     }
 
     #[test]

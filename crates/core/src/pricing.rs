@@ -72,7 +72,12 @@ mod tests {
     #[test]
     fn cost_of_a_typical_request() {
         let r = rates("2.50", "1.25", "10.00");
-        let u = TokenUsage { prompt_tokens: 1000, cached_tokens: 200, completion_tokens: 500, reasoning_tokens: 0 };
+        let u = TokenUsage {
+            prompt_tokens: 1000,
+            cached_tokens: 200,
+            completion_tokens: 500,
+            reasoning_tokens: 0,
+        };
         // 800 × 2.5e-6 + 200 × 1.25e-6 + 500 × 1e-5 = 0.002 + 0.00025 + 0.005
         assert_eq!(r.cost(&u).unwrap().to_string(), "0.00725");
     }
@@ -80,7 +85,12 @@ mod tests {
     #[test]
     fn cached_beyond_prompt_is_clamped() {
         let r = rates("1", "0.5", "2");
-        let u = TokenUsage { prompt_tokens: 10, cached_tokens: 50, completion_tokens: 0, reasoning_tokens: 0 };
+        let u = TokenUsage {
+            prompt_tokens: 10,
+            cached_tokens: 50,
+            completion_tokens: 0,
+            reasoning_tokens: 0,
+        };
         assert_eq!(r.cost(&u).unwrap().to_string(), "0.000005");
     }
 

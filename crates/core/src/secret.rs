@@ -33,7 +33,11 @@ pub fn generate(prefix: &str) -> NewSecret {
         .collect();
     let plaintext = format!("{prefix}{random}");
     let hint = format!("{}…", &plaintext[..prefix.len() + 4]);
-    NewSecret { hash: hash(&plaintext), plaintext, hint }
+    NewSecret {
+        hash: hash(&plaintext),
+        plaintext,
+        hint,
+    }
 }
 
 /// The stored form of a presented secret.

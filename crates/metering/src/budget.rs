@@ -33,7 +33,13 @@ pub struct Exhausted {
 impl Budget {
     /// A budget of `limit` (`None`: unlimited) with `spent` already settled against it.
     pub fn new(limit: Option<Usd>, spent: Usd) -> Budget {
-        Budget { state: Mutex::new(BudgetState { limit, spent, reserved: Usd::ZERO }) }
+        Budget {
+            state: Mutex::new(BudgetState {
+                limit,
+                spent,
+                reserved: Usd::ZERO,
+            }),
+        }
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut BudgetState) -> T) -> T {
@@ -94,7 +100,8 @@ impl Budget {
 
 impl BudgetState {
     fn available(&self) -> Option<Usd> {
-        self.limit.map(|l| l.saturating_sub(self.spent).saturating_sub(self.reserved))
+        self.limit
+            .map(|l| l.saturating_sub(self.spent).saturating_sub(self.reserved))
     }
 }
 

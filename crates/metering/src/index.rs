@@ -41,7 +41,10 @@ impl KeyState {
     /// Refuses a revoked or expired key, or a model it may not use.
     pub fn check(&self, model: &str, now_us: i64) -> Result<(), ApiError> {
         if self.is_revoked() {
-            return Err(ApiError::new(ErrorKind::InvalidApiKey, "This API key has been revoked."));
+            return Err(ApiError::new(
+                ErrorKind::InvalidApiKey,
+                "This API key has been revoked.",
+            ));
         }
         let settings = self.settings.load();
         if settings.expires_at_us.is_some_and(|at| at <= now_us) {
@@ -50,8 +53,11 @@ impl KeyState {
         if let Some(models) = &settings.models
             && !models.iter().any(|m| m == model)
         {
-            return Err(ApiError::new(ErrorKind::ModelNotAllowed, format!("This API key may not use the model `{model}`."))
-                .with_param("model"));
+            return Err(ApiError::new(
+                ErrorKind::ModelNotAllowed,
+                format!("This API key may not use the model `{model}`."),
+            )
+            .with_param("model"));
         }
         Ok(())
     }
@@ -66,9 +72,13 @@ pub struct KeyIndex {
 }
 
 impl KeyIndex {
-    /// Adds (or replaces) a key. `balance` is the account's stored balance, used only if the
+    /// Adds a key, or returns it if already loaded (two requests may race to load the same key;
+    /// both must share one budget). `balance` is the account's stored balance, used only if the
     /// account is not loaded yet: once loaded, the in-memory budget is the truth.
     pub fn insert(&self, key: &ApiKey, balance: Usd) -> Arc<KeyState> {
+        if let Some(existing) = self.get(&key.secret_hash) {
+            return existing;
+        }
         let account = self
             .accounts
             .entry(key.account_id.clone())
@@ -82,7 +92,7 @@ impl KeyIndex {
             account,
             spend: Budget::new(key.settings.max_spend, key.spend),
         });
-        self.by_hash.insert(key.secret_hash.clone(), state.clone());
+        let state = self.by_hash.entry(key.secret_hash.clone()).or_insert(state).clone();
         self.by_id.insert(key.id.clone(), state.clone());
         state
     }
@@ -129,7 +139,11 @@ mod tests {
             account_id: "acct_1".into(),
             secret_hash: "h".into(),
             hint: "sk-rk-ab…".into(),
-            settings: KeySettings { models, expires_at_us: expires, ..Default::default() },
+            settings: KeySettings {
+                models,
+                expires_at_us: expires,
+                ..Default::default()
+            },
             created_at_us: 0,
             revoked_at_us: None,
             spend: Usd::ZERO,
@@ -144,7 +158,10 @@ mod tests {
         assert_eq!(k.check("b", 99).unwrap_err().kind, ErrorKind::ModelNotAllowed);
         assert_eq!(k.check("a", 100).unwrap_err().kind, ErrorKind::ExpiredApiKey);
         index.revoke("key_1");
-        assert_eq!(index.get("h").unwrap().check("a", 0).unwrap_err().kind, ErrorKind::InvalidApiKey);
+        assert_eq!(
+            index.get("h").unwrap().check("a", 0).unwrap_err().kind,
+            ErrorKind::InvalidApiKey
+        );
     }
 
     #[test]

@@ -41,7 +41,11 @@ impl Reservation {
                 ),
             ));
         }
-        Ok(Reservation { key, amount, settled: false })
+        Ok(Reservation {
+            key,
+            amount,
+            settled: false,
+        })
     }
 
     /// The key this reservation belongs to.
@@ -88,7 +92,10 @@ mod tests {
             account_id: "acct_1".into(),
             secret_hash: "h".into(),
             hint: String::new(),
-            settings: KeySettings { max_spend: max_spend.map(Usd::from_units), ..Default::default() },
+            settings: KeySettings {
+                max_spend: max_spend.map(Usd::from_units),
+                ..Default::default()
+            },
             created_at_us: 0,
             revoked_at_us: None,
             spend: Usd::ZERO,
@@ -101,7 +108,9 @@ mod tests {
         let key = index_with(100, None);
         drop(Reservation::new(key.clone(), Usd::from_units(60)).unwrap());
         assert_eq!(key.account.available(), Some(Usd::from_units(100)));
-        Reservation::new(key.clone(), Usd::from_units(60)).unwrap().settle(Usd::from_units(10));
+        Reservation::new(key.clone(), Usd::from_units(60))
+            .unwrap()
+            .settle(Usd::from_units(10));
         assert_eq!(key.account.available(), Some(Usd::from_units(90)));
     }
 

@@ -64,14 +64,12 @@ impl UpstreamClient {
             .method(Method::POST)
             .uri(format!("{}{}", provider.base_url, path))
             .header(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some(key) = &provider.api_key {
-            let (name, value) = provider
-                .api
-                .auth_header(key)
-                .ok_or_else(|| UpstreamError::Misconfigured(format!("the secret of `{}` is not a valid header value", provider.name)))?;
+        if let Some((name, value)) = provider.auth_header() {
             builder = builder.header(name, value);
         }
-        let request = builder.body(Full::new(body)).map_err(|e| UpstreamError::Misconfigured(e.to_string()))?;
+        let request = builder
+            .body(Full::new(body))
+            .map_err(|e| UpstreamError::Misconfigured(e.to_string()))?;
         match tokio::time::timeout(timeout, self.client.request(request)).await {
             Err(_) => Err(UpstreamError::Timeout),
             Ok(Err(e)) => Err(UpstreamError::Connection(error_chain(&e))),

@@ -62,6 +62,8 @@ pub struct ReadResponse {
     pub served_model: Option<String>,
     /// Token counts, when the upstream reported them.
     pub usage: Option<TokenUsage>,
+    /// Offset of the closing brace of the body's `usage` object, where `cost` is added.
+    pub usage_end: Option<usize>,
 }
 
 /// One wire format. Implementations are pure: they transform bytes and never do I/O, so they
@@ -74,8 +76,9 @@ pub trait ChatApi: Send + Sync + 'static {
     fn prepare_embeddings(&self, request: &TopLevel<'_>, upstream_model: &str) -> Result<PreparedRequest, ApiError>;
     /// Reads a complete successful response: served model and usage.
     fn read_response(&self, body: &[u8]) -> Result<ReadResponse, ApiError>;
-    /// Returns the response body for the client with `usage.cost` set to `cost`.
-    fn with_cost(&self, body: Bytes, cost: &str) -> Bytes;
+    /// Returns the response body for the client with `usage.cost` set to `cost`; `usage_end`
+    /// comes from [`ChatApi::read_response`] of the same body.
+    fn with_cost(&self, body: Bytes, usage_end: Option<usize>, cost: &str) -> Bytes;
     /// Classifies one stream event.
     fn read_event(&self, data: &[u8]) -> StreamEvent;
     /// The served model named by a stream event, if it names one.
@@ -90,8 +93,8 @@ pub struct Provider {
     pub name: String,
     /// The base URL, without a trailing slash.
     pub base_url: String,
-    /// Its secret, read from the environment at start.
-    pub api_key: Option<String>,
+    /// Its authentication header, built once from the secret read at start.
+    auth: Option<(http::HeaderName, http::HeaderValue)>,
     /// Its wire format.
     pub api: Arc<dyn ChatApi>,
 }
@@ -99,7 +102,10 @@ pub struct Provider {
 impl std::fmt::Debug for Provider {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         // The secret is never printed.
-        f.debug_struct("Provider").field("name", &self.name).field("base_url", &self.base_url).finish()
+        f.debug_struct("Provider")
+            .field("name", &self.name)
+            .field("base_url", &self.base_url)
+            .finish()
     }
 }
 
@@ -110,11 +116,31 @@ impl Provider {
             ApiStyle::OpenAi => Arc::new(OpenAi),
             ApiStyle::Anthropic | ApiStyle::Gemini => return None,
         };
-        Some(Provider {
+        let mut provider = Provider {
             name: name.to_owned(),
             base_url: config.base_url.trim_end_matches('/').to_owned(),
-            api_key: std::env::var(&config.api_key_env).ok().filter(|k| !k.is_empty()),
+            auth: None,
             api,
-        })
+        };
+        if let Some(key) = std::env::var(&config.api_key_env).ok().filter(|k| !k.is_empty()) {
+            provider.set_api_key(&key);
+        }
+        Some(provider)
+    }
+
+    /// Sets the secret presented upstream. A secret that cannot be a header value is dropped
+    /// (and the provider then has no key).
+    pub fn set_api_key(&mut self, key: &str) {
+        self.auth = self.api.auth_header(key);
+    }
+
+    /// Whether a secret is set.
+    pub fn has_api_key(&self) -> bool {
+        self.auth.is_some()
+    }
+
+    /// The authentication header, if a secret is set.
+    pub fn auth_header(&self) -> Option<&(http::HeaderName, http::HeaderValue)> {
+        self.auth.as_ref()
     }
 }

@@ -6,8 +6,8 @@ use std::borrow::Cow;
 use std::fmt;
 
 use bytes::Bytes;
-use serde::de::{Deserializer, MapAccess, Visitor};
 use serde::Deserialize;
+use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 
 use router_one_core::{ApiError, ErrorKind};
@@ -40,7 +40,10 @@ impl<'a> TopLevel<'a> {
     /// Splits `body`, or says precisely why it is not a JSON object.
     pub fn parse(body: &'a [u8]) -> Result<TopLevel<'a>, ApiError> {
         serde_json::from_slice(body).map_err(|e| {
-            ApiError::new(ErrorKind::InvalidJson, format!("The request body is not a valid JSON object: {e}"))
+            ApiError::new(
+                ErrorKind::InvalidJson,
+                format!("The request body is not a valid JSON object: {e}"),
+            )
         })
     }
 
@@ -52,7 +55,8 @@ impl<'a> TopLevel<'a> {
     /// Writes the object back, replacing or adding the given fields.
     pub fn write_with(&self, replace: &[(&str, &str)]) -> Bytes {
         let extra: usize = replace.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
-        let mut out = Vec::with_capacity(self.0.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>() + extra + 2);
+        let mut out =
+            Vec::with_capacity(self.0.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>() + extra + 2);
         out.push(b'{');
         let mut first = true;
         let mut push = |out: &mut Vec<u8>, k: &str, v: &str| {
@@ -123,22 +127,33 @@ pub fn chat_view<'a>(top: &TopLevel<'a>) -> Result<ChatView<'a>, ApiError> {
         (None, None) => None,
     };
     if top.get("messages").is_none() {
-        return Err(ApiError::new(ErrorKind::InvalidRequest, "Missing required parameter: 'messages'.").with_param("messages"));
+        return Err(
+            ApiError::new(ErrorKind::InvalidRequest, "Missing required parameter: 'messages'.").with_param("messages"),
+        );
     }
-    Ok(ChatView { model, stream, include_usage, max_output })
+    Ok(ChatView {
+        model,
+        stream,
+        include_usage,
+        max_output,
+    })
 }
 
 /// The `model` field, required and a string.
 pub fn model_field<'a>(top: &TopLevel<'a>) -> Result<Cow<'a, str>, ApiError> {
-    let raw = top
-        .get("model")
-        .ok_or_else(|| ApiError::new(ErrorKind::InvalidRequest, "Missing required parameter: 'model'.").with_param("model"))?;
+    let raw = top.get("model").ok_or_else(|| {
+        ApiError::new(ErrorKind::InvalidRequest, "Missing required parameter: 'model'.").with_param("model")
+    })?;
     field::<Cow<'a, str>>(raw, "model", "a string")
 }
 
 fn field<'a, T: Deserialize<'a>>(raw: &'a RawValue, name: &'static str, what: &str) -> Result<T, ApiError> {
     serde_json::from_str(raw.get()).map_err(|_| {
-        ApiError::new(ErrorKind::InvalidRequest, format!("Invalid type for '{name}': expected {what}.")).with_param(name)
+        ApiError::new(
+            ErrorKind::InvalidRequest,
+            format!("Invalid type for '{name}': expected {what}."),
+        )
+        .with_param(name)
     })
 }
 
@@ -149,10 +164,19 @@ mod tests {
 
     #[test]
     fn reads_the_view() {
-        let body = br#"{"model":"gpt-4o","messages":[],"stream":true,"stream_options":{"include_usage":true},"max_tokens":5}"#;
+        let body =
+            br#"{"model":"gpt-4o","messages":[],"stream":true,"stream_options":{"include_usage":true},"max_tokens":5}"#;
         let top = TopLevel::parse(body).unwrap();
         let v = chat_view(&top).unwrap();
-        assert_eq!(v, ChatView { model: "gpt-4o".into(), stream: true, include_usage: true, max_output: Some(5) });
+        assert_eq!(
+            v,
+            ChatView {
+                model: "gpt-4o".into(),
+                stream: true,
+                include_usage: true,
+                max_output: Some(5)
+            }
+        );
     }
 
     #[test]
@@ -172,6 +196,9 @@ mod tests {
         let body = br#"{"model":"a","x":{"deep":[1, 2]},"m\"k":"v"}"#;
         let top = TopLevel::parse(body).unwrap();
         let out = top.write_with(&[("model", "\"b\""), ("stream_options", r#"{"include_usage":true}"#)]);
-        assert_eq!(&out[..], br#"{"model":"b","x":{"deep":[1, 2]},"m\"k":"v","stream_options":{"include_usage":true}}"#);
+        assert_eq!(
+            &out[..],
+            br#"{"model":"b","x":{"deep":[1, 2]},"m\"k":"v","stream_options":{"include_usage":true}}"#
+        );
     }
 }

@@ -18,6 +18,8 @@ pub enum StreamEvent {
         usage: TokenUsage,
         /// Whether the event holds nothing but usage.
         usage_only: bool,
+        /// Offset of the closing brace of the event's `usage` object, where `cost` is added.
+        usage_end: Option<usize>,
     },
     /// An ordinary event, forwarded untouched.
     Other,
@@ -129,7 +131,14 @@ mod tests {
     #[test]
     fn splits_events_across_and_within_chunks() {
         let out = split_all(&[b"data: a\n\ndata: b", b"c\n", b"\ndata: [DONE]\n\n"]);
-        assert_eq!(out, vec![Bytes::from("data: a\n\n"), Bytes::from("data: bc\n\n"), Bytes::from("data: [DONE]\n\n")]);
+        assert_eq!(
+            out,
+            vec![
+                Bytes::from("data: a\n\n"),
+                Bytes::from("data: bc\n\n"),
+                Bytes::from("data: [DONE]\n\n")
+            ]
+        );
         assert_eq!(event_data(&out[1]).unwrap(), Bytes::from("bc"));
     }
 

@@ -34,20 +34,26 @@ impl ChatApi for OpenAi {
         } else {
             request.body.clone()
         };
-        Ok(PreparedRequest { body, path: "/chat/completions" })
+        Ok(PreparedRequest {
+            body,
+            path: "/chat/completions",
+        })
     }
 
     fn prepare_embeddings(&self, request: &TopLevel<'_>, upstream_model: &str) -> Result<PreparedRequest, ApiError> {
         let model = serde_json::Value::from(upstream_model).to_string();
-        Ok(PreparedRequest { body: request.write_with(&[("model", &model)]), path: "/embeddings" })
+        Ok(PreparedRequest {
+            body: request.write_with(&[("model", &model)]),
+            path: "/embeddings",
+        })
     }
 
     fn read_response(&self, body: &[u8]) -> Result<ReadResponse, ApiError> {
         response::read_response(body)
     }
 
-    fn with_cost(&self, body: Bytes, cost: &str) -> Bytes {
-        response::with_cost(body, cost)
+    fn with_cost(&self, body: Bytes, usage_end: Option<usize>, cost: &str) -> Bytes {
+        response::with_cost(body, usage_end, cost)
     }
 
     fn read_event(&self, data: &[u8]) -> StreamEvent {

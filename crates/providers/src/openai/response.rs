@@ -52,7 +52,11 @@ impl WireUsage {
             prompt_tokens: self.prompt_tokens,
             cached_tokens: cached.min(self.prompt_tokens),
             completion_tokens: self.completion_tokens,
-            reasoning_tokens: self.completion_tokens_details.as_ref().and_then(|d| d.reasoning_tokens).unwrap_or(0),
+            reasoning_tokens: self
+                .completion_tokens_details
+                .as_ref()
+                .and_then(|d| d.reasoning_tokens)
+                .unwrap_or(0),
         }
     }
 }
@@ -68,7 +72,10 @@ struct Head<'a> {
 }
 
 fn upstream_garbage() -> ApiError {
-    ApiError::new(ErrorKind::UpstreamError, "The upstream provider returned a response that is not valid JSON.")
+    ApiError::new(
+        ErrorKind::UpstreamError,
+        "The upstream provider returned a response that is not valid JSON.",
+    )
 }
 
 /// Reads served model and usage from a complete response body.
@@ -78,16 +85,26 @@ pub(crate) fn read_response(body: &[u8]) -> Result<ReadResponse, ApiError> {
         Some(raw) if raw.get() != "null" => Some(parse_usage(raw)?),
         _ => None,
     };
-    Ok(ReadResponse { served_model: head.model.map(Cow::into_owned), usage })
+    let usage_end = head.usage.and_then(|raw| object_end(body, raw));
+    Ok(ReadResponse {
+        served_model: head.model.map(Cow::into_owned),
+        usage,
+        usage_end,
+    })
 }
 
 fn parse_usage(raw: &RawValue) -> Result<TokenUsage, ApiError> {
-    serde_json::from_str::<WireUsage>(raw.get()).map(|u| u.tokens()).map_err(|_| upstream_garbage())
+    serde_json::from_str::<WireUsage>(raw.get())
+        .map(|u| u.tokens())
+        .map_err(|_| upstream_garbage())
 }
 
 /// The served model named by a stream event, if it names one.
 pub(crate) fn served_model(data: &[u8]) -> Option<String> {
-    serde_json::from_slice::<Head<'_>>(data).ok()?.model.map(Cow::into_owned)
+    serde_json::from_slice::<Head<'_>>(data)
+        .ok()?
+        .model
+        .map(Cow::into_owned)
 }
 
 /// Classifies one stream event's data.
@@ -107,8 +124,14 @@ pub(crate) fn read_event(data: &[u8]) -> StreamEvent {
     match head.usage {
         Some(raw) if raw.get() != "null" => match parse_usage(raw) {
             Ok(usage) => {
-                let usage_only = head.choices.is_none_or(|c| c.get().trim_start_matches('[').trim_start().starts_with(']'));
-                StreamEvent::Usage { usage, usage_only }
+                let usage_only = head
+                    .choices
+                    .is_none_or(|c| c.get().trim_start_matches('[').trim_start().starts_with(']'));
+                StreamEvent::Usage {
+                    usage,
+                    usage_only,
+                    usage_end: object_end(data, raw),
+                }
             }
             Err(_) => StreamEvent::Other,
         },
@@ -116,10 +139,10 @@ pub(crate) fn read_event(data: &[u8]) -> StreamEvent {
     }
 }
 
-/// `body` with `"cost": "<cost>"` added inside its top-level `usage` object. A body without a
-/// usage object is returned unchanged.
-pub(crate) fn with_cost(body: Bytes, cost: &str) -> Bytes {
-    let Some(close) = usage_object_end(&body) else {
+/// `body` with `"cost": "<cost>"` added inside its top-level `usage` object, whose closing brace
+/// is at `close` (from [`ReadResponse::usage_end`]). Without one, `body` is returned unchanged.
+pub(crate) fn with_cost(body: Bytes, close: Option<usize>, cost: &str) -> Bytes {
+    let Some(close) = close.filter(|c| body.get(*c) == Some(&b'}')) else {
         return body;
     };
     let empty = body[..close].iter().rev().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
@@ -135,10 +158,9 @@ pub(crate) fn with_cost(body: Bytes, cost: &str) -> Bytes {
     Bytes::from(out)
 }
 
-/// The offset of the closing `}` of the top-level `usage` object.
-fn usage_object_end(body: &[u8]) -> Option<usize> {
-    let head: Head<'_> = serde_json::from_slice(body).ok()?;
-    let raw = head.usage?.get();
+/// The offset in `body` of the closing `}` of `raw`, an object parsed from `body`.
+fn object_end(body: &[u8], raw: &RawValue) -> Option<usize> {
+    let raw = raw.get();
     if !raw.starts_with('{') {
         return None;
     }
@@ -159,31 +181,59 @@ mod tests {
     fn reads_model_and_usage() {
         let r = read_response(RESPONSE.as_bytes()).unwrap();
         assert_eq!(r.served_model.as_deref(), Some("gpt-4o-2024-08-06"));
-        assert_eq!(r.usage.unwrap(), TokenUsage { prompt_tokens: 12, cached_tokens: 4, completion_tokens: 7, reasoning_tokens: 2 });
+        assert_eq!(
+            r.usage.unwrap(),
+            TokenUsage {
+                prompt_tokens: 12,
+                cached_tokens: 4,
+                completion_tokens: 7,
+                reasoning_tokens: 2
+            }
+        );
+    }
+
+    fn add_cost(body: &'static str, cost: &str) -> Bytes {
+        let end = read_response(body.as_bytes()).unwrap().usage_end;
+        with_cost(Bytes::from(body), end, cost)
     }
 
     #[test]
     fn adds_cost_inside_usage_only() {
-        let out = with_cost(Bytes::from(RESPONSE), "0.0001");
+        let out = add_cost(RESPONSE, "0.0001");
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
         assert_eq!(v["usage"]["cost"], "0.0001");
         assert_eq!(v["choices"][0]["message"]["content"], "hi \"usage\": {}");
-        let spaced = with_cost(Bytes::from(r#"{"usage": { } }"#), "1");
+        let spaced = add_cost(r#"{"usage": { } }"#, "1");
         assert_eq!(&spaced[..], br#"{"usage": { "cost":"1"} }"#);
-        assert_eq!(&with_cost(Bytes::from(r#"{"usage":null}"#), "1")[..], br#"{"usage":null}"#);
+        assert_eq!(&add_cost(r#"{"usage":null}"#, "1")[..], br#"{"usage":null}"#);
     }
 
     #[test]
     fn classifies_stream_events() {
         assert_eq!(read_event(b"[DONE]"), StreamEvent::Done);
-        assert_eq!(read_event(br#"{"choices":[{"delta":{"content":"x"}}],"usage":null}"#), StreamEvent::Other);
+        assert_eq!(
+            read_event(br#"{"choices":[{"delta":{"content":"x"}}],"usage":null}"#),
+            StreamEvent::Other
+        );
         let usage = br#"{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#;
         assert_eq!(
             read_event(usage),
-            StreamEvent::Usage { usage: TokenUsage { prompt_tokens: 3, completion_tokens: 2, ..Default::default() }, usage_only: true }
+            StreamEvent::Usage {
+                usage: TokenUsage {
+                    prompt_tokens: 3,
+                    completion_tokens: 2,
+                    ..Default::default()
+                },
+                usage_only: true,
+                usage_end: Some(usage.len() - 2)
+            }
         );
-        let with_choice = br#"{"choices":[{"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#;
-        assert!(matches!(read_event(with_choice), StreamEvent::Usage { usage_only: false, .. }));
+        let with_choice =
+            br#"{"choices":[{"delta":{},"finish_reason":"stop"}],"usage":{"prompt_tokens":3,"completion_tokens":2}}"#;
+        assert!(matches!(
+            read_event(with_choice),
+            StreamEvent::Usage { usage_only: false, .. }
+        ));
         assert_eq!(read_event(br#"{"error":{"message":"x"}}"#), StreamEvent::Error);
     }
 
