@@ -1,0 +1,233 @@
+//! Directives: per-request fault injection and test control, independent of any wire format.
+//!
+//! # Syntax
+//! A directive list is `key=value` or bare `key` items separated by commas, e.g.
+//! `status=429` or `cut=3,tpot_ms=20`. It is read from two places, merged (later wins):
+//! 1. the request header `x-sim: <list>`;
+//! 2. every `[[sim:<list>]]` found in the last user message (or in any embeddings input string),
+//!    because a gateway under test does not forward client headers.
+//!
+//! # Keys
+//! | key | effect |
+//! | --- | --- |
+//! | `status=NNN` (400–599) | respond with that status and an error body, message `simulated error NNN` |
+//! | `timeout` | accept the request and never answer (sleep one hour) |
+//! | `reset` | close the TCP connection with an RST, no response at all |
+//! | `malformed` | 200 with a truncated, invalid JSON body (streams: `data: {not json` then `[DONE]`) |
+//! | `cut=N` | streams only: after N content chunks (or all, if fewer), drop the connection: no finish chunk, no usage, no `[DONE]` |
+//! | `ttft_ms=N`, `tpot_ms=N` | override the server's pacing for this request |
+//! | `cached=N`, `reasoning=N` | report that many cached prompt / reasoning tokens |
+//! | `words=N` | make the reply exactly N words (padded with `lorem`) before any max-tokens cap |
+//!
+//! Bare flags also accept `=1`/`=true` (and `=0`/`=false` to switch them off). Unknown keys and
+//! unparsable values are ignored; parsing never fails.
+
+use std::time::Duration;
+
+use http::StatusCode;
+
+use crate::SimConfig;
+
+/// The largest `words=N` honoured, so a typo cannot make us allocate gigabytes.
+const MAX_WORDS: u64 = 100_000;
+/// The longest per-request delay honoured (`ttft_ms`, `tpot_ms`), also the `timeout` sleep.
+pub(crate) const MAX_DELAY: Duration = Duration::from_secs(3600);
+
+/// The directives of one request; the default is "behave normally".
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Directives {
+    /// `status=NNN`: answer with this error status.
+    pub(crate) status: Option<StatusCode>,
+    /// `timeout`: never answer.
+    pub(crate) timeout: bool,
+    /// `reset`: drop the connection with an RST.
+    pub(crate) reset: bool,
+    /// `malformed`: send an invalid body.
+    pub(crate) malformed: bool,
+    /// `cut=N`: end a stream abruptly after N content chunks.
+    pub(crate) cut: Option<u64>,
+    /// `ttft_ms=N`: time to first token for this request.
+    pub(crate) ttft: Option<Duration>,
+    /// `tpot_ms=N`: time per output token for this request.
+    pub(crate) tpot: Option<Duration>,
+    /// `cached=N`: cached prompt tokens to report.
+    pub(crate) cached: Option<u64>,
+    /// `reasoning=N`: reasoning tokens to report (added to completion tokens).
+    pub(crate) reasoning: Option<u64>,
+    /// `words=N`: exact reply length in words.
+    pub(crate) words: Option<u64>,
+}
+
+/// What a request's directives say to do instead of answering normally, most drastic first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fault {
+    /// Drop the connection with an RST.
+    Reset,
+    /// Never answer.
+    Timeout,
+    /// Answer with this error status.
+    Status(StatusCode),
+    /// Answer 200 with an invalid body.
+    Malformed,
+}
+
+/// How to pace one answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Pacing {
+    /// Wait before the first content chunk.
+    pub(crate) ttft: Duration,
+    /// Wait between two content chunks.
+    pub(crate) tpot: Duration,
+}
+
+impl Pacing {
+    /// Total wait of a non-streamed answer of `chunks` content chunks: ttft + chunks × tpot.
+    pub(crate) fn total(&self, chunks: u64) -> Duration {
+        let chunks = u32::try_from(chunks).unwrap_or(u32::MAX);
+        self.ttft
+            .saturating_add(self.tpot.saturating_mul(chunks))
+            .min(MAX_DELAY)
+    }
+}
+
+impl Directives {
+    /// Applies a `k=v,k=v` list; junk is ignored.
+    pub(crate) fn apply_list(&mut self, list: &str) {
+        for item in list.split(',') {
+            let (key, value) = match item.split_once('=') {
+                Some((key, value)) => (key.trim(), Some(value.trim())),
+                None => (item.trim(), None),
+            };
+            self.apply(key, value);
+        }
+    }
+
+    /// Applies every `[[sim:...]]` found in `text`.
+    pub(crate) fn apply_text(&mut self, text: &str) {
+        const OPEN: &str = "[[sim:";
+        let mut rest = text;
+        while let Some(start) = rest.find(OPEN) {
+            let after = &rest[start + OPEN.len()..];
+            let Some(end) = after.find("]]") else { return };
+            self.apply_list(&after[..end]);
+            rest = &after[end + 2..];
+        }
+    }
+
+    fn apply(&mut self, key: &str, value: Option<&str>) {
+        let number = value.and_then(|v| v.parse::<u64>().ok());
+        match key {
+            "status" => {
+                self.status = number
+                    .and_then(|n| u16::try_from(n).ok())
+                    .filter(|n| (400..600).contains(n))
+                    .and_then(|n| StatusCode::from_u16(n).ok());
+            }
+            "timeout" => self.timeout = flag(value),
+            "reset" => self.reset = flag(value),
+            "malformed" => self.malformed = flag(value),
+            "cut" => self.cut = number,
+            "ttft_ms" => self.ttft = number.map(millis),
+            "tpot_ms" => self.tpot = number.map(millis),
+            "cached" => self.cached = number,
+            "reasoning" => self.reasoning = number,
+            "words" => self.words = number.map(|n| n.min(MAX_WORDS)),
+            _ => {}
+        }
+    }
+
+    /// The fault to inject, if any; reset beats timeout beats status beats malformed.
+    pub(crate) fn fault(&self) -> Option<Fault> {
+        if self.reset {
+            Some(Fault::Reset)
+        } else if self.timeout {
+            Some(Fault::Timeout)
+        } else if let Some(status) = self.status {
+            Some(Fault::Status(status))
+        } else if self.malformed {
+            Some(Fault::Malformed)
+        } else {
+            None
+        }
+    }
+
+    /// The pacing of this request: its overrides, else the server's.
+    pub(crate) fn pacing(&self, config: &SimConfig) -> Pacing {
+        Pacing {
+            ttft: self.ttft.unwrap_or(config.ttft),
+            tpot: self.tpot.unwrap_or(config.tpot),
+        }
+    }
+}
+
+/// A bare flag is on; `=0`, `=false`, `=no` and `=off` turn it off.
+fn flag(value: Option<&str>) -> bool {
+    !matches!(value, Some("0" | "false" | "no" | "off"))
+}
+
+fn millis(ms: u64) -> Duration {
+    Duration::from_millis(ms).min(MAX_DELAY)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Directives {
+        let mut d = Directives::default();
+        d.apply_text(text);
+        d
+    }
+
+    #[test]
+    fn reads_lists_from_text() {
+        let d = parse("hello [[sim:status=429, tpot_ms=5]] and [[sim:words=3,reset]]");
+        assert_eq!(d.status, Some(StatusCode::TOO_MANY_REQUESTS));
+        assert_eq!(d.tpot, Some(Duration::from_millis(5)));
+        assert_eq!(d.words, Some(3));
+        assert!(d.reset);
+        assert_eq!(d.fault(), Some(Fault::Reset));
+    }
+
+    #[test]
+    fn header_list_and_flags() {
+        let mut d = Directives::default();
+        d.apply_list("timeout,malformed=0,cut=2,cached=7,reasoning=9,ttft_ms=1");
+        assert!(d.timeout && !d.malformed);
+        assert_eq!((d.cut, d.cached, d.reasoning), (Some(2), Some(7), Some(9)));
+        assert_eq!(d.fault(), Some(Fault::Timeout));
+        let pacing = d.pacing(&SimConfig::default());
+        assert_eq!(pacing.ttft, Duration::from_millis(1));
+        assert_eq!(pacing.tpot, Duration::ZERO);
+    }
+
+    #[test]
+    fn junk_is_ignored() {
+        for junk in [
+            "[[sim:",
+            "[[sim:]]",
+            "[[sim:=,=,,]]",
+            "[[sim:status=abc]]",
+            "[[sim:status=200]]",
+            "[[sim:status=99999999999999999999]]",
+            "[[sim:words=-1,bogus=1]]",
+            "]][[sim:status",
+            "[[sim:status=é]]",
+            "[[[[sim:[[sim:]]]]",
+        ] {
+            assert_eq!(parse(junk), Directives::default(), "{junk}");
+        }
+    }
+
+    #[test]
+    fn clamps_huge_values() {
+        let d = parse("[[sim:words=99999999,ttft_ms=18446744073709551615]]");
+        assert_eq!(d.words, Some(MAX_WORDS));
+        assert_eq!(d.ttft, Some(MAX_DELAY));
+        let pacing = Pacing {
+            ttft: MAX_DELAY,
+            tpot: MAX_DELAY,
+        };
+        assert_eq!(pacing.total(u64::MAX), MAX_DELAY);
+    }
+}

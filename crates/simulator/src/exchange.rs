@@ -1,0 +1,146 @@
+//! The format-neutral steps of every exchange: routing, auth, reading the body, directives,
+//! injected faults, pacing and building responses.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, CACHE_CONTROL, CONTENT_TYPE};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+
+use crate::SimState;
+use crate::body::SimBody;
+use crate::conn::ConnControl;
+use crate::directives::{Directives, Fault, MAX_DELAY};
+use crate::openai;
+
+/// The largest request body read; anything bigger is refused with a 400.
+const MAX_BODY_BYTES: usize = 32 * 1024 * 1024;
+
+/// Dispatches one request to its endpoint; every outcome is a response (or a dropped connection).
+pub(crate) async fn route(
+    request: Request<Incoming>,
+    state: &SimState,
+    control: &ConnControl,
+) -> Result<Response<SimBody>, Infallible> {
+    let response = match (request.method() == Method::POST, request.uri().path()) {
+        (true, "/v1/chat/completions") => openai::chat(request, state, control).await,
+        (true, "/v1/embeddings") => openai::embeddings(request, state, control).await,
+        _ => openai::not_found(request.method(), request.uri().path()),
+    };
+    Ok(response)
+}
+
+/// Directives from the `x-sim` header, if any.
+pub(crate) fn header_directives(headers: &HeaderMap) -> Directives {
+    let mut directives = Directives::default();
+    for value in headers.get_all("x-sim") {
+        if let Ok(list) = value.to_str() {
+            directives.apply_list(list);
+        }
+    }
+    directives
+}
+
+/// Whether the request carries `authorization: Bearer <non-empty>`.
+pub(crate) fn has_bearer(headers: &HeaderMap) -> bool {
+    headers
+        .get(AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.get(..7)
+                .filter(|s| s.eq_ignore_ascii_case("bearer "))
+                .map(|_| &v[7..])
+        })
+        .is_some_and(|token| !token.trim().is_empty())
+}
+
+/// The whole request body, or `None` if it is too large or the client went away.
+pub(crate) async fn read_body(body: Incoming) -> Option<Bytes> {
+    Limited::new(body, MAX_BODY_BYTES)
+        .collect()
+        .await
+        .ok()
+        .map(|c| c.to_bytes())
+}
+
+/// How a wire format writes the faults whose body it owns.
+pub(crate) trait FaultBodies {
+    /// The error response for a `status=NNN` directive (or a `timeout` that ran out).
+    fn error(&self, status: StatusCode) -> Response<SimBody>;
+    /// The 200 response with an invalid body for `malformed`.
+    fn malformed(&self) -> Response<SimBody>;
+}
+
+/// Carries out `fault`: resets the connection, hangs, or builds the faulty response.
+pub(crate) async fn inject(fault: Fault, control: &ConnControl, bodies: &impl FaultBodies) -> Response<SimBody> {
+    match fault {
+        Fault::Reset => control.reset().await,
+        Fault::Timeout => {
+            tokio::time::sleep(MAX_DELAY).await;
+            bodies.error(StatusCode::GATEWAY_TIMEOUT)
+        }
+        Fault::Status(status) => bodies.error(status),
+        Fault::Malformed => bodies.malformed(),
+    }
+}
+
+/// Waits `delay`, without touching the timer wheel when it is zero.
+pub(crate) async fn pause(delay: Duration) {
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+}
+
+/// A whole JSON response.
+pub(crate) fn json(status: StatusCode, body: impl Into<Bytes>) -> Response<SimBody> {
+    with_type(status, SimBody::full(body), "application/json")
+}
+
+/// A server-sent-events response.
+pub(crate) fn event_stream(body: SimBody) -> Response<SimBody> {
+    let mut response = with_type(StatusCode::OK, body, "text/event-stream");
+    response
+        .headers_mut()
+        .insert(CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}
+
+fn with_type(status: StatusCode, body: SimBody, content_type: &'static str) -> Response<SimBody> {
+    let mut response = Response::new(body);
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// Seconds since the Unix epoch, for `created` fields.
+pub(crate) fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bearer_must_be_present_and_non_empty() {
+        let with = |value: &'static str| {
+            let mut headers = HeaderMap::new();
+            headers.insert(AUTHORIZATION, HeaderValue::from_static(value));
+            has_bearer(&headers)
+        };
+        assert!(with("Bearer sk-1"));
+        assert!(with("bearer x"));
+        assert!(!with("Bearer "));
+        assert!(!with("Bearer    "));
+        assert!(!with("Basic abc"));
+        assert!(!with("Bear"));
+        assert!(!has_bearer(&HeaderMap::new()));
+    }
+}

@@ -1,0 +1,105 @@
+//! `router-one-simulator`: fake upstream LLM providers over real HTTP.
+//!
+//! It stands in for real providers (the build and test machines have no internet) in the gateway's
+//! tests, in `--demo` mode and in benchmarks, where it is the "direct path" baseline. So it speaks
+//! each vendor's wire format exactly, answers deterministically, and does as little work per request
+//! as it can: requests are parsed into borrowed structs, responses are written straight into one
+//! buffer, there is no per-request logging and no lock on the request path.
+//!
+//! # Endpoints (OpenAI wire format)
+//! - `POST /v1/chat/completions`, streaming (SSE) or not, with tools and JSON mode.
+//! - `POST /v1/embeddings`, `encoding_format` `float` or `base64`.
+//! - anything else: 404 with an OpenAI-style error.
+//!
+//! Both need `authorization: Bearer <anything non-empty>`, else 401. Served over HTTP/1.1 with
+//! keep-alive (`cargo run -p router-one-simulator --example serve -- 127.0.0.1:8089` runs one).
+//!
+//! # Deterministic answers
+//! The reply text is `Simulated reply from <model>. You said: <first 200 chars of the last user
+//! message>`, with runs of whitespace collapsed to one space. With `response_format` `json_object`
+//! or `json_schema` the content is `{"reply":"<that text>"}`. With tools (and `tool_choice` not
+//! `"none"`, and a user message last) the answer is tool calls whose arguments are
+//! `{"echo":"<first 50 chars of the last user message>"}`; after a `tool` message it is
+//! `Tool said: <first 200 chars of its content>`.
+//!
+//! # Token rule
+//! The `tokens` module documents it in full; in short:
+//! - `prompt_tokens` = Σ over messages of (4 + whitespace-separated words of its text) + 3;
+//! - `completion_tokens` = words of the reply (10 per tool call) + reasoning tokens;
+//! - `max_completion_tokens` (else `max_tokens`) truncates the reply to that many words, and
+//!   `finish_reason` becomes `"length"`.
+//!
+//! # Directives (fault injection and test control)
+//! Read from the request header `x-sim: k=v,k=v` and from `[[sim:k=v,k=v]]` anywhere in the last
+//! user message (or in any embeddings input string), because a gateway under test does not forward
+//! client headers. Keys: `status=NNN`, `timeout`, `reset`, `malformed`, `cut=N`, `ttft_ms=N`,
+//! `tpot_ms=N`, `cached=N`, `reasoning=N`, `words=N`; the `directives` module documents them.
+
+mod body;
+mod conn;
+mod directives;
+mod embedding;
+mod exchange;
+mod json;
+mod openai;
+mod reply;
+mod tokens;
+
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+
+/// How the simulated upstream paces its answers, unless a request overrides it with the
+/// `ttft_ms` / `tpot_ms` directives.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SimConfig {
+    /// Time to first token: the wait before the first content chunk.
+    pub ttft: Duration,
+    /// Time per output token: the wait between two words of a streamed reply.
+    pub tpot: Duration,
+}
+
+/// What all connections of one server share: the pacing defaults and the id counter.
+#[derive(Debug)]
+struct SimState {
+    config: SimConfig,
+    next_id: AtomicU64,
+}
+
+impl SimState {
+    /// The next number for a response or tool-call id; unique within this server.
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+}
+
+/// Serves the simulated providers on `listener` until accepting a connection fails; spawn it.
+///
+/// Each accepted connection is served on its own task over HTTP/1.1 with keep-alive. Errors that
+/// concern only the one connection being accepted (the peer aborted it) do not stop the server.
+pub async fn serve(listener: TcpListener, config: SimConfig) -> io::Result<()> {
+    let state = Arc::new(SimState {
+        config,
+        next_id: AtomicU64::new(1),
+    });
+    loop {
+        let stream = match listener.accept().await {
+            Ok((stream, _peer)) => stream,
+            Err(err) if is_per_connection(&err) => continue,
+            Err(err) => return Err(err),
+        };
+        let state = Arc::clone(&state);
+        tokio::spawn(async move { conn::serve_connection(stream, &state).await });
+    }
+}
+
+/// Accept errors that say something about one connection, not about the listener.
+fn is_per_connection(err: &io::Error) -> bool {
+    matches!(
+        err.kind(),
+        io::ErrorKind::ConnectionAborted | io::ErrorKind::ConnectionReset | io::ErrorKind::Interrupted
+    )
+}
