@@ -1,0 +1,310 @@
+//! [`UsageWriter`]: the crash-safe usage path (promise 5 — a usage record survives `kill -9`
+//! once the client could have received its response). This is the one place that keeps it.
+//!
+//! [`UsageWriter::record`] appends the record to the current journal segment (one `write`, no
+//! fsync: the page cache survives a process kill) and queues it for a background task that
+//! inserts batches with [`Store::record_usage`] (group commit) and retries a failed batch with
+//! backoff, holding its records until they commit.
+//!
+//! **When a segment may go.** Every queued record holds an `Arc` of the segment it was written
+//! to, taken before the write and dropped only after its batch commits. A segment is swapped
+//! out (rotated) when it passes [`SEGMENT_BYTES`] or on a flush with nothing pending; the
+//! retired segment is deleted once its `Arc` is unique — no appender still holds it and every
+//! record written to it has committed. Whatever is left at start (a crash) is replayed first;
+//! replay is idempotent because `record_usage` skips request ids it already has.
+//!
+//! One directory belongs to one writer at a time. On a graceful shutdown call
+//! [`UsageWriter::flush`] before the runtime stops; whatever is not flushed stays in the journal
+//! and is replayed at the next start.
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use router_one_core::store::{Store, StoreError, StoreResult};
+use router_one_core::usage::UsageRecord;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::journal::{self, Segment};
+
+/// A segment is rotated once it holds more than this many bytes.
+pub const SEGMENT_BYTES: u64 = 8 << 20;
+
+/// First wait after a failed batch; doubles up to [`MAX_BACKOFF`].
+const FIRST_BACKOFF: Duration = Duration::from_millis(50);
+/// Longest wait between two attempts at a batch.
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// What the hot path sends to the batch task.
+#[allow(
+    clippy::large_enum_variant,
+    reason = "nearly every message is a record; a box would cost an allocation each"
+)]
+enum Message {
+    /// A journaled record, with the segment it was written to (kept alive until it commits).
+    Record(UsageRecord, Arc<Segment>),
+    /// Answer once everything sent before has committed.
+    Flush(oneshot::Sender<()>),
+}
+
+/// State shared by the handles and the batch task.
+struct Shared {
+    dir: PathBuf,
+    current: ArcSwap<Segment>,
+    pending: AtomicUsize,
+}
+
+/// Handle used on the request hot path. Cheap to clone.
+#[derive(Clone)]
+pub struct UsageWriter {
+    // Declared before `sender` so that it is dropped first: once the channel closes, the batch
+    // task holds the last reference and can retire the current segment.
+    shared: Arc<Shared>,
+    sender: mpsc::UnboundedSender<Message>,
+}
+
+impl fmt::Debug for UsageWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("UsageWriter")
+            .field("dir", &self.shared.dir)
+            .field("pending", &self.pending())
+            .finish()
+    }
+}
+
+impl UsageWriter {
+    /// Replays leftover journal segments in `dir` into `store` (idempotent: record_usage skips known ids),
+    /// deletes them, then starts the background batch task. `max_batch` records per transaction.
+    pub async fn start(dir: &Path, store: Arc<dyn Store>, max_batch: usize) -> Result<UsageWriter, StoreError> {
+        Self::start_with_segment_bytes(dir, store, max_batch, SEGMENT_BYTES).await
+    }
+
+    /// [`UsageWriter::start`] with another rotation size (tests rotate often).
+    pub(crate) async fn start_with_segment_bytes(
+        dir: &Path,
+        store: Arc<dyn Store>,
+        max_batch: usize,
+        segment_bytes: u64,
+    ) -> StoreResult<UsageWriter> {
+        let max_batch = max_batch.max(1);
+        std::fs::create_dir_all(dir).map_err(|e| io_err("create the journal directory", e))?;
+        let mut next_seq = replay(dir, store.as_ref(), max_batch).await?;
+        let first = Segment::create_next(dir, &mut next_seq).map_err(|e| io_err("create a journal segment", e))?;
+        let shared = Arc::new(Shared {
+            dir: dir.to_owned(),
+            current: ArcSwap::from_pointee(first),
+            pending: AtomicUsize::new(0),
+        });
+        let (sender, receiver) = mpsc::unbounded_channel();
+        let task = BatchTask {
+            shared: Arc::clone(&shared),
+            receiver,
+            store,
+            max_batch,
+            segment_bytes,
+            next_seq,
+            retired: Vec::new(),
+            records: Vec::new(),
+            segments: Vec::new(),
+        };
+        tokio::spawn(task.run());
+        Ok(UsageWriter { shared, sender })
+    }
+
+    /// Synchronously appends the record to the current journal segment (one `write` syscall of one
+    /// JSON line on an O_APPEND file, no fsync: the OS page cache survives a process kill), then queues
+    /// it for the batched database insert. Returns only after the journal write.
+    ///
+    /// On a journal error the record is still queued for the database; the error says it is not
+    /// crash-safe.
+    pub fn record(&self, record: &UsageRecord) -> io::Result<()> {
+        let line = journal::encode(record)?;
+        // A strong reference (not a borrow guard): it travels with the queued record, so the
+        // segment cannot be deleted before the record commits.
+        let segment = self.shared.current.load_full();
+        let written = segment.append(&line);
+        self.shared.pending.fetch_add(1, Ordering::SeqCst);
+        if self.sender.send(Message::Record(record.clone(), segment)).is_err() {
+            // The batch task is gone (the runtime is shutting down): the journal keeps the record
+            // for the next start.
+            self.shared.pending.fetch_sub(1, Ordering::SeqCst);
+            tracing::warn!(request_id = %record.request_id, "usage writer stopped; record left in the journal");
+        }
+        written
+    }
+
+    /// Waits until every record queued before this call is committed to the database.
+    pub async fn flush(&self) {
+        let (done, wait) = oneshot::channel();
+        if self.sender.send(Message::Flush(done)).is_ok() {
+            // An error means the task stopped; nothing more can be committed by this writer.
+            let _ = wait.await;
+        }
+    }
+
+    /// Records written to the journal but not yet committed (for metrics/tests).
+    pub fn pending(&self) -> usize {
+        self.shared.pending.load(Ordering::SeqCst)
+    }
+}
+
+/// A journal I/O failure at start.
+fn io_err(what: &str, e: io::Error) -> StoreError {
+    StoreError::Database(format!("usage journal: cannot {what}: {e}"))
+}
+
+/// Inserts the records of every segment in `dir`, then deletes the segments. Returns the
+/// number for the next segment.
+async fn replay(dir: &Path, store: &dyn Store, max_batch: usize) -> StoreResult<u64> {
+    let segments = journal::list_segments(dir).map_err(|e| io_err("list the journal", e))?;
+    let next_seq = segments.last().map_or(0, |(seq, _)| seq + 1);
+    for (_, path) in segments {
+        // A segment that vanished meanwhile was deleted by a writer that had committed it.
+        let bytes = match tokio::fs::read(&path).await {
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            read => read.map_err(|e| io_err("read a journal segment", e))?,
+        };
+        let records = journal::parse(&bytes, &path);
+        for chunk in records.chunks(max_batch) {
+            store.record_usage(chunk).await?;
+        }
+        if !records.is_empty() {
+            tracing::info!(path = %path.display(), records = records.len(), "replayed a usage journal segment");
+        }
+        match tokio::fs::remove_file(&path).await {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => {
+                return Err(io_err("delete a replayed journal segment", e));
+            }
+            _ => {}
+        }
+    }
+    Ok(next_seq)
+}
+
+/// The background task: group-commits queued records and rotates and deletes segments.
+struct BatchTask {
+    shared: Arc<Shared>,
+    receiver: mpsc::UnboundedReceiver<Message>,
+    store: Arc<dyn Store>,
+    max_batch: usize,
+    segment_bytes: u64,
+    next_seq: u64,
+    /// Swapped-out segments, deleted once nothing refers to them.
+    retired: Vec<Arc<Segment>>,
+    /// The batch being committed, and the segments its records were written to.
+    records: Vec<UsageRecord>,
+    segments: Vec<Arc<Segment>>,
+}
+
+impl BatchTask {
+    /// Runs until every [`UsageWriter`] is dropped.
+    async fn run(mut self) {
+        let mut waiters = Vec::new();
+        while let Some(message) = self.receiver.recv().await {
+            self.take(message, &mut waiters);
+            // Group commit: everything that arrived while the previous batch committed.
+            while self.records.len() < self.max_batch {
+                match self.receiver.try_recv() {
+                    Ok(message) => self.take(message, &mut waiters),
+                    Err(_) => break,
+                }
+            }
+            self.commit().await;
+            self.maintain_segments(!waiters.is_empty());
+            for waiter in waiters.drain(..) {
+                let _ = waiter.send(());
+            }
+        }
+        self.shut_down();
+    }
+
+    /// Adds a message to the batch or to the flush waiters.
+    fn take(&mut self, message: Message, waiters: &mut Vec<oneshot::Sender<()>>) {
+        match message {
+            Message::Record(record, segment) => {
+                self.records.push(record);
+                self.segments.push(segment);
+            }
+            Message::Flush(waiter) => waiters.push(waiter),
+        }
+    }
+
+    /// Commits the batch, retrying with backoff until the database takes it.
+    async fn commit(&mut self) {
+        if self.records.is_empty() {
+            return;
+        }
+        let mut backoff = FIRST_BACKOFF;
+        while let Err(e) = self.store.record_usage(&self.records).await {
+            tracing::warn!(error = %e, records = self.records.len(), retry_in_ms = backoff.as_millis() as u64, "usage batch failed; retrying");
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+        self.shared.pending.fetch_sub(self.records.len(), Ordering::SeqCst);
+        self.records.clear();
+        // Releases these records' hold on their segments.
+        self.segments.clear();
+    }
+
+    /// Rotates the current segment when it is full, or on a flush when nothing is pending, and
+    /// deletes retired segments that nothing refers to any more.
+    fn maintain_segments(&mut self, flushed: bool) {
+        let bytes = self.shared.current.load().bytes();
+        let idle = self.shared.pending.load(Ordering::SeqCst) == 0;
+        if bytes > self.segment_bytes || (flushed && idle && bytes > 0) {
+            self.rotate();
+        }
+        self.delete_retired();
+    }
+
+    /// Starts a new segment and retires the current one.
+    fn rotate(&mut self) {
+        match Segment::create_next(&self.shared.dir, &mut self.next_seq) {
+            Ok(segment) => {
+                let old = self.shared.current.swap(Arc::new(segment));
+                self.retired.push(old);
+            }
+            Err(e) => tracing::warn!(error = %e, "cannot start a new usage journal segment; keeping the current one"),
+        }
+    }
+
+    /// Deletes each retired segment whose `Arc` is unique: no appender holds it and every
+    /// record written to it has committed (queued records hold it until then).
+    fn delete_retired(&mut self) {
+        for segment in std::mem::take(&mut self.retired) {
+            match Arc::try_unwrap(segment) {
+                Ok(segment) => delete(segment),
+                Err(segment) => self.retired.push(segment),
+            }
+        }
+    }
+
+    /// Every handle is gone and every record committed: no segment is needed any more.
+    fn shut_down(mut self) {
+        self.delete_retired();
+        // `Shared` is unique unless a handle is still being dropped; then the current segment
+        // stays and is replayed (a no-op) at the next start.
+        if let Ok(shared) = Arc::try_unwrap(self.shared)
+            && let Ok(segment) = Arc::try_unwrap(shared.current.into_inner())
+        {
+            delete(segment);
+        }
+        for segment in &self.retired {
+            tracing::warn!(path = %segment.path().display(), "usage journal segment still referenced at shutdown");
+        }
+    }
+}
+
+/// Deletes a segment; one left behind is replayed (a no-op) at the next start.
+fn delete(segment: Segment) {
+    if let Err(e) = segment.delete() {
+        tracing::warn!(error = %e, "cannot delete a committed usage journal segment");
+    }
+}
