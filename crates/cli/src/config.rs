@@ -1,0 +1,104 @@
+//! The operator's configuration: built-in defaults (`config/router-one.toml`), overridden by a
+//! config file, then by `ROUTER_ONE_*` environment variables, then by command-line flags.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use serde::Deserialize;
+
+use router_one_core::Catalog;
+use router_one_providers::ProviderConfig;
+
+const DEFAULTS: &str = include_str!("../../../config/router-one.toml");
+const BUILT_IN_CATALOG: &str = include_str!("../../../catalog/models.toml");
+
+/// The merged configuration.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Config {
+    pub(crate) listen: SocketAddr,
+    pub(crate) data_dir: PathBuf,
+    pub(crate) catalog: Option<PathBuf>,
+    pub(crate) max_body_bytes: usize,
+    pub(crate) upstream_timeout_secs: u64,
+    pub(crate) usage_batch: usize,
+    pub(crate) providers: BTreeMap<String, ProviderConfig>,
+}
+
+impl Config {
+    /// Defaults, then `file`, then the environment.
+    pub(crate) fn load(file: Option<&Path>) -> Result<Config> {
+        let mut merged: toml::Table = toml::from_str(DEFAULTS).context("built-in defaults")?;
+        if let Some(path) = file {
+            let text = std::fs::read_to_string(path).with_context(|| format!("reading config {}", path.display()))?;
+            let overrides: toml::Table =
+                toml::from_str(&text).with_context(|| format!("parsing config {}", path.display()))?;
+            merge(&mut merged, overrides);
+        }
+        for (var, key) in [
+            ("ROUTER_ONE_LISTEN", "listen"),
+            ("ROUTER_ONE_DATA_DIR", "data_dir"),
+            ("ROUTER_ONE_CATALOG", "catalog"),
+        ] {
+            if let Ok(value) = std::env::var(var) {
+                merged.insert(key.into(), toml::Value::String(value));
+            }
+        }
+        if let Ok(value) = std::env::var("ROUTER_ONE_UPSTREAM_TIMEOUT_SECS") {
+            let secs: i64 = value
+                .parse()
+                .context("ROUTER_ONE_UPSTREAM_TIMEOUT_SECS must be a whole number")?;
+            merged.insert("upstream_timeout_secs".into(), toml::Value::Integer(secs));
+        }
+        merged.try_into().context("invalid configuration")
+    }
+
+    /// The catalog file named by the config, or the built-in copy.
+    pub(crate) fn catalog(&self) -> Result<Catalog> {
+        let text = match &self.catalog {
+            Some(path) => {
+                std::fs::read_to_string(path).with_context(|| format!("reading catalog {}", path.display()))?
+            }
+            None => BUILT_IN_CATALOG.to_owned(),
+        };
+        Catalog::from_toml(&text).context("loading the model catalog")
+    }
+}
+
+/// Deep-merges tables: a key in `over` replaces the same key in `base`, tables merge.
+fn merge(base: &mut toml::Table, over: toml::Table) {
+    for (key, value) in over {
+        match (base.get_mut(&key), value) {
+            (Some(toml::Value::Table(b)), toml::Value::Table(o)) => merge(b, o),
+            (_, value) => {
+                base.insert(key, value);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_load_and_a_file_overrides_only_what_it_sets() {
+        let dir = std::env::temp_dir().join(format!("r1-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("c.toml");
+        std::fs::write(
+            &file,
+            "upstream_timeout_secs = 2\n[providers.openai]\nbase_url = \"http://127.0.0.1:1/v1\"\n",
+        )
+        .unwrap();
+        let c = Config::load(Some(&file)).unwrap();
+        assert_eq!(c.upstream_timeout_secs, 2);
+        assert_eq!(c.providers["openai"].base_url, "http://127.0.0.1:1/v1");
+        assert_eq!(c.providers["openai"].api_key_env, "OPENAI_API_KEY");
+        assert!(c.providers.contains_key("groq"));
+        assert!(c.catalog().unwrap().models().len() >= 25);
+    }
+}

@@ -1,0 +1,124 @@
+//! `serve --demo`: every provider points at an in-process simulated upstream, and a demo account
+//! with a key exists, so a newcomer sees the gateway work offline with one command.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::{Deserialize, Serialize};
+
+use router_one_core::secret::{self, INFERENCE_PREFIX};
+use router_one_core::store::{ApiKey, KeySettings, Store};
+use router_one_core::{Usd, ids};
+use router_one_providers::ApiStyle;
+use router_one_simulator::SimConfig;
+
+use crate::config::Config;
+use crate::serve::new_account;
+
+/// What `demo.json` in the data directory holds.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct DemoCredentials {
+    pub(crate) base_url: String,
+    pub(crate) api_key: String,
+    pub(crate) management_key: String,
+    pub(crate) account_id: String,
+}
+
+/// Starts the simulator and points every OpenAI-format provider at it.
+pub(crate) async fn start_simulator(config: &mut Config) -> Result<SocketAddr> {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("binding the demo upstream")?;
+    let addr = listener.local_addr()?;
+    let sim = SimConfig {
+        ttft: Duration::ZERO,
+        tpot: Duration::ZERO,
+    };
+    tokio::spawn(async move {
+        if let Err(e) = router_one_simulator::serve(listener, sim).await {
+            tracing::error!(error = %e, "demo upstream stopped");
+        }
+    });
+    for provider in config.providers.values_mut() {
+        if provider.api == ApiStyle::OpenAi {
+            provider.base_url = format!("http://{addr}/v1");
+        }
+    }
+    Ok(addr)
+}
+
+/// The key the gateway presents to the demo upstream (which accepts any).
+pub(crate) const DEMO_UPSTREAM_KEY: &str = "router-one-demo";
+
+/// A chat model the demo serves, for the welcome example.
+pub(crate) fn example_model(catalog: &router_one_core::Catalog, config: &Config) -> String {
+    catalog
+        .models()
+        .iter()
+        .find(|m| {
+            m.kind == router_one_core::ModelKind::Chat
+                && m.routes.iter().any(|r| {
+                    config
+                        .providers
+                        .get(&r.provider)
+                        .is_some_and(|p| p.api == ApiStyle::OpenAi)
+                })
+        })
+        .map(|m| m.id.clone())
+        .unwrap_or_default()
+}
+
+/// Reuses the demo account of an earlier run, or creates one with $1000 and an inference key.
+pub(crate) async fn ensure_account(data_dir: &Path, store: &dyn Store, listen: SocketAddr) -> Result<DemoCredentials> {
+    let path = data_dir.join("demo.json");
+    let base_url = format!("http://{listen}/v1");
+    if let Ok(text) = std::fs::read_to_string(&path)
+        && let Ok(mut existing) = serde_json::from_str::<DemoCredentials>(&text)
+    {
+        existing.base_url = base_url;
+        std::fs::write(&path, serde_json::to_vec_pretty(&existing)?)?;
+        return Ok(existing);
+    }
+    let email = format!("demo-{}@router-one.local", ids::new_id("d"));
+    let credit: Usd = "1000".parse().context("demo credit")?;
+    let (account, management_key) = new_account(store, &email, credit).await?;
+    let secret = secret::generate(INFERENCE_PREFIX);
+    let key = ApiKey {
+        id: ids::new_id("key"),
+        account_id: account.id.clone(),
+        secret_hash: secret.hash,
+        hint: secret.hint,
+        settings: KeySettings {
+            name: Some("demo".into()),
+            ..KeySettings::default()
+        },
+        created_at_us: ids::now_us(),
+        revoked_at_us: None,
+        spend: Usd::ZERO,
+    };
+    store.insert_key(&key).await.context("creating the demo key")?;
+    let credentials = DemoCredentials {
+        base_url,
+        api_key: secret.plaintext,
+        management_key,
+        account_id: account.id,
+    };
+    std::fs::write(&path, serde_json::to_vec_pretty(&credentials)?).context("writing demo.json")?;
+    Ok(credentials)
+}
+
+/// The copy-paste commands a newcomer runs next.
+pub(crate) fn print_welcome(c: &DemoCredentials, model: &str) {
+    println!(
+        "\nRouter One demo is running (every model is served by a simulated upstream).\n\
+         Credentials are in demo.json in the data directory.\n\n\
+         curl {base}/chat/completions \\\n  -H \"Authorization: Bearer {key}\" \\\n  -H \"Content-Type: application/json\" \\\n  \
+         -d '{{\"model\": \"{model}\", \"messages\": [{{\"role\": \"user\", \"content\": \"Hello!\"}}]}}'\n\n\
+         Usage records: curl {base}/usage -H \"Authorization: Bearer {mkey}\"\n",
+        base = c.base_url,
+        key = c.api_key,
+        mkey = c.management_key,
+    );
+}

@@ -1,0 +1,39 @@
+//! The `router-one` binary: parses arguments and wires the crates together.
+
+mod cli;
+mod config;
+mod demo;
+mod serve;
+
+use anyhow::{Context, Result};
+use clap::Parser;
+
+use cli::{AdminCommand, Cli, Command};
+
+fn main() -> Result<()> {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the runtime")?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve::run(args).await,
+            Command::Simulate(args) => serve::simulate(args).await,
+            Command::Admin(AdminCommand::CreateAccount(args)) => serve::create_account(args).await,
+        }
+    })
+}
+
+/// Logs go to stderr, filtered by `RUST_LOG` (default `info`). HTTP libraries are held at `info`
+/// whatever `RUST_LOG` says: their trace output could describe headers, and nothing that could
+/// carry a secret or a body may reach a log line.
+fn init_logging() {
+    let wanted = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    let filter = format!("{wanted},hyper=info,hyper_util=info,h2=info,rustls=info,sqlx=warn");
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+        .with_writer(std::io::stderr)
+        .init();
+}

@@ -1,0 +1,168 @@
+//! `serve`, `simulate` and `admin` wiring.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use axum::serve::ListenerExt;
+use serde_json::json;
+
+use router_one_core::secret::{self, MANAGEMENT_PREFIX};
+use router_one_core::store::{Account, Store};
+use router_one_core::{Usd, ids};
+use router_one_providers::Provider;
+use router_one_server::{AppState, ServerConfig};
+use router_one_simulator::SimConfig;
+use router_one_store::{SqliteStore, UsageWriter};
+
+use crate::cli::{CreateAccountArgs, ServeArgs, SimulateArgs};
+use crate::config::Config;
+use crate::demo;
+
+/// Opens (creating if needed) the data directory's database.
+async fn open_store(data_dir: &Path) -> Result<Arc<SqliteStore>> {
+    std::fs::create_dir_all(data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let store = SqliteStore::open(&data_dir.join("router-one.db"))
+        .await
+        .context("opening the database")?;
+    Ok(Arc::new(store))
+}
+
+fn data_dir(config: &Config, flag: Option<PathBuf>) -> PathBuf {
+    flag.unwrap_or_else(|| config.data_dir.clone())
+}
+
+/// `router-one serve`.
+pub(crate) async fn run(args: ServeArgs) -> Result<()> {
+    let mut config = Config::load(args.config.as_deref())?;
+    let listen = args.listen.unwrap_or(config.listen);
+    let data_dir = data_dir(&config, args.data);
+    let catalog = config.catalog()?;
+    let mut example_model = String::new();
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .with_context(|| format!("binding {listen}"))?;
+    let listen = listener.local_addr()?;
+
+    let demo_upstream = if args.demo {
+        Some(demo::start_simulator(&mut config).await?)
+    } else {
+        None
+    };
+    if demo_upstream.is_some() {
+        example_model = demo::example_model(&catalog, &config);
+    }
+    let mut providers = HashMap::new();
+    for (name, provider_config) in &config.providers {
+        match Provider::from_config(name, provider_config) {
+            Some(mut provider) => {
+                if demo_upstream.is_some() {
+                    provider.set_api_key(demo::DEMO_UPSTREAM_KEY);
+                }
+                if !provider.has_api_key() && demo_upstream.is_none() {
+                    tracing::warn!(provider = %name, env = %provider_config.api_key_env, "no API key in the environment");
+                }
+                providers.insert(name.clone(), Arc::new(provider));
+            }
+            None => tracing::info!(provider = %name, "wire format not supported yet; its models answer 503"),
+        }
+    }
+
+    let store = open_store(&data_dir).await?;
+    let store_dyn: Arc<dyn Store> = store.clone();
+    let usage = UsageWriter::start(&data_dir, store_dyn.clone(), config.usage_batch)
+        .await
+        .context("starting the usage writer")?;
+    let server_config = ServerConfig {
+        max_body_bytes: config.max_body_bytes,
+        upstream_timeout: Duration::from_secs(config.upstream_timeout_secs),
+    };
+    let demo_credentials = match demo_upstream {
+        Some(_) => Some(demo::ensure_account(&data_dir, store_dyn.as_ref(), listen).await?),
+        None => None,
+    };
+    let state = AppState::new(server_config, catalog, providers, store_dyn, usage.clone())
+        .await
+        .map_err(|e| anyhow::anyhow!("loading keys: {e}"))?;
+    let app = router_one_server::app(Arc::new(state));
+
+    tracing::info!(%listen, data_dir = %data_dir.display(), demo = args.demo, "Router One is serving");
+    if let Some(credentials) = &demo_credentials {
+        demo::print_welcome(credentials, &example_model);
+    }
+    let listener = listener.tap_io(|tcp| {
+        // Small SSE frames must not wait for Nagle.
+        let _ = tcp.set_nodelay(true);
+    });
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await
+        .context("serving")?;
+    usage.flush().await;
+    tracing::info!("stopped; every usage record is committed");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! { () = ctrl_c => {}, () = term => {} }
+}
+
+/// `router-one simulate`.
+pub(crate) async fn simulate(args: SimulateArgs) -> Result<()> {
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    tracing::info!(listen = %listener.local_addr()?, "simulated upstream is serving");
+    let config = SimConfig {
+        ttft: Duration::from_millis(args.ttft_ms),
+        tpot: Duration::from_millis(args.tpot_ms),
+    };
+    router_one_simulator::serve(listener, config)
+        .await
+        .context("simulator failed")
+}
+
+/// Creates an account with a management key; returns `(account, management key plaintext)`.
+pub(crate) async fn new_account(store: &dyn Store, email: &str, credit: Usd) -> Result<(Account, String)> {
+    if credit < Usd::ZERO {
+        bail!("credit must not be negative");
+    }
+    let account = Account {
+        id: ids::new_id("acct"),
+        email: email.to_owned(),
+        balance: credit,
+        created_at_us: ids::now_us(),
+    };
+    let management = secret::generate(MANAGEMENT_PREFIX);
+    store
+        .create_account(&account, &management.hash)
+        .await
+        .context("creating the account")?;
+    Ok((account, management.plaintext))
+}
+
+/// `router-one admin create-account`.
+pub(crate) async fn create_account(args: CreateAccountArgs) -> Result<()> {
+    let config = Config::load(args.config.as_deref())?;
+    let credit: Usd = args.credit.parse().context("--credit")?;
+    let store = open_store(&data_dir(&config, args.data)).await?;
+    let (account, key) = new_account(store.as_ref(), &args.email, credit).await?;
+    println!("{}", json!({ "account_id": account.id, "management_key": key }));
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! Authentication: an inference key is found in memory by the hash of its secret (a key made by
+//! another process, e.g. the admin CLI, is loaded from the store on first sight); a management key
+//! resolves to its account. Every route except `/health` and `/v1/models`' catalog is behind one.
+
+use std::sync::Arc;
+
+use http::HeaderMap;
+
+use router_one_core::secret::{self, INFERENCE_PREFIX, MANAGEMENT_PREFIX};
+use router_one_core::{ApiError, ErrorKind};
+use router_one_metering::KeyState;
+
+use crate::error::{ErrorResponse, internal};
+use crate::state::AppState;
+
+/// The bearer token of a request.
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let value = headers.get(http::header::AUTHORIZATION).ok_or_else(|| {
+        ApiError::new(
+            ErrorKind::MissingApiKey,
+            "You didn't provide an API key. Send it as `Authorization: Bearer sk-rk-…`.",
+        )
+    })?;
+    let value = value.to_str().unwrap_or_default().trim();
+    let token = value
+        .strip_prefix("Bearer ")
+        .or_else(|| value.strip_prefix("bearer "))
+        .map(str::trim)
+        .unwrap_or_default();
+    if token.is_empty() {
+        return Err(ApiError::new(
+            ErrorKind::MissingApiKey,
+            "The Authorization header must be `Bearer <key>`.",
+        ));
+    }
+    Ok(token)
+}
+
+fn invalid_key() -> ApiError {
+    ApiError::new(ErrorKind::InvalidApiKey, "Incorrect API key provided.")
+}
+
+/// The live inference key presenting this request.
+pub(crate) async fn inference_key(app: &AppState, headers: &HeaderMap) -> Result<Arc<KeyState>, ErrorResponse> {
+    let token = bearer(headers)?;
+    if !token.starts_with(INFERENCE_PREFIX) {
+        return Err(invalid_key().into());
+    }
+    let hash = secret::hash(token);
+    if let Some(key) = app.keys.get(&hash) {
+        return Ok(key);
+    }
+    // Not in memory: made by another process since start, or unknown.
+    let key = app
+        .store
+        .key_by_hash(&hash)
+        .await
+        .map_err(internal)?
+        .ok_or_else(invalid_key)?;
+    let balance = app
+        .store
+        .account(&key.account_id)
+        .await
+        .map_err(internal)?
+        .map(|a| a.balance)
+        .unwrap_or_default();
+    Ok(app.keys.insert(&key, balance))
+}
+
+/// The account whose management key presents this request.
+pub(crate) async fn management_account(app: &AppState, headers: &HeaderMap) -> Result<String, ErrorResponse> {
+    let token = bearer(headers)?;
+    if !token.starts_with(MANAGEMENT_PREFIX) {
+        return Err(ApiError::new(
+            ErrorKind::InvalidApiKey,
+            "This endpoint needs a management key (sk-rm-…).",
+        )
+        .into());
+    }
+    let hash = secret::hash(token);
+    if let Some(account) = app.management_keys.get(&hash) {
+        return Ok(account.clone());
+    }
+    let account = app
+        .store
+        .account_by_management_key(&hash)
+        .await
+        .map_err(internal)?
+        .ok_or_else(invalid_key)?;
+    app.management_keys.insert(hash, account.id.clone());
+    Ok(account.id)
+}

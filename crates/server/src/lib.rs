@@ -1,0 +1,59 @@
+//! Router One's HTTP surface. [`app`] builds the whole router and its middleware stack in one
+//! place; each endpoint is one short async function in [`routes`] that reads top to bottom:
+//! authenticate → admit (reserve) → route → call the provider → settle → record.
+
+mod admission;
+mod auth;
+mod error;
+mod metered;
+mod record;
+mod routes;
+mod state;
+
+pub use state::{AppState, ServerConfig};
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::routing::{get, post};
+
+/// The whole HTTP application.
+///
+/// The tower layers carry only HTTP-generic concerns; business steps live in the handlers.
+pub fn app(state: Arc<AppState>) -> Router {
+    let max_body = state.config.max_body_bytes;
+    let management_timeout = Duration::from_secs(60);
+    let management = Router::new()
+        .route("/v1/keys", post(routes::keys::create).get(routes::keys::list))
+        .route(
+            "/v1/keys/{id}",
+            get(routes::keys::get)
+                .patch(routes::keys::update)
+                .delete(routes::keys::revoke),
+        )
+        .route("/v1/usage", get(routes::usage::list))
+        .route("/v1/usage/summary", get(routes::usage::summary))
+        .route("/v1/requests/{id}", get(routes::usage::trace))
+        // Management calls touch the database; none may hang a client.
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            http::StatusCode::GATEWAY_TIMEOUT,
+            management_timeout,
+        ));
+    Router::new()
+        .route("/v1/chat/completions", post(routes::chat::completions))
+        .route("/v1/embeddings", post(routes::embeddings::create))
+        .route("/v1/models", get(routes::models::list))
+        .route("/health", get(routes::health))
+        .merge(management)
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        // Bodies above the limit are refused with 413 before they are read in full, and a client
+        // that stops sending its body mid-way cannot hold a connection forever.
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(Duration::from_secs(
+            60,
+        )))
+        .with_state(state)
+}

@@ -1,0 +1,132 @@
+//! One request's metering context, from admission to its usage record. Promise 5 is enforced
+//! here: [`RequestMeter::finish`] consumes the meter, settles the reservation and writes exactly
+//! one record to the crash-safe journal — before the caller sends the response's last byte.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use router_one_core::usage::{Endpoint, UsageRecord};
+use router_one_core::{ApiError, ErrorKind, PostedRates, TokenUsage, Usd};
+use router_one_metering::{KeyState, Reservation};
+use router_one_store::UsageWriter;
+
+/// How a request ended, as far as metering cares.
+#[derive(Debug, Default)]
+pub(crate) struct Outcome {
+    /// HTTP status sent to the client.
+    pub(crate) status: u16,
+    /// Error code sent to the client, or why metering is incomplete.
+    pub(crate) error_code: Option<&'static str>,
+    /// The model the upstream reported.
+    pub(crate) served_model: Option<String>,
+    /// Tokens the upstream reported (zero when it reported none).
+    pub(crate) usage: TokenUsage,
+}
+
+/// Metering state of one authenticated request.
+#[derive(Debug)]
+pub(crate) struct RequestMeter {
+    pub(crate) request_id: String,
+    pub(crate) key: Arc<KeyState>,
+    pub(crate) created_at_us: i64,
+    pub(crate) started: Instant,
+    pub(crate) endpoint: Endpoint,
+    pub(crate) requested_model: String,
+    pub(crate) provider: String,
+    pub(crate) streamed: bool,
+    pub(crate) upstream_sent_us: Option<u64>,
+    pub(crate) ttft_us: Option<u64>,
+    pub(crate) rates: Option<PostedRates>,
+    pub(crate) reservation: Option<Reservation>,
+}
+
+impl RequestMeter {
+    /// A meter for a request that just arrived.
+    pub(crate) fn new(key: Arc<KeyState>, endpoint: Endpoint, started: Instant) -> RequestMeter {
+        RequestMeter {
+            request_id: router_one_core::ids::new_id("req"),
+            key,
+            created_at_us: router_one_core::ids::now_us(),
+            started,
+            endpoint,
+            requested_model: String::new(),
+            provider: String::new(),
+            streamed: false,
+            upstream_sent_us: None,
+            ttft_us: None,
+            rates: None,
+            reservation: None,
+        }
+    }
+
+    /// µs since the request arrived.
+    pub(crate) fn elapsed_us(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
+    }
+
+    /// Notes the moment the request left for the upstream.
+    pub(crate) fn mark_sent(&mut self) {
+        self.upstream_sent_us = Some(self.elapsed_us());
+    }
+
+    /// Notes the first byte (or stream event) from the upstream.
+    pub(crate) fn mark_first_byte(&mut self) {
+        if self.ttft_us.is_none() {
+            self.ttft_us = Some(self.elapsed_us());
+        }
+    }
+
+    /// Prices the usage, settles the reservation, and writes the usage record. Returns the cost.
+    pub(crate) fn finish(mut self, writer: &UsageWriter, outcome: Outcome) -> Result<Usd, ApiError> {
+        let cost = match self.rates {
+            Some(rates) => rates.cost(&outcome.usage).unwrap_or(Usd::from_units(i64::MAX)),
+            None => Usd::ZERO,
+        };
+        let record = UsageRecord {
+            request_id: std::mem::take(&mut self.request_id),
+            account_id: self.key.account_id.clone(),
+            key_id: self.key.id.clone(),
+            created_at_us: self.created_at_us,
+            endpoint: self.endpoint,
+            requested_model: std::mem::take(&mut self.requested_model),
+            served_model: outcome.served_model,
+            provider: std::mem::take(&mut self.provider),
+            usage: outcome.usage,
+            cost,
+            latency_us: self.elapsed_us(),
+            upstream_sent_us: self.upstream_sent_us,
+            ttft_us: self.ttft_us,
+            status: outcome.status,
+            error_code: outcome.error_code.map(str::to_owned),
+            streamed: self.streamed,
+        };
+        let written = writer.record(&record);
+        // Settle even if the journal failed: the money was spent upstream either way.
+        match self.reservation.take() {
+            Some(reservation) => reservation.settle(cost),
+            None => {
+                self.key.spend.settle(Usd::ZERO, cost);
+                self.key.account.settle(Usd::ZERO, cost);
+            }
+        }
+        written.map_err(|e| {
+            tracing::error!(error = %e, "usage journal write failed");
+            ApiError::new(
+                ErrorKind::Internal,
+                "The usage record could not be written; the response was withheld.",
+            )
+        })?;
+        Ok(cost)
+    }
+
+    /// Records a request refused after authentication (bad input, unknown model, …).
+    pub(crate) fn refuse(self, writer: &UsageWriter, error: &ApiError) {
+        let outcome = Outcome {
+            status: error.kind.status(),
+            error_code: Some(error.kind.code()),
+            ..Outcome::default()
+        };
+        // A refusal costs nothing; if even its record cannot be written the error goes out anyway.
+        let _ = self.finish(writer, outcome);
+    }
+}

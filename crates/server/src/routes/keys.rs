@@ -1,0 +1,279 @@
+//! Management of inference keys: `POST/GET /v1/keys`, `GET/PATCH/DELETE /v1/keys/{id}`.
+//! A key's secret is shown once, at creation; only its hash is stored.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderMap, StatusCode};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use router_one_core::secret::{self, INFERENCE_PREFIX};
+use router_one_core::store::{ApiKey, BudgetPeriod, KeySettings};
+use router_one_core::{ApiError, ErrorKind, Usd};
+
+use crate::auth;
+use crate::error::{ErrorResponse, internal};
+use crate::routes;
+use crate::state::AppState;
+
+/// The settings a client sends; every field optional. Unknown fields are refused.
+#[derive(Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+struct KeyFields {
+    name: Option<String>,
+    max_spend: Option<String>,
+    budget_period: Option<String>,
+    rpm_limit: Option<u32>,
+    tpm_limit: Option<u64>,
+    max_concurrency: Option<u32>,
+    models: Option<Vec<String>>,
+    expires_at: Option<String>,
+    metadata: Option<Map<String, Value>>,
+}
+
+fn bad(param: &'static str, message: String) -> ApiError {
+    ApiError::new(ErrorKind::InvalidRequest, message).with_param(param)
+}
+
+impl KeyFields {
+    fn parse(body: &[u8]) -> Result<KeyFields, ApiError> {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return Ok(KeyFields::default());
+        }
+        serde_json::from_slice(body)
+            .map_err(|e| ApiError::new(ErrorKind::InvalidJson, format!("Invalid key settings: {e}")))
+    }
+
+    fn into_settings(self, app: &AppState) -> Result<KeySettings, ApiError> {
+        let max_spend = match self.max_spend {
+            None => None,
+            Some(s) => {
+                let usd: Usd = s
+                    .parse()
+                    .map_err(|e| bad("max_spend", format!("Invalid max_spend: {e}")))?;
+                if usd < Usd::ZERO {
+                    return Err(bad("max_spend", "max_spend must not be negative.".into()));
+                }
+                Some(usd)
+            }
+        };
+        let budget_period = match self.budget_period.as_deref() {
+            None => BudgetPeriod::None,
+            Some(p) => BudgetPeriod::parse(p).ok_or_else(|| {
+                bad(
+                    "budget_period",
+                    format!("Invalid budget_period `{p}`: use none, daily, weekly or monthly."),
+                )
+            })?,
+        };
+        if let Some(models) = &self.models
+            && let Some(unknown) = models.iter().find(|m| app.catalog.get(m).is_none())
+        {
+            return Err(bad("models", format!("Unknown model `{unknown}` in models.")));
+        }
+        let expires_at_us = match self.expires_at.as_deref() {
+            None => None,
+            Some(t) => {
+                let at = OffsetDateTime::parse(t, &Rfc3339).map_err(|_| {
+                    bad(
+                        "expires_at",
+                        format!("Invalid expires_at `{t}`: use RFC 3339, e.g. 2030-01-01T00:00:00Z."),
+                    )
+                })?;
+                Some((at.unix_timestamp_nanos() / 1_000) as i64)
+            }
+        };
+        Ok(KeySettings {
+            name: self.name,
+            max_spend,
+            budget_period,
+            rpm_limit: self.rpm_limit,
+            tpm_limit: self.tpm_limit,
+            max_concurrency: self.max_concurrency,
+            models: self.models,
+            expires_at_us,
+            metadata: self.metadata.unwrap_or_default(),
+        })
+    }
+
+    fn from_settings(s: &KeySettings) -> KeyFields {
+        KeyFields {
+            name: s.name.clone(),
+            max_spend: s.max_spend.map(|u| u.to_string()),
+            budget_period: Some(s.budget_period.as_str().to_owned()),
+            rpm_limit: s.rpm_limit,
+            tpm_limit: s.tpm_limit,
+            max_concurrency: s.max_concurrency,
+            models: s.models.clone(),
+            expires_at: s.expires_at_us.map(format_time),
+            metadata: Some(s.metadata.clone()),
+        }
+    }
+}
+
+/// RFC 3339 of µs since the epoch.
+pub(crate) fn format_time(us: i64) -> String {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
+}
+
+/// The key as the API shows it: settings, spend so far (live), never the secret.
+fn key_json(app: &AppState, key: &ApiKey) -> Value {
+    let s = &key.settings;
+    // The live budget started from the stored spend and has settled every request since.
+    let spend = app.keys.by_id(&key.id).map_or(key.spend, |k| k.spend.spent());
+    serde_json::json!({
+        "id": key.id,
+        "object": "api_key",
+        "name": s.name,
+        "hint": key.hint,
+        "max_spend": s.max_spend,
+        "budget_period": s.budget_period,
+        "rpm_limit": s.rpm_limit,
+        "tpm_limit": s.tpm_limit,
+        "max_concurrency": s.max_concurrency,
+        "models": s.models,
+        "expires_at": s.expires_at_us.map(format_time),
+        "metadata": s.metadata,
+        "created_at": format_time(key.created_at_us),
+        "revoked_at": key.revoked_at_us.map(format_time),
+        "spend": spend,
+        "remaining": s.max_spend.map(|m| m.saturating_sub(spend).max(Usd::ZERO)),
+    })
+}
+
+fn no_such_key(id: &str) -> ErrorResponse {
+    ApiError::new(ErrorKind::NotFound, format!("No API key `{id}` in this account.")).into()
+}
+
+/// `POST /v1/keys`: creates a key; the response carries its secret, once.
+pub(crate) async fn create(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result: Result<Response, ErrorResponse> = async {
+        let body = routes::body(body, app.config.max_body_bytes)?;
+        let account_id = auth::management_account(&app, &headers).await?;
+        let settings = KeyFields::parse(&body)?.into_settings(&app)?;
+        let secret = secret::generate(INFERENCE_PREFIX);
+        let key = ApiKey {
+            id: router_one_core::ids::new_id("key"),
+            account_id,
+            secret_hash: secret.hash,
+            hint: secret.hint,
+            settings,
+            created_at_us: router_one_core::ids::now_us(),
+            revoked_at_us: None,
+            spend: Usd::ZERO,
+        };
+        app.store.insert_key(&key).await.map_err(internal)?;
+        let balance = app
+            .store
+            .account(&key.account_id)
+            .await
+            .map_err(internal)?
+            .map(|a| a.balance)
+            .unwrap_or_default();
+        app.keys.insert(&key, balance);
+        let mut json = key_json(&app, &key);
+        json["key"] = Value::String(secret.plaintext);
+        Ok((StatusCode::CREATED, Json(json)).into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /v1/keys`.
+pub(crate) async fn list(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let result: Result<Response, ErrorResponse> = async {
+        let account_id = auth::management_account(&app, &headers).await?;
+        let keys = app.store.keys(&account_id).await.map_err(internal)?;
+        let data: Vec<Value> = keys.iter().map(|k| key_json(&app, k)).collect();
+        Ok(Json(serde_json::json!({ "object": "list", "data": data })).into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /v1/keys/{id}`.
+pub(crate) async fn get(State(app): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let result: Result<Response, ErrorResponse> = async {
+        let account_id = auth::management_account(&app, &headers).await?;
+        let key = app
+            .store
+            .key(&account_id, &id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| no_such_key(&id))?;
+        Ok(Json(key_json(&app, &key)).into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `PATCH /v1/keys/{id}`: fields present replace the current ones; `null` clears one.
+pub(crate) async fn update(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let result: Result<Response, ErrorResponse> = async {
+        let body = routes::body(body, app.config.max_body_bytes)?;
+        let account_id = auth::management_account(&app, &headers).await?;
+        let key = app
+            .store
+            .key(&account_id, &id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| no_such_key(&id))?;
+        let patch: Map<String, Value> = serde_json::from_slice(&body)
+            .map_err(|e| ApiError::new(ErrorKind::InvalidJson, format!("The body must be a JSON object: {e}")))?;
+        let mut current = match serde_json::to_value(KeyFields::from_settings(&key.settings)) {
+            Ok(Value::Object(map)) => map,
+            _ => Map::new(),
+        };
+        current.extend(patch);
+        let fields: KeyFields = serde_json::from_value(Value::Object(current))
+            .map_err(|e| ApiError::new(ErrorKind::InvalidRequest, format!("Invalid key settings: {e}")))?;
+        let settings = fields.into_settings(&app)?;
+        let updated = app
+            .store
+            .update_key(&account_id, &id, &settings)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| no_such_key(&id))?;
+        app.keys.update(&id, &settings);
+        Ok(Json(key_json(&app, &updated)).into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `DELETE /v1/keys/{id}`: revokes the key; its next request is refused.
+pub(crate) async fn revoke(State(app): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let result: Result<Response, ErrorResponse> = async {
+        let account_id = auth::management_account(&app, &headers).await?;
+        let now = router_one_core::ids::now_us();
+        let key = app
+            .store
+            .revoke_key(&account_id, &id, now)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| no_such_key(&id))?;
+        app.keys.revoke(&id);
+        Ok(Json(key_json(&app, &key)).into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}

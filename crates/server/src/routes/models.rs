@@ -1,0 +1,45 @@
+//! `GET /v1/models`: OpenAI's list format, each model with its posted pricing and limits.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use http::HeaderMap;
+use serde_json::json;
+
+use crate::auth;
+use crate::state::AppState;
+
+/// Lists every catalog model with its rates (USD per 1M tokens, decimal strings).
+pub(crate) async fn list(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    if let Err(e) = auth::inference_key(&app, &headers).await {
+        return e.into_response();
+    }
+    let data: Vec<_> = app
+        .catalog
+        .models()
+        .iter()
+        .map(|m| {
+            json!({
+                "id": m.id,
+                "object": "model",
+                "created": 0,
+                "owned_by": m.family,
+                "kind": m.kind,
+                "context_window": m.context_window,
+                "max_output": m.max_output,
+                "pricing": {
+                    "currency": "USD",
+                    "unit": "1M tokens",
+                    "input_per_mtok": m.input_per_mtok.normalize().to_string(),
+                    "cached_input_per_mtok": m.cached_input_per_mtok.normalize().to_string(),
+                    "output_per_mtok": m.output_per_mtok.normalize().to_string(),
+                },
+                "capabilities": { "tools": m.tools, "vision": m.vision, "reasoning": m.reasoning },
+                "providers": m.routes.iter().map(|r| r.provider.as_str()).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    Json(json!({ "object": "list", "data": data })).into_response()
+}

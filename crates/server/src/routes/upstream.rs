@@ -1,0 +1,222 @@
+//! The part of every inference endpoint after admission: send to the provider, read or stream
+//! the answer, settle and record, and build the client's response.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::response::{IntoResponse, Response};
+use bytes::Bytes;
+use http::{HeaderValue, StatusCode};
+use http_body_util::{BodyExt, Limited};
+use hyper::body::Incoming;
+use serde::Deserialize;
+
+use router_one_core::{ApiError, ErrorKind};
+use router_one_providers::{PreparedRequest, Provider, UpstreamError};
+
+use crate::error::ErrorResponse;
+use crate::metered::MeteredStream;
+use crate::record::{Outcome, RequestMeter};
+use crate::state::AppState;
+
+/// The most of an upstream's complete answer the gateway will hold.
+const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
+
+/// Sends an admitted request and turns the upstream's answer into the client's response.
+pub(crate) async fn forward(
+    app: &Arc<AppState>,
+    mut meter: RequestMeter,
+    provider: Arc<Provider>,
+    prepared: PreparedRequest,
+    stream: bool,
+    include_usage: bool,
+) -> Response {
+    let deadline = Instant::now() + app.config.upstream_timeout;
+    meter.mark_sent();
+    let response = match app
+        .client
+        .post(&provider, prepared.path, prepared.body, app.config.upstream_timeout)
+        .await
+    {
+        Ok(response) => response,
+        Err(e) => return fail(app, meter, connection_error(&e)),
+    };
+    if !response.status().is_success() {
+        return upstream_refused(app, meter, response, deadline).await;
+    }
+    if stream {
+        return MeteredStream::start(app.clone(), meter, provider, response.into_body(), include_usage).await;
+    }
+    meter.mark_first_byte();
+    let body = match read_body(response.into_body(), deadline).await {
+        Ok(body) => body,
+        Err(e) => return fail(app, meter, e),
+    };
+    let read = match provider.api.read_response(&body) {
+        Ok(read) => read,
+        Err(e) => return fail(app, meter, e),
+    };
+    let request_id = meter.request_id.clone();
+    let provider_name = meter.provider.clone();
+    let outcome = Outcome {
+        status: 200,
+        error_code: if read.usage.is_none() {
+            Some("upstream_usage_missing")
+        } else {
+            None
+        },
+        served_model: read.served_model.clone(),
+        usage: read.usage.unwrap_or_default(),
+    };
+    match meter.finish(&app.usage, outcome) {
+        Ok(cost) => {
+            let body = provider.api.with_cost(body, read.usage_end, &cost.to_string());
+            success(
+                StatusCode::OK,
+                body,
+                "application/json",
+                &request_id,
+                read.served_model.as_deref(),
+                &provider_name,
+            )
+        }
+        Err(e) => ErrorResponse {
+            error: e,
+            request_id: Some(request_id),
+        }
+        .into_response(),
+    }
+}
+
+/// A response with the headers every successful inference response carries.
+pub(crate) fn success(
+    status: StatusCode,
+    body: impl Into<Body>,
+    content_type: &'static str,
+    request_id: &str,
+    served_model: Option<&str>,
+    provider: &str,
+) -> Response {
+    let mut response = (status, body.into()).into_response();
+    let headers = response.headers_mut();
+    headers.insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        headers.insert("x-request-id", v);
+    }
+    if let Some(v) = served_model.and_then(|m| HeaderValue::from_str(m).ok()) {
+        headers.insert("x-router-one-served-model", v);
+    }
+    if let Ok(v) = HeaderValue::from_str(provider) {
+        headers.insert("x-router-one-provider", v);
+    }
+    response
+}
+
+/// Records a failed request and answers with its error.
+pub(crate) fn fail(app: &AppState, meter: RequestMeter, error: ApiError) -> Response {
+    let request_id = meter.request_id.clone();
+    meter.refuse(&app.usage, &error);
+    ErrorResponse {
+        error,
+        request_id: Some(request_id),
+    }
+    .into_response()
+}
+
+fn connection_error(e: &UpstreamError) -> ApiError {
+    match e {
+        UpstreamError::Timeout => ApiError::new(
+            ErrorKind::UpstreamTimeout,
+            "The upstream provider did not answer in time.",
+        ),
+        UpstreamError::Connection(_) => {
+            ApiError::new(ErrorKind::UpstreamError, "Could not reach the upstream provider.")
+        }
+        UpstreamError::Misconfigured(_) => ApiError::new(
+            ErrorKind::ProviderUnavailable,
+            "The provider for this model is misconfigured.",
+        ),
+    }
+}
+
+/// Reads a complete upstream body within the deadline and size limit.
+pub(crate) async fn read_body(body: Incoming, deadline: Instant) -> Result<Bytes, ApiError> {
+    let limited = Limited::new(body, MAX_UPSTREAM_BODY);
+    match tokio::time::timeout_at(deadline.into(), limited.collect()).await {
+        Err(_) => Err(ApiError::new(
+            ErrorKind::UpstreamTimeout,
+            "The upstream provider did not finish in time.",
+        )),
+        Ok(Err(_)) => Err(ApiError::new(
+            ErrorKind::UpstreamError,
+            "The upstream provider's response was cut off.",
+        )),
+        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+    }
+}
+
+#[derive(Deserialize)]
+struct UpstreamErrorBody {
+    error: UpstreamErrorDetail,
+}
+
+#[derive(Deserialize)]
+struct UpstreamErrorDetail {
+    #[serde(default)]
+    message: Option<String>,
+}
+
+/// The upstream answered with an error status. Client mistakes it caught (400, 413, 422) pass
+/// through with their status and body; its rate limits become our 429 with a neutral message
+/// (relays disable a channel whose error mentions money); anything else is the upstream's
+/// failure, not the client's: 502, with the vendor's message kept.
+async fn upstream_refused(
+    app: &AppState,
+    meter: RequestMeter,
+    response: hyper::Response<Incoming>,
+    deadline: Instant,
+) -> Response {
+    let status = response.status();
+    let retry_after = response.headers().get(http::header::RETRY_AFTER).cloned();
+    let body = read_body(response.into_body(), deadline).await.unwrap_or_default();
+    let vendor_message = serde_json::from_slice::<UpstreamErrorBody>(&body)
+        .ok()
+        .and_then(|b| b.error.message);
+    match status.as_u16() {
+        400 | 413 | 422 if vendor_message.is_some() => {
+            let request_id = meter.request_id.clone();
+            let provider = meter.provider.clone();
+            let outcome = Outcome {
+                status: status.as_u16(),
+                error_code: Some("upstream_rejected"),
+                ..Outcome::default()
+            };
+            if let Err(e) = meter.finish(&app.usage, outcome) {
+                return ErrorResponse {
+                    error: e,
+                    request_id: Some(request_id),
+                }
+                .into_response();
+            }
+            success(status, body, "application/json", &request_id, None, &provider)
+        }
+        429 => {
+            let error = ApiError::new(
+                ErrorKind::RateLimited,
+                "The upstream provider is rate limiting requests; retry shortly.",
+            );
+            let mut response = fail(app, meter, error);
+            let retry = retry_after.unwrap_or(HeaderValue::from_static("1"));
+            response.headers_mut().insert(http::header::RETRY_AFTER, retry);
+            response
+        }
+        code => {
+            let message = match vendor_message {
+                Some(m) => format!("The upstream provider failed with status {code}: {m}"),
+                None => format!("The upstream provider failed with status {code}."),
+            };
+            fail(app, meter, ApiError::new(ErrorKind::UpstreamError, message))
+        }
+    }
+}

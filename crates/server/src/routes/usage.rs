@@ -1,0 +1,285 @@
+//! Usage data for billing: `GET /v1/usage` (filters, cursor pages, JSON / JSON Lines / CSV),
+//! `GET /v1/usage/summary`, and `GET /v1/requests/{id}` (one request's record and timeline).
+//! An account only ever sees its own records: every query is scoped by the management key's
+//! account.
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use axum::Json;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Path, Query, State};
+use axum::response::{IntoResponse, Response};
+use http::{HeaderMap, HeaderValue};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use time::OffsetDateTime;
+use time::format_description::well_known::Rfc3339;
+
+use router_one_core::store::{SummaryGroup, UsageFilter};
+use router_one_core::{ApiError, ErrorKind, UsageRecord};
+
+use crate::auth;
+use crate::error::{ErrorResponse, internal};
+use crate::routes::keys::format_time;
+use crate::state::AppState;
+
+const DEFAULT_LIMIT: u32 = 100;
+const MAX_LIMIT: u32 = 1000;
+
+/// Query parameters of the usage endpoints.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct UsageQuery {
+    key_id: Option<String>,
+    model: Option<String>,
+    /// An HTTP status (`200`), or `success` / `error`.
+    status: Option<String>,
+    /// RFC 3339 or Unix seconds.
+    from: Option<String>,
+    to: Option<String>,
+    after: Option<String>,
+    limit: Option<u32>,
+    /// `json` (default), `jsonl` or `csv`.
+    format: Option<String>,
+    /// Summary only: `key`, `model` or `day`.
+    group_by: Option<String>,
+}
+
+fn bad(param: &'static str, message: String) -> ApiError {
+    ApiError::new(ErrorKind::InvalidRequest, message).with_param(param)
+}
+
+fn parse_time(param: &'static str, value: &str) -> Result<i64, ApiError> {
+    if let Ok(seconds) = value.parse::<i64>() {
+        return seconds
+            .checked_mul(1_000_000)
+            .ok_or_else(|| bad(param, format!("`{value}` is out of range.")));
+    }
+    OffsetDateTime::parse(value, &Rfc3339)
+        .map(|t| (t.unix_timestamp_nanos() / 1_000) as i64)
+        .map_err(|_| {
+            bad(
+                param,
+                format!("Invalid {param} `{value}`: use RFC 3339 or Unix seconds."),
+            )
+        })
+}
+
+impl UsageQuery {
+    fn filter(&self, account_id: String) -> Result<UsageFilter, ApiError> {
+        let (success, status) = match self.status.as_deref() {
+            None => (None, None),
+            Some("success") => (Some(true), None),
+            Some("error") => (Some(false), None),
+            Some(s) => match s.parse::<u16>() {
+                Ok(code) => (None, Some(code)),
+                Err(_) => {
+                    return Err(bad(
+                        "status",
+                        format!("Invalid status `{s}`: use an HTTP status, success or error."),
+                    ));
+                }
+            },
+        };
+        let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
+        if limit == 0 || limit > MAX_LIMIT {
+            return Err(bad("limit", format!("limit must be between 1 and {MAX_LIMIT}.")));
+        }
+        Ok(UsageFilter {
+            account_id,
+            key_id: self.key_id.clone(),
+            model: self.model.clone(),
+            success,
+            status,
+            from_us: self.from.as_deref().map(|v| parse_time("from", v)).transpose()?,
+            to_us: self.to.as_deref().map(|v| parse_time("to", v)).transpose()?,
+            after: self.after.clone(),
+            limit,
+        })
+    }
+}
+
+/// A usage record as the API shows it.
+pub(crate) fn record_json(r: &UsageRecord) -> Value {
+    json!({
+        "request_id": r.request_id,
+        "key_id": r.key_id,
+        "created_at": format_time(r.created_at_us),
+        "endpoint": r.endpoint,
+        "requested_model": r.requested_model,
+        "served_model": r.served_model,
+        "provider": r.provider,
+        "prompt_tokens": r.usage.prompt_tokens,
+        "cached_tokens": r.usage.cached_tokens,
+        "completion_tokens": r.usage.completion_tokens,
+        "reasoning_tokens": r.usage.reasoning_tokens,
+        "cost": r.cost,
+        "latency_us": r.latency_us,
+        "upstream_sent_us": r.upstream_sent_us,
+        "ttft_us": r.ttft_us,
+        "status": r.status,
+        "error_code": r.error_code,
+        "streamed": r.streamed,
+    })
+}
+
+const CSV_HEADER: &str = "request_id,key_id,created_at,endpoint,requested_model,served_model,provider,prompt_tokens,cached_tokens,completion_tokens,reasoning_tokens,cost,latency_us,upstream_sent_us,ttft_us,status,error_code,streamed\n";
+
+fn csv_field(out: &mut String, value: &str) {
+    if value.contains([',', '"', '\n', '\r']) {
+        out.push('"');
+        out.push_str(&value.replace('"', "\"\""));
+        out.push('"');
+    } else {
+        out.push_str(value);
+    }
+}
+
+fn csv_row(out: &mut String, r: &UsageRecord) {
+    let opt = |v: Option<u64>| v.map(|v| v.to_string()).unwrap_or_default();
+    for (i, field) in [
+        r.request_id.clone(),
+        r.key_id.clone(),
+        format_time(r.created_at_us),
+        r.endpoint.as_str().to_owned(),
+        r.requested_model.clone(),
+        r.served_model.clone().unwrap_or_default(),
+        r.provider.clone(),
+        r.usage.prompt_tokens.to_string(),
+        r.usage.cached_tokens.to_string(),
+        r.usage.completion_tokens.to_string(),
+        r.usage.reasoning_tokens.to_string(),
+        r.cost.to_string(),
+        r.latency_us.to_string(),
+        opt(r.upstream_sent_us),
+        opt(r.ttft_us),
+        r.status.to_string(),
+        r.error_code.clone().unwrap_or_default(),
+        r.streamed.to_string(),
+    ]
+    .iter()
+    .enumerate()
+    {
+        if i > 0 {
+            out.push(',');
+        }
+        csv_field(out, field);
+    }
+    out.push('\n');
+}
+
+fn with_type(body: String, content_type: &'static str) -> Response {
+    let mut response = body.into_response();
+    response
+        .headers_mut()
+        .insert(http::header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    response
+}
+
+/// `GET /v1/usage`.
+pub(crate) async fn list(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    query: Result<Query<UsageQuery>, QueryRejection>,
+) -> Response {
+    let result: Result<Response, ErrorResponse> = async {
+        let account_id = auth::management_account(&app, &headers).await?;
+        let Query(query) = query.map_err(|e| bad("query", e.body_text()))?;
+        let filter = query.filter(account_id)?;
+        // One extra row tells whether another page exists.
+        let mut page_filter = filter.clone();
+        page_filter.limit = filter.limit + 1;
+        let mut records = app.store.usage(&page_filter).await.map_err(internal)?;
+        let has_more = records.len() > filter.limit as usize;
+        records.truncate(filter.limit as usize);
+        let next_cursor = if has_more {
+            records.last().map(|r| r.request_id.clone())
+        } else {
+            None
+        };
+        let mut response = match query.format.as_deref().unwrap_or("json") {
+            "json" => Json(json!({
+                "object": "list",
+                "data": records.iter().map(record_json).collect::<Vec<_>>(),
+                "has_more": has_more,
+                "next_cursor": next_cursor,
+            }))
+            .into_response(),
+            "jsonl" => {
+                let mut body = String::new();
+                for r in &records {
+                    let _ = writeln!(body, "{}", record_json(r));
+                }
+                with_type(body, "application/jsonl")
+            }
+            "csv" => {
+                let mut body = String::from(CSV_HEADER);
+                for r in &records {
+                    csv_row(&mut body, r);
+                }
+                with_type(body, "text/csv")
+            }
+            other => return Err(bad("format", format!("Invalid format `{other}`: use json, jsonl or csv.")).into()),
+        };
+        if let Some(cursor) = next_cursor.and_then(|c| HeaderValue::from_str(&c).ok()) {
+            response.headers_mut().insert("x-next-cursor", cursor);
+        }
+        Ok(response)
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /v1/usage/summary?group_by=key|model|day`.
+pub(crate) async fn summary(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    query: Result<Query<UsageQuery>, QueryRejection>,
+) -> Response {
+    let result: Result<Response, ErrorResponse> = async {
+        let account_id = auth::management_account(&app, &headers).await?;
+        let Query(query) = query.map_err(|e| bad("query", e.body_text()))?;
+        let group = match query.group_by.as_deref().unwrap_or("model") {
+            "key" => SummaryGroup::Key,
+            "model" => SummaryGroup::Model,
+            "day" => SummaryGroup::Day,
+            other => {
+                return Err(bad(
+                    "group_by",
+                    format!("Invalid group_by `{other}`: use key, model or day."),
+                )
+                .into());
+            }
+        };
+        let filter = query.filter(account_id)?;
+        let rows = app.store.usage_summary(&filter, group).await.map_err(internal)?;
+        Ok(Json(json!({ "object": "list", "group_by": group, "data": rows })).into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}
+
+/// `GET /v1/requests/{id}`: the record and its timeline.
+pub(crate) async fn trace(State(app): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
+    let result: Result<Response, ErrorResponse> = async {
+        let account_id = auth::management_account(&app, &headers).await?;
+        let record = app
+            .store
+            .usage_record(&account_id, &id)
+            .await
+            .map_err(internal)?
+            .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("No request `{id}` in this account.")))?;
+        let mut timeline = vec![json!({ "at_us": 0, "event": "received" })];
+        if let Some(at) = record.upstream_sent_us {
+            timeline.push(json!({ "at_us": at, "event": "sent_upstream", "provider": record.provider }));
+        }
+        if let Some(at) = record.ttft_us {
+            timeline.push(json!({ "at_us": at, "event": "first_byte" }));
+        }
+        timeline.push(json!({ "at_us": record.latency_us, "event": "completed", "status": record.status }));
+        Ok(Json(json!({ "object": "request", "record": record_json(&record), "timeline": timeline })).into_response())
+    }
+    .await;
+    result.unwrap_or_else(IntoResponse::into_response)
+}

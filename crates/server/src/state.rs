@@ -1,0 +1,83 @@
+//! What every handler shares: the catalog, providers, key index, store and usage writer.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use dashmap::DashMap;
+
+use router_one_core::Catalog;
+use router_one_core::store::Store;
+use router_one_metering::KeyIndex;
+use router_one_providers::{Provider, UpstreamClient};
+use router_one_store::UsageWriter;
+
+/// Server settings from the operator's config.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Largest request body accepted, bytes.
+    pub max_body_bytes: usize,
+    /// How long to wait for an upstream's response head, and between stream events.
+    pub upstream_timeout: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            max_body_bytes: 32 * 1024 * 1024,
+            upstream_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// Shared state of the running gateway.
+pub struct AppState {
+    /// Operator settings.
+    pub config: ServerConfig,
+    /// The model catalog.
+    pub catalog: Catalog,
+    /// Configured provider channels by name.
+    pub providers: HashMap<String, Arc<Provider>>,
+    /// The pooled upstream client.
+    pub client: UpstreamClient,
+    /// Live inference keys and account budgets.
+    pub keys: KeyIndex,
+    /// Management-key hash → account id, filled on first use.
+    pub management_keys: DashMap<String, String>,
+    /// Durable state.
+    pub store: Arc<dyn Store>,
+    /// The crash-safe usage path.
+    pub usage: UsageWriter,
+}
+
+impl AppState {
+    /// Builds the state and warms the key index from the store.
+    pub async fn new(
+        config: ServerConfig,
+        catalog: Catalog,
+        providers: HashMap<String, Arc<Provider>>,
+        store: Arc<dyn Store>,
+        usage: UsageWriter,
+    ) -> Result<AppState, Box<dyn std::error::Error + Send + Sync>> {
+        let state = AppState {
+            config,
+            catalog,
+            providers,
+            client: UpstreamClient::new()?,
+            keys: KeyIndex::default(),
+            management_keys: DashMap::new(),
+            store,
+            usage,
+        };
+        for key in state.store.active_keys().await? {
+            let balance = state
+                .store
+                .account(&key.account_id)
+                .await?
+                .map(|a| a.balance)
+                .unwrap_or_default();
+            state.keys.insert(&key, balance);
+        }
+        Ok(state)
+    }
+}
