@@ -7,6 +7,7 @@ use std::sync::Arc;
 use http::HeaderMap;
 
 use router_one_core::secret::{self, INFERENCE_PREFIX, MANAGEMENT_PREFIX};
+use router_one_core::store::ApiKey;
 use router_one_core::{ApiError, ErrorKind};
 use router_one_metering::KeyState;
 
@@ -57,14 +58,14 @@ pub(crate) async fn inference_key(app: &AppState, headers: &HeaderMap) -> Result
         .await
         .map_err(internal)?
         .ok_or_else(invalid_key)?;
-    let balance = app
-        .store
-        .account(&key.account_id)
-        .await
-        .map_err(internal)?
-        .map(|a| a.balance)
-        .unwrap_or_default();
-    Ok(app.keys.insert(&key, balance))
+    load_key(app, &key).await
+}
+
+/// Puts a stored key into the in-memory index (with its account's stored balance, if the
+/// account is not loaded yet).
+pub(crate) async fn load_key(app: &AppState, key: &ApiKey) -> Result<Arc<KeyState>, ErrorResponse> {
+    let account = app.store.account(&key.account_id).await.map_err(internal)?;
+    Ok(app.keys.insert(key, account.map(|a| a.balance).unwrap_or_default()))
 }
 
 /// The account whose management key presents this request.

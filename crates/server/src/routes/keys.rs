@@ -160,65 +160,50 @@ pub(crate) async fn create(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let result: Result<Response, ErrorResponse> = async {
-        let body = routes::body(body, app.config.max_body_bytes)?;
-        let account_id = auth::management_account(&app, &headers).await?;
-        let settings = KeyFields::parse(&body)?.into_settings(&app)?;
-        let secret = secret::generate(INFERENCE_PREFIX);
-        let key = ApiKey {
-            id: router_one_core::ids::new_id("key"),
-            account_id,
-            secret_hash: secret.hash,
-            hint: secret.hint,
-            settings,
-            created_at_us: router_one_core::ids::now_us(),
-            revoked_at_us: None,
-            spend: Usd::ZERO,
-        };
-        app.store.insert_key(&key).await.map_err(internal)?;
-        let balance = app
-            .store
-            .account(&key.account_id)
-            .await
-            .map_err(internal)?
-            .map(|a| a.balance)
-            .unwrap_or_default();
-        app.keys.insert(&key, balance);
-        let mut json = key_json(&app, &key);
-        json["key"] = Value::String(secret.plaintext);
-        Ok((StatusCode::CREATED, Json(json)).into_response())
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+) -> Result<Response, ErrorResponse> {
+    let body = routes::body(body, app.config.max_body_bytes)?;
+    let account_id = auth::management_account(&app, &headers).await?;
+    let settings = KeyFields::parse(&body)?.into_settings(&app)?;
+    let secret = secret::generate(INFERENCE_PREFIX);
+    let key = ApiKey {
+        id: router_one_core::ids::new_id("key"),
+        account_id,
+        secret_hash: secret.hash,
+        hint: secret.hint,
+        settings,
+        created_at_us: router_one_core::ids::now_us(),
+        revoked_at_us: None,
+        spend: Usd::ZERO,
+    };
+    app.store.insert_key(&key).await.map_err(internal)?;
+    auth::load_key(&app, &key).await?;
+    let mut json = key_json(&app, &key);
+    json["key"] = Value::String(secret.plaintext);
+    Ok((StatusCode::CREATED, Json(json)).into_response())
 }
 
 /// `GET /v1/keys`.
-pub(crate) async fn list(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    let result: Result<Response, ErrorResponse> = async {
-        let account_id = auth::management_account(&app, &headers).await?;
-        let keys = app.store.keys(&account_id).await.map_err(internal)?;
-        let data: Vec<Value> = keys.iter().map(|k| key_json(&app, k)).collect();
-        Ok(Json(serde_json::json!({ "object": "list", "data": data })).into_response())
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+pub(crate) async fn list(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ErrorResponse> {
+    let account_id = auth::management_account(&app, &headers).await?;
+    let keys = app.store.keys(&account_id).await.map_err(internal)?;
+    let data: Vec<Value> = keys.iter().map(|k| key_json(&app, k)).collect();
+    Ok(Json(serde_json::json!({ "object": "list", "data": data })).into_response())
 }
 
 /// `GET /v1/keys/{id}`.
-pub(crate) async fn get(State(app): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let result: Result<Response, ErrorResponse> = async {
-        let account_id = auth::management_account(&app, &headers).await?;
-        let key = app
-            .store
-            .key(&account_id, &id)
-            .await
-            .map_err(internal)?
-            .ok_or_else(|| no_such_key(&id))?;
-        Ok(Json(key_json(&app, &key)).into_response())
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+pub(crate) async fn get(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ErrorResponse> {
+    let account_id = auth::management_account(&app, &headers).await?;
+    let key = app
+        .store
+        .key(&account_id, &id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| no_such_key(&id))?;
+    Ok(Json(key_json(&app, &key)).into_response())
 }
 
 /// `PATCH /v1/keys/{id}`: fields present replace the current ones; `null` clears one.
@@ -227,53 +212,49 @@ pub(crate) async fn update(
     headers: HeaderMap,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    let result: Result<Response, ErrorResponse> = async {
-        let body = routes::body(body, app.config.max_body_bytes)?;
-        let account_id = auth::management_account(&app, &headers).await?;
-        let key = app
-            .store
-            .key(&account_id, &id)
-            .await
-            .map_err(internal)?
-            .ok_or_else(|| no_such_key(&id))?;
-        let patch: Map<String, Value> = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::new(ErrorKind::InvalidJson, format!("The body must be a JSON object: {e}")))?;
-        let mut current = match serde_json::to_value(KeyFields::from_settings(&key.settings)) {
-            Ok(Value::Object(map)) => map,
-            _ => Map::new(),
-        };
-        current.extend(patch);
-        let fields: KeyFields = serde_json::from_value(Value::Object(current))
-            .map_err(|e| ApiError::new(ErrorKind::InvalidRequest, format!("Invalid key settings: {e}")))?;
-        let settings = fields.into_settings(&app)?;
-        let updated = app
-            .store
-            .update_key(&account_id, &id, &settings)
-            .await
-            .map_err(internal)?
-            .ok_or_else(|| no_such_key(&id))?;
-        app.keys.update(&id, &settings);
-        Ok(Json(key_json(&app, &updated)).into_response())
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+) -> Result<Response, ErrorResponse> {
+    let body = routes::body(body, app.config.max_body_bytes)?;
+    let account_id = auth::management_account(&app, &headers).await?;
+    let key = app
+        .store
+        .key(&account_id, &id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| no_such_key(&id))?;
+    let patch: Map<String, Value> = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::new(ErrorKind::InvalidJson, format!("The body must be a JSON object: {e}")))?;
+    let mut current = match serde_json::to_value(KeyFields::from_settings(&key.settings)) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    };
+    current.extend(patch);
+    let fields: KeyFields = serde_json::from_value(Value::Object(current))
+        .map_err(|e| ApiError::new(ErrorKind::InvalidRequest, format!("Invalid key settings: {e}")))?;
+    let settings = fields.into_settings(&app)?;
+    let updated = app
+        .store
+        .update_key(&account_id, &id, &settings)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| no_such_key(&id))?;
+    app.keys.update(&id, &settings);
+    Ok(Json(key_json(&app, &updated)).into_response())
 }
 
 /// `DELETE /v1/keys/{id}`: revokes the key; its next request is refused.
-pub(crate) async fn revoke(State(app): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let result: Result<Response, ErrorResponse> = async {
-        let account_id = auth::management_account(&app, &headers).await?;
-        let now = router_one_core::ids::now_us();
-        let key = app
-            .store
-            .revoke_key(&account_id, &id, now)
-            .await
-            .map_err(internal)?
-            .ok_or_else(|| no_such_key(&id))?;
-        app.keys.revoke(&id);
-        Ok(Json(key_json(&app, &key)).into_response())
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+pub(crate) async fn revoke(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ErrorResponse> {
+    let account_id = auth::management_account(&app, &headers).await?;
+    let now = router_one_core::ids::now_us();
+    let key = app
+        .store
+        .revoke_key(&account_id, &id, now)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| no_such_key(&id))?;
+    app.keys.revoke(&id);
+    Ok(Json(key_json(&app, &key)).into_response())
 }

@@ -5,33 +5,69 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
+use axum::extract::rejection::BytesRejection;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{HeaderValue, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use serde::Deserialize;
 
+use router_one_core::usage::Endpoint;
 use router_one_core::{ApiError, ErrorKind};
 use router_one_providers::{PreparedRequest, Provider, UpstreamError};
 
+use crate::auth;
 use crate::error::ErrorResponse;
 use crate::metered::MeteredStream;
 use crate::record::{Outcome, RequestMeter};
+use crate::routes;
 use crate::state::AppState;
 
 /// The most of an upstream's complete answer the gateway will hold.
 const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
 
-/// Sends an admitted request and turns the upstream's answer into the client's response.
-pub(crate) async fn forward(
-    app: &Arc<AppState>,
-    mut meter: RequestMeter,
-    provider: Arc<Provider>,
-    prepared: PreparedRequest,
-    stream: bool,
-    include_usage: bool,
+/// A request that passed admission, ready to send.
+pub(crate) struct Admitted {
+    pub(crate) provider: Arc<Provider>,
+    pub(crate) prepared: PreparedRequest,
+    pub(crate) stream: bool,
+    pub(crate) include_usage: bool,
+}
+
+/// Every inference endpoint: authenticate → `admit` (validate, route, reserve, prepare) →
+/// forward. `admit` is the endpoint's own part; a refusal is recorded like any outcome.
+pub(crate) async fn serve_inference(
+    app: Arc<AppState>,
+    headers: HeaderMap,
+    body: Result<Bytes, BytesRejection>,
+    endpoint: Endpoint,
+    admit: impl FnOnce(&AppState, &mut RequestMeter, &Bytes) -> Result<Admitted, ApiError>,
 ) -> Response {
+    let started = Instant::now();
+    let body = match routes::body(body, app.config.max_body_bytes) {
+        Ok(body) => body,
+        Err(e) => return ErrorResponse::from(e).into_response(),
+    };
+    let key = match auth::inference_key(&app, &headers).await {
+        Ok(key) => key,
+        Err(e) => return e.into_response(),
+    };
+    let mut meter = RequestMeter::new(key, endpoint, started);
+    match admit(&app, &mut meter, &body) {
+        Ok(admitted) => forward(&app, meter, admitted).await,
+        Err(e) => fail(&app, meter, e),
+    }
+}
+
+/// Sends an admitted request and turns the upstream's answer into the client's response.
+async fn forward(app: &Arc<AppState>, mut meter: RequestMeter, admitted: Admitted) -> Response {
+    let Admitted {
+        provider,
+        prepared,
+        stream,
+        include_usage,
+    } = admitted;
     let deadline = Instant::now() + app.config.upstream_timeout;
     meter.mark_sent();
     let response = match app

@@ -182,53 +182,49 @@ pub(crate) async fn list(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
     query: Result<Query<UsageQuery>, QueryRejection>,
-) -> Response {
-    let result: Result<Response, ErrorResponse> = async {
-        let account_id = auth::management_account(&app, &headers).await?;
-        let Query(query) = query.map_err(|e| bad("query", e.body_text()))?;
-        let filter = query.filter(account_id)?;
-        // One extra row tells whether another page exists.
-        let mut page_filter = filter.clone();
-        page_filter.limit = filter.limit + 1;
-        let mut records = app.store.usage(&page_filter).await.map_err(internal)?;
-        let has_more = records.len() > filter.limit as usize;
-        records.truncate(filter.limit as usize);
-        let next_cursor = if has_more {
-            records.last().map(|r| r.request_id.clone())
-        } else {
-            None
-        };
-        let mut response = match query.format.as_deref().unwrap_or("json") {
-            "json" => Json(json!({
-                "object": "list",
-                "data": records.iter().map(record_json).collect::<Vec<_>>(),
-                "has_more": has_more,
-                "next_cursor": next_cursor,
-            }))
-            .into_response(),
-            "jsonl" => {
-                let mut body = String::new();
-                for r in &records {
-                    let _ = writeln!(body, "{}", record_json(r));
-                }
-                with_type(body, "application/jsonl")
+) -> Result<Response, ErrorResponse> {
+    let account_id = auth::management_account(&app, &headers).await?;
+    let Query(query) = query.map_err(|e| bad("query", e.body_text()))?;
+    let filter = query.filter(account_id)?;
+    // One extra row tells whether another page exists.
+    let mut page_filter = filter.clone();
+    page_filter.limit = filter.limit + 1;
+    let mut records = app.store.usage(&page_filter).await.map_err(internal)?;
+    let has_more = records.len() > filter.limit as usize;
+    records.truncate(filter.limit as usize);
+    let next_cursor = if has_more {
+        records.last().map(|r| r.request_id.clone())
+    } else {
+        None
+    };
+    let mut response = match query.format.as_deref().unwrap_or("json") {
+        "json" => Json(json!({
+            "object": "list",
+            "data": records.iter().map(record_json).collect::<Vec<_>>(),
+            "has_more": has_more,
+            "next_cursor": next_cursor,
+        }))
+        .into_response(),
+        "jsonl" => {
+            let mut body = String::new();
+            for r in &records {
+                let _ = writeln!(body, "{}", record_json(r));
             }
-            "csv" => {
-                let mut body = String::from(CSV_HEADER);
-                for r in &records {
-                    csv_row(&mut body, r);
-                }
-                with_type(body, "text/csv")
-            }
-            other => return Err(bad("format", format!("Invalid format `{other}`: use json, jsonl or csv.")).into()),
-        };
-        if let Some(cursor) = next_cursor.and_then(|c| HeaderValue::from_str(&c).ok()) {
-            response.headers_mut().insert("x-next-cursor", cursor);
+            with_type(body, "application/jsonl")
         }
-        Ok(response)
+        "csv" => {
+            let mut body = String::from(CSV_HEADER);
+            for r in &records {
+                csv_row(&mut body, r);
+            }
+            with_type(body, "text/csv")
+        }
+        other => return Err(bad("format", format!("Invalid format `{other}`: use json, jsonl or csv.")).into()),
+    };
+    if let Some(cursor) = next_cursor.and_then(|c| HeaderValue::from_str(&c).ok()) {
+        response.headers_mut().insert("x-next-cursor", cursor);
     }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    Ok(response)
 }
 
 /// `GET /v1/usage/summary?group_by=key|model|day`.
@@ -236,50 +232,46 @@ pub(crate) async fn summary(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
     query: Result<Query<UsageQuery>, QueryRejection>,
-) -> Response {
-    let result: Result<Response, ErrorResponse> = async {
-        let account_id = auth::management_account(&app, &headers).await?;
-        let Query(query) = query.map_err(|e| bad("query", e.body_text()))?;
-        let group = match query.group_by.as_deref().unwrap_or("model") {
-            "key" => SummaryGroup::Key,
-            "model" => SummaryGroup::Model,
-            "day" => SummaryGroup::Day,
-            other => {
-                return Err(bad(
-                    "group_by",
-                    format!("Invalid group_by `{other}`: use key, model or day."),
-                )
-                .into());
-            }
-        };
-        let filter = query.filter(account_id)?;
-        let rows = app.store.usage_summary(&filter, group).await.map_err(internal)?;
-        Ok(Json(json!({ "object": "list", "group_by": group, "data": rows })).into_response())
-    }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+) -> Result<Response, ErrorResponse> {
+    let account_id = auth::management_account(&app, &headers).await?;
+    let Query(query) = query.map_err(|e| bad("query", e.body_text()))?;
+    let group = match query.group_by.as_deref().unwrap_or("model") {
+        "key" => SummaryGroup::Key,
+        "model" => SummaryGroup::Model,
+        "day" => SummaryGroup::Day,
+        other => {
+            return Err(bad(
+                "group_by",
+                format!("Invalid group_by `{other}`: use key, model or day."),
+            )
+            .into());
+        }
+    };
+    let filter = query.filter(account_id)?;
+    let rows = app.store.usage_summary(&filter, group).await.map_err(internal)?;
+    Ok(Json(json!({ "object": "list", "group_by": group, "data": rows })).into_response())
 }
 
 /// `GET /v1/requests/{id}`: the record and its timeline.
-pub(crate) async fn trace(State(app): State<Arc<AppState>>, headers: HeaderMap, Path(id): Path<String>) -> Response {
-    let result: Result<Response, ErrorResponse> = async {
-        let account_id = auth::management_account(&app, &headers).await?;
-        let record = app
-            .store
-            .usage_record(&account_id, &id)
-            .await
-            .map_err(internal)?
-            .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("No request `{id}` in this account.")))?;
-        let mut timeline = vec![json!({ "at_us": 0, "event": "received" })];
-        if let Some(at) = record.upstream_sent_us {
-            timeline.push(json!({ "at_us": at, "event": "sent_upstream", "provider": record.provider }));
-        }
-        if let Some(at) = record.ttft_us {
-            timeline.push(json!({ "at_us": at, "event": "first_byte" }));
-        }
-        timeline.push(json!({ "at_us": record.latency_us, "event": "completed", "status": record.status }));
-        Ok(Json(json!({ "object": "request", "record": record_json(&record), "timeline": timeline })).into_response())
+pub(crate) async fn trace(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Result<Response, ErrorResponse> {
+    let account_id = auth::management_account(&app, &headers).await?;
+    let record = app
+        .store
+        .usage_record(&account_id, &id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("No request `{id}` in this account.")))?;
+    let mut timeline = vec![json!({ "at_us": 0, "event": "received" })];
+    if let Some(at) = record.upstream_sent_us {
+        timeline.push(json!({ "at_us": at, "event": "sent_upstream", "provider": record.provider }));
     }
-    .await;
-    result.unwrap_or_else(IntoResponse::into_response)
+    if let Some(at) = record.ttft_us {
+        timeline.push(json!({ "at_us": at, "event": "first_byte" }));
+    }
+    timeline.push(json!({ "at_us": record.latency_us, "event": "completed", "status": record.status }));
+    Ok(Json(json!({ "object": "request", "record": record_json(&record), "timeline": timeline })).into_response())
 }
