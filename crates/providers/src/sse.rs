@@ -25,6 +25,8 @@ pub enum StreamEvent {
     Other,
     /// An error event from the upstream, forwarded untouched.
     Error,
+    /// Not an event of this format at all (truncated or garbled JSON): the stream is broken.
+    Malformed,
 }
 
 /// Splits a byte stream into whole SSE events (each returned with its terminating blank line).

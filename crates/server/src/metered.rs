@@ -36,6 +36,8 @@ enum Ending {
     Cut,
     /// No event within the timeout.
     Timeout,
+    /// The upstream sent something that is not an event of its format.
+    Malformed,
 }
 
 /// The client-facing body of a streamed completion.
@@ -57,6 +59,7 @@ struct StreamState {
     usage: Option<TokenUsage>,
     held_usage: Option<(Bytes, Option<usize>)>,
     saw_done: bool,
+    broken: bool,
     idle: Pin<Box<Sleep>>,
     timeout: Duration,
 }
@@ -89,6 +92,7 @@ impl MeteredStream {
             usage: None,
             held_usage: None,
             saw_done: false,
+            broken: false,
             idle: Box::pin(tokio::time::sleep(timeout)),
             timeout,
         });
@@ -118,6 +122,12 @@ impl StreamState {
     /// ends, breaks or times out first.
     fn poll_first_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ApiError>> {
         loop {
+            if self.broken && self.ready.is_empty() {
+                return Poll::Ready(Err(ApiError::new(
+                    ErrorKind::UpstreamError,
+                    "The upstream provider sent a malformed stream.",
+                )));
+            }
             if !self.ready.is_empty() || self.meter.is_none() {
                 return Poll::Ready(Ok(()));
             }
@@ -160,6 +170,10 @@ impl StreamState {
             if let Some(bytes) = self.ready.pop_front() {
                 return Poll::Ready(Some(bytes));
             }
+            if self.broken && self.upstream.is_some() {
+                self.end(Ending::Malformed);
+                continue;
+            }
             let Some(upstream) = self.upstream.as_mut() else {
                 return Poll::Ready(None);
             };
@@ -192,7 +206,7 @@ impl StreamState {
     }
 
     fn on_event(&mut self, event: Bytes) {
-        if self.saw_done {
+        if self.saw_done || self.broken {
             return;
         }
         let Some(data) = event_data(&event) else {
@@ -222,6 +236,8 @@ impl StreamState {
                 }
             }
             StreamEvent::Other | StreamEvent::Error => self.ready.push_back(event),
+            // Nothing after garbage can be trusted; the stream ends here.
+            StreamEvent::Malformed => self.broken = true,
         }
     }
 
@@ -239,6 +255,7 @@ impl StreamState {
             _ if self.client_gone => Some("client_disconnected"),
             Ending::Cut => Some("upstream_stream_cut"),
             Ending::Timeout => Some("upstream_timeout"),
+            Ending::Malformed => Some("upstream_malformed"),
             Ending::Complete if self.usage.is_none() => Some("upstream_usage_missing"),
             Ending::Complete => None,
         };
@@ -269,6 +286,10 @@ impl StreamState {
             Ending::Timeout => self.ready.push_back(error_event(&ApiError::new(
                 ErrorKind::UpstreamTimeout,
                 "The upstream provider stopped sending events.",
+            ))),
+            Ending::Malformed => self.ready.push_back(error_event(&ApiError::new(
+                ErrorKind::UpstreamError,
+                "The upstream provider sent a malformed stream event.",
             ))),
             Ending::Complete if self.saw_done => self.ready.push_back(Bytes::from_static(b"data: [DONE]\n\n")),
             Ending::Complete => {}

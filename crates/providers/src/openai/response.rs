@@ -112,6 +112,12 @@ pub(crate) fn read_event(data: &[u8]) -> StreamEvent {
     if data == b"[DONE]" {
         return StreamEvent::Done;
     }
+    // Every OpenAI stream event is one JSON object. A cheap shape check catches truncated or
+    // garbled events without parsing each one; events with usage are parsed in full below.
+    let trimmed = data.trim_ascii();
+    if !(trimmed.starts_with(b"{") && trimmed.ends_with(b"}")) {
+        return StreamEvent::Malformed;
+    }
     if memchr::memmem::find(data, b"\"usage\"").is_none() {
         if data.starts_with(b"{\"error\"") {
             return StreamEvent::Error;
@@ -119,7 +125,7 @@ pub(crate) fn read_event(data: &[u8]) -> StreamEvent {
         return StreamEvent::Other;
     }
     let Ok(head) = serde_json::from_slice::<Head<'_>>(data) else {
-        return StreamEvent::Other;
+        return StreamEvent::Malformed;
     };
     match head.usage {
         Some(raw) if raw.get() != "null" => match parse_usage(raw) {
@@ -235,6 +241,11 @@ mod tests {
             StreamEvent::Usage { usage_only: false, .. }
         ));
         assert_eq!(read_event(br#"{"error":{"message":"x"}}"#), StreamEvent::Error);
+        assert_eq!(read_event(b"{not json"), StreamEvent::Malformed);
+        assert_eq!(
+            read_event(br#"{"choices":[{"delta":{"content":"x"}}],"usage":nu"#),
+            StreamEvent::Malformed
+        );
     }
 
     #[test]
