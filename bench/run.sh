@@ -1,0 +1,212 @@
+#!/usr/bin/env bash
+# Router One overhead benchmark: the simulated upstream alone ("direct") versus the same simulator
+# behind the gateway, at concurrency 1 (latency added) and 64 (throughput kept), plus a streaming
+# variant at 64. Appends one row to bench/RESULTS.md. See bench/README.md.
+#
+# env: DURATION (default 10s), WARMUP (2s), MODEL (default: first openai chat model of /v1/models),
+#      SIM_TTFT_MS / SIM_TPOT_MS (simulator pacing, default 0 / 0), SKIP_BUILD=1, NO_APPEND=1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+
+DURATION=${DURATION:-10s}
+WARMUP=${WARMUP:-2s}
+SIM_TTFT_MS=${SIM_TTFT_MS:-0}
+SIM_TPOT_MS=${SIM_TPOT_MS:-0}
+LUA=$ROOT/bench/lua/chat.lua
+RESULTS=$ROOT/bench/RESULTS.md
+
+say() { printf '\n==== %s ====\n' "$*" >&2; }
+
+if ! command -v wrk >/dev/null; then
+  say "installing wrk"
+  apt-get install -y wrk >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y wrk >/dev/null; }
+fi
+
+if [ "${SKIP_BUILD:-}" != 1 ]; then
+  say "cargo build --release -p router-one"
+  cargo build --release -p router-one
+fi
+BIN=$ROOT/target/release/router-one
+
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+SIM_PORT=$(free_port)
+GW_PORT=$(free_port)
+while [ "$GW_PORT" = "$SIM_PORT" ]; do GW_PORT=$(free_port); done
+
+OUT=$ROOT/bench/out/$(date -u +%Y%m%dT%H%M%SZ)
+mkdir -p "$OUT"
+PIDS=()
+cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; }
+trap cleanup EXIT
+
+wait_http() { # url, what
+  for _ in $(seq 1 300); do
+    if curl -fsS -o /dev/null "$1" 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "$2 did not come up at $1; logs in $OUT" >&2
+  exit 1
+}
+wait_port() { # port, what
+  for _ in $(seq 1 300); do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+    sleep 0.1
+  done
+  echo "$2 is not listening on $1; logs in $OUT" >&2
+  exit 1
+}
+
+say "simulator on 127.0.0.1:$SIM_PORT (ttft ${SIM_TTFT_MS} ms, tpot ${SIM_TPOT_MS} ms)"
+"$BIN" simulate --listen "127.0.0.1:$SIM_PORT" --ttft-ms "$SIM_TTFT_MS" --tpot-ms "$SIM_TPOT_MS" \
+  >"$OUT/simulator.log" 2>&1 &
+SIM_PID=$!
+PIDS+=("$SIM_PID")
+wait_port "$SIM_PORT" simulator
+
+cat >"$OUT/config.toml" <<EOF
+[providers.openai]
+api = "openai"
+base_url = "http://127.0.0.1:$SIM_PORT/v1"
+api_key_env = "BENCH_UPSTREAM_KEY"
+EOF
+export BENCH_UPSTREAM_KEY=sk-bench-upstream
+
+say "gateway on 127.0.0.1:$GW_PORT"
+RUST_LOG=${RUST_LOG:-warn} "$BIN" serve --config "$OUT/config.toml" --listen "127.0.0.1:$GW_PORT" \
+  --data "$OUT/data" >"$OUT/gateway.log" 2>&1 &
+GW_PID=$!
+PIDS+=("$GW_PID")
+wait_http "http://127.0.0.1:$GW_PORT/health" gateway
+
+say "account and key"
+ACCT_JSON=$("$BIN" admin create-account --email "bench-$(date +%s)@example.com" --credit 1000000 --data "$OUT/data" \
+  | tail -n1)
+MGMT_KEY=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["management_key"])' "$ACCT_JSON")
+KEY_JSON=$(curl -fsS -X POST "http://127.0.0.1:$GW_PORT/v1/keys" -H "authorization: Bearer $MGMT_KEY" \
+  -H 'content-type: application/json' -d '{"name":"bench"}')
+API_KEY=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["key"])' "$KEY_JSON")
+
+if [ -z "${MODEL:-}" ]; then
+  MODEL=$(curl -fsS "http://127.0.0.1:$GW_PORT/v1/models" -H "authorization: Bearer $API_KEY" | python3 -c '
+import json, sys
+models = json.load(sys.stdin)["data"]
+def chat(m):
+    if "kind" in m:
+        return m["kind"] == "chat"
+    return "embed" not in m["id"] and m.get("pricing", {}).get("output_per_mtok", "1") not in ("0", "0.0", "0.00")
+def openai(m):
+    routes = m.get("routes") or m.get("providers") or []
+    provs = [r.get("provider") if isinstance(r, dict) else r for r in routes]
+    return m.get("owned_by") == "openai" or m.get("provider") == "openai" or "openai" in provs
+pick = [m for m in models if chat(m) and openai(m)] or [m for m in models if chat(m) and m["id"].startswith("gpt-")]
+print(pick[0]["id"])')
+fi
+export BENCH_MODEL=$MODEL
+echo "model: $MODEL" >&2
+
+say "smoke request through the gateway"
+code=$(curl -sS -o "$OUT/smoke.json" -w '%{http_code}' "http://127.0.0.1:$GW_PORT/v1/chat/completions" \
+  -H "authorization: Bearer $API_KEY" -H 'content-type: application/json' \
+  -d "{\"model\":\"$MODEL\",\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]}")
+if [ "$code" != 200 ]; then
+  echo "smoke request failed with $code: $(cat "$OUT/smoke.json")" >&2
+  exit 1
+fi
+
+DIRECT_URL="http://127.0.0.1:$SIM_PORT/v1/chat/completions"
+GW_URL="http://127.0.0.1:$GW_PORT/v1/chat/completions"
+
+# run NAME URL AUTH STREAM WRK-ARGS... → prints the BENCH json line, keeps full output in $OUT/NAME.txt
+run() {
+  local name=$1 url=$2 auth=$3 stream=$4
+  shift 4
+  BENCH_AUTH=$auth BENCH_STREAM=$stream wrk "$@" -d "$WARMUP" -s "$LUA" "$url" >"$OUT/$name.warmup.txt" 2>&1 || true
+  say "$name: wrk $* -d $DURATION"
+  BENCH_AUTH=$auth BENCH_STREAM=$stream wrk "$@" -d "$DURATION" --latency -s "$LUA" "$url" >"$OUT/$name.txt" 2>&1
+  grep -v '^BENCH ' "$OUT/$name.txt" >&2 || true
+  local line
+  line=$(grep '^BENCH ' "$OUT/$name.txt" | tail -n1 | cut -d' ' -f2-)
+  [ -n "$line" ] || { echo "wrk printed no result for $name" >&2; exit 1; }
+  echo "$line" >"$OUT/$name.json"
+}
+
+run direct_c1 "$DIRECT_URL" sk-bench 0 -t1 -c1
+run gateway_c1 "$GW_URL" "$API_KEY" 0 -t1 -c1
+run direct_c64 "$DIRECT_URL" sk-bench 0 -t2 -c64
+run gateway_c64 "$GW_URL" "$API_KEY" 0 -t2 -c64
+run direct_stream_c64 "$DIRECT_URL" sk-bench 1 -t2 -c64
+run gateway_stream_c64 "$GW_URL" "$API_KEY" 1 -t2 -c64
+
+HWM_KB=$(awk '/^VmHWM:/ {print $2}' "/proc/$GW_PID/status")
+RSS_KB=$(awk '/^VmRSS:/ {print $2}' "/proc/$GW_PID/status")
+if ! kill -0 "$GW_PID" 2>/dev/null; then echo "the gateway died during the run" >&2; exit 1; fi
+
+# Every gateway response must have been metered: usage records >= responses wrk saw (gateway_*.txt
+# holds the measured runs and their warm-ups; +1 for the smoke request; requests cut at the end of
+# a run may add records wrk did not count).
+SEEN=$(cat "$OUT"/gateway_*.txt | awk '/^BENCH / {sub(/^BENCH /, ""); print}' \
+  | python3 -c 'import json,sys; print(1 + sum(json.loads(l)["requests"] for l in sys.stdin if l.strip()))')
+count_records() {
+  curl -fsS "http://127.0.0.1:$GW_PORT/v1/usage/summary?group_by=key" -H "authorization: Bearer $MGMT_KEY" \
+    | python3 -c 'import json,sys; print(sum(int(r["requests"]) for r in json.load(sys.stdin)["data"]))'
+}
+# The DB insert is batched: wait until the count reaches what wrk saw or stops moving for 3 s.
+RECORDS=0; STILL=0; T0=$SECONDS
+while [ $((SECONDS - T0)) -lt 60 ]; do
+  N=$(count_records)
+  if [ "$N" -ge "$SEEN" ]; then RECORDS=$N; break; fi
+  if [ "$N" = "$RECORDS" ]; then STILL=$((STILL + 1)); else STILL=0; fi
+  RECORDS=$N
+  [ "$STILL" -ge 3 ] && break
+  sleep 1
+done
+echo "usage records: $RECORDS (after $((SECONDS - T0)) s); gateway responses seen by wrk: $SEEN" >&2
+METERING=ok
+if [ "$RECORDS" -lt "$SEEN" ]; then
+  METERING="MISSING $((SEEN - RECORDS)) records"
+  echo "WARNING: $METERING: some responses have no usage record" >&2
+fi
+
+COMMIT=$(git rev-parse --short HEAD 2>/dev/null || echo unknown)
+if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then COMMIT="$COMMIT+dirty"; fi
+CPU=$(awk -F': ' '/^model name/ {print $2; exit}' /proc/cpuinfo | sed 's/  */ /g')
+MACHINE="$(nproc)× ${CPU:-unknown cpu}, $(uname -sr)"
+DATE=$(date -u +%Y-%m-%dT%H:%MZ)
+
+ROW=$(OUT=$OUT METERING=$METERING DATE=$DATE COMMIT=$COMMIT MACHINE=$MACHINE MODEL=$MODEL HWM_KB=$HWM_KB RSS_KB=$RSS_KB \
+  DURATION=$DURATION SIM="${SIM_TTFT_MS}/${SIM_TPOT_MS}" python3 - <<'PY'
+import json, os
+out = os.environ["OUT"]
+r = {n: json.load(open(f"{out}/{n}.json")) for n in
+     ("direct_c1", "gateway_c1", "direct_c64", "gateway_c64", "direct_stream_c64", "gateway_stream_c64")}
+ms = lambda us: f"{us / 1000:.3f}"
+errors = sum(v["non2xx"] + v["socket_errors"] for v in r.values())
+cells = [
+    os.environ["DATE"], os.environ["COMMIT"], os.environ["MACHINE"], os.environ["MODEL"],
+    f'{os.environ["DURATION"]}, sim {os.environ["SIM"]} ms',
+    f'{ms(r["direct_c1"]["p50_us"])} / {ms(r["direct_c1"]["p99_us"])}',
+    f'{ms(r["gateway_c1"]["p50_us"])} / {ms(r["gateway_c1"]["p99_us"])}',
+    f'**{ms(r["gateway_c1"]["p50_us"] - r["direct_c1"]["p50_us"])} / {ms(r["gateway_c1"]["p99_us"] - r["direct_c1"]["p99_us"])}**',
+    f'{r["direct_c64"]["rps"]:.0f}', f'{r["gateway_c64"]["rps"]:.0f}',
+    f'**{r["gateway_c64"]["rps"] / r["direct_c64"]["rps"]:.2f}**',
+    f'{r["direct_stream_c64"]["rps"]:.0f}', f'{r["gateway_stream_c64"]["rps"]:.0f}',
+    f'**{r["gateway_stream_c64"]["rps"] / r["direct_stream_c64"]["rps"]:.2f}**',
+    f'{int(os.environ["HWM_KB"]) / 1024:.1f} MiB',
+    str(errors), os.environ["METERING"],
+]
+print("| " + " | ".join(cells) + " |")
+PY
+)
+
+echo
+echo "$ROW"
+echo "(raw wrk output and logs: $OUT)"
+if [ "${NO_APPEND:-}" != 1 ]; then
+  echo "$ROW" >>"$RESULTS"
+  echo "appended to bench/RESULTS.md"
+fi
+ERRS=$(echo "$ROW" | awk -F'|' '{gsub(/ /, "", $(NF-2)); print $(NF-2)}')
+if [ "$ERRS" != 0 ]; then
+  echo "WARNING: $ERRS non-2xx responses or socket errors during the run; see $OUT/*.txt" >&2
+fi

@@ -1,0 +1,93 @@
+"""Session fixtures: one demo gateway shared by most tests (test_canary and test_crash start
+their own). `cargo build -p router-one` must have run first (.ci/run does it)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+import gateway as gw_mod
+
+_GATEWAYS: list[gw_mod.Gateway] = []
+
+
+def log_dir(tmp_path_factory) -> Path:
+    d = os.environ.get("E2E_LOG_DIR")
+    if d:
+        p = Path(d)
+        p.mkdir(parents=True, exist_ok=True)
+        return p
+    return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session")
+def gw(tmp_path_factory):
+    """The shared demo gateway."""
+    data = tmp_path_factory.mktemp("shared") / "data"
+    g = gw_mod.Gateway(data, log_path=log_dir(tmp_path_factory) / "shared-gateway.log")
+    _GATEWAYS.append(g)
+    g.start()
+    yield g
+    g.stop()
+
+
+@pytest.fixture(scope="session")
+def client(gw):
+    """The official openai client, pointed at the gateway with the demo inference key."""
+    c = gw.openai()
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="session")
+def http(gw):
+    """Raw inference calls with the demo inference key."""
+    with gw.http(gw.api_key) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def anon(gw):
+    """Raw calls with no key at all."""
+    with gw.http(None) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def mgmt(gw):
+    """Management API with the demo account's management key."""
+    with gw.http(gw.management_key) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def models(http):
+    return gw_mod.model_pricing(http)
+
+
+@pytest.fixture(scope="session")
+def chat_model(models):
+    return gw_mod.pick_chat_model(models)
+
+
+@pytest.fixture(scope="session")
+def embedding_model(models):
+    return gw_mod.pick_embedding_model(models)
+
+
+@pytest.fixture(scope="session")
+def made_ids():
+    """Request ids of the successful requests the suite made against the shared gateway:
+    test_zz_records checks each has exactly one usage record with the right cost."""
+    return []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    if rep.when == "call" and rep.failed:
+        for g in _GATEWAYS:
+            rep.sections.append((f"gateway log {g.log_path}", g.log_tail(1500)))

@@ -1,0 +1,310 @@
+"""Helpers for the end-to-end suite: start/stop a real `router-one` process, talk to it, and
+compute the expected cost of a request with exact decimals (never floats)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import time
+from collections import Counter
+from decimal import ROUND_HALF_UP, Decimal, localcontext
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parents[2]
+BIN = Path(os.environ.get("ROUTER_ONE_BIN", REPO / "target" / "debug" / "router-one"))
+if not BIN.is_absolute():
+    BIN = REPO / BIN
+
+#: Usage records are written durably before the response ends, but the DB insert is batched.
+USAGE_WAIT_S = 3.0
+#: One unit of money: 10^-10 USD.
+UNIT = Decimal("0.0000000001")
+
+
+def log_path(name: str, fallback_dir: Path) -> Path:
+    """Where a gateway's captured stdout/stderr goes: $E2E_LOG_DIR (CI keeps it) or fallback_dir."""
+    d = os.environ.get("E2E_LOG_DIR")
+    if d:
+        Path(d).mkdir(parents=True, exist_ok=True)
+        return Path(d) / f"{name}.log"
+    return Path(fallback_dir) / f"{name}.log"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Gateway:
+    """One `router-one serve --demo` process on a free port and its own data dir."""
+
+    def __init__(self, data_dir: Path, *, log_path: Path, env: dict | None = None,
+                 config_text: str | None = None, port: int | None = None):
+        self.data_dir = Path(data_dir)
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.log_path = Path(log_path)
+        self.extra_env = dict(env or {})
+        self.config_path = None
+        if config_text is not None:
+            # The config lives beside (not inside) the data dir, so the canary walk sees only data.
+            self.config_path = self.data_dir.parent / (self.data_dir.name + ".config.toml")
+            self.config_path.write_text(config_text)
+        self.port = port or free_port()
+        self.proc: subprocess.Popen | None = None
+        self._log = None
+        self.demo: dict = {}
+
+    @property
+    def root(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def base_url(self) -> str:
+        return self.demo.get("base_url") or f"{self.root}/v1"
+
+    @property
+    def api_key(self) -> str:
+        return self.demo["api_key"]
+
+    @property
+    def management_key(self) -> str:
+        return self.demo["management_key"]
+
+    def start(self, timeout: float = 60.0) -> "Gateway":
+        if not BIN.exists():
+            raise RuntimeError(f"router-one binary not found at {BIN}; run `cargo build -p router-one`")
+        cmd = [str(BIN), "serve", "--demo", "--listen", f"127.0.0.1:{self.port}",
+               "--data", str(self.data_dir)]
+        if self.config_path is not None:
+            cmd += ["--config", str(self.config_path)]
+        env = dict(os.environ)
+        env.setdefault("RUST_LOG", "info")
+        env.update(self.extra_env)
+        self._log = open(self.log_path, "ab")
+        self._log.write(f"\n=== start {' '.join(cmd)}\n".encode())
+        self._log.flush()
+        self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, cwd=str(self.data_dir.parent), env=env)
+        deadline = time.monotonic() + timeout
+        last_err = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"router-one exited with {self.proc.returncode} during startup; "
+                                   f"log:\n{self.log_tail()}")
+            try:
+                r = httpx.get(f"{self.root}/health", timeout=2)
+                if r.status_code == 200 and (self.data_dir / "demo.json").exists():
+                    self.demo = json.loads((self.data_dir / "demo.json").read_text())
+                    return self
+                last_err = f"/health -> {r.status_code}"
+            except (httpx.HTTPError, json.JSONDecodeError) as e:  # not listening yet
+                last_err = repr(e)
+            time.sleep(0.1)
+        self.kill()
+        raise RuntimeError(f"router-one not healthy after {timeout}s ({last_err}); log:\n{self.log_tail()}")
+
+    def stop(self, timeout: float = 15.0) -> None:
+        """SIGTERM, then SIGKILL if it does not exit in time."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+        self._close_log()
+
+    def kill(self) -> None:
+        """SIGKILL: a crash."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+        self._close_log()
+
+    def _close_log(self) -> None:
+        if self._log:
+            self._log.close()
+            self._log = None
+
+    def log_tail(self, n: int = 4000) -> str:
+        try:
+            text = self.log_path.read_bytes().decode("utf-8", "replace")
+        except OSError:
+            return "<no log>"
+        return re.sub(r"\x1b\[[0-9;]*m", "", text)[-n:]
+
+    # ---------------------------------------------------------------- clients
+
+    def openai(self, api_key: str | None = None, **kw):
+        import openai
+        return openai.OpenAI(base_url=self.base_url, api_key=api_key or self.api_key,
+                             max_retries=0, timeout=kw.pop("timeout", 60), **kw)
+
+    def http(self, key: str | None = None, timeout: float = 60) -> httpx.Client:
+        headers = {"authorization": f"Bearer {key}"} if key else {}
+        return httpx.Client(base_url=self.root, headers=headers, timeout=timeout)
+
+    def admin(self, *args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([str(BIN), "admin", *args, "--data", str(self.data_dir)],
+                              capture_output=True, text=True, timeout=60)
+
+
+# -------------------------------------------------------------------- money
+
+
+def D(value) -> Decimal:
+    """A decimal from a JSON value; refuses floats so nothing slips through binary floating point."""
+    if isinstance(value, float):
+        raise AssertionError(f"money must be a decimal string, got float {value!r}")
+    if isinstance(value, int):
+        return Decimal(value)
+    return Decimal(str(value))
+
+
+def expected_cost(pricing: dict, prompt: int, cached: int, completion: int) -> Decimal:
+    """(prompt − cached) × input + cached × cached_input + completion × output, per 1M tokens,
+    rounded half away from zero to 10 decimal places."""
+    cached = min(cached, prompt)
+    with localcontext() as ctx:
+        ctx.prec = 60
+        total = (Decimal(prompt - cached) * D(pricing["input_per_mtok"])
+                 + Decimal(cached) * D(pricing["cached_input_per_mtok"])
+                 + Decimal(completion) * D(pricing["output_per_mtok"]))
+        # ROUND_HALF_UP in Python's decimal module rounds ties away from zero.
+        return (total / Decimal(1_000_000)).quantize(UNIT, rounding=ROUND_HALF_UP)
+
+
+def prompt_tokens_of(messages: list[dict]) -> int:
+    """The simulator's rule: Σ over messages of (4 + whitespace words) + 3."""
+    total = 3
+    for m in messages:
+        content = m.get("content") or ""
+        if isinstance(content, list):
+            content = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+        total += 4 + len(content.split())
+    return total
+
+
+def words(text: str) -> int:
+    return len(text.split())
+
+
+# -------------------------------------------------------------------- usage
+
+
+def get_record(mgmt: httpx.Client, request_id: str, wait: float = USAGE_WAIT_S) -> dict:
+    """GET /v1/requests/{id}, retried while the batched insert catches up; returns the record."""
+    deadline = time.monotonic() + wait
+    while True:
+        r = mgmt.get(f"/v1/requests/{request_id}")
+        if r.status_code == 200:
+            body = r.json()
+            return body.get("record", body)
+        if time.monotonic() > deadline:
+            raise AssertionError(f"no usage record for {request_id}: {r.status_code} {r.text[:500]}")
+        time.sleep(0.1)
+
+
+def list_usage(mgmt: httpx.Client, limit: int = 200, **params) -> list[dict]:
+    """Every usage record matching params, following the cursor."""
+    out: list[dict] = []
+    after = None
+    for _ in range(10_000):
+        q = {"limit": limit, **params}
+        if after:
+            q["after"] = after
+        r = mgmt.get("/v1/usage", params=q)
+        assert r.status_code == 200, f"GET /v1/usage {q} -> {r.status_code} {r.text[:500]}"
+        body = r.json()
+        out.extend(body["data"])
+        if not body.get("has_more"):
+            return out
+        after = body.get("next_cursor")
+        assert after, f"has_more without next_cursor: {body}"
+    raise AssertionError("usage pagination does not end")
+
+
+def wait_for_ids(mgmt: httpx.Client, ids, wait: float = USAGE_WAIT_S) -> list[dict]:
+    """All usage records, once every id in ids has at least one (or the wait is over)."""
+    ids = set(ids)
+    deadline = time.monotonic() + wait
+    while True:
+        records = list_usage(mgmt)
+        seen = Counter(r["request_id"] for r in records)
+        if all(seen[i] >= 1 for i in ids) or time.monotonic() > deadline:
+            return records
+        time.sleep(0.2)
+
+
+def model_pricing(client: httpx.Client) -> dict[str, dict]:
+    r = client.get("/v1/models")
+    assert r.status_code == 200, r.text
+    return {m["id"]: m for m in r.json()["data"]}
+
+
+def is_embedding(model: dict) -> bool:
+    if "kind" in model:
+        return model["kind"] == "embedding"
+    mid = model["id"].lower()
+    return "embed" in mid or D(model["pricing"]["output_per_mtok"]) == 0
+
+
+def pick_chat_model(models: dict[str, dict]) -> str:
+    override = os.environ.get("E2E_MODEL")
+    if override:
+        return override
+    for preferred in ("gpt-6.2-sol",):
+        if preferred in models:
+            return preferred
+    return next(mid for mid, m in models.items() if not is_embedding(m))
+
+
+def pick_embedding_model(models: dict[str, dict]) -> str:
+    return next(mid for mid, m in models.items() if is_embedding(m))
+
+
+def record_rates(models: dict[str, dict], record: dict) -> dict:
+    """The catalog pricing that applies to a record: its requested model's posted rates."""
+    mid = record.get("requested_model") or record.get("served_model")
+    assert mid in models, f"record's model {mid!r} not in /v1/models"
+    return models[mid]["pricing"]
+
+
+def check_record_cost(models: dict[str, dict], record: dict) -> None:
+    tokens = [int(record[f]) for f in ("prompt_tokens", "cached_tokens", "completion_tokens", "reasoning_tokens")]
+    mid = record.get("requested_model") or record.get("served_model")
+    if not any(tokens) and mid not in models:
+        # Refused before a catalog model was resolved (a 400 without a model, a 404): nothing to price.
+        assert D(record["cost"]) == 0, f"record {record['request_id']} has no tokens but costs {record['cost']}"
+        return
+    want = expected_cost(record_rates(models, record), int(record["prompt_tokens"]),
+                         int(record["cached_tokens"]), int(record["completion_tokens"]))
+    got = D(record["cost"])
+    assert got == want, (f"record {record['request_id']}: cost {record['cost']} != formula {want} "
+                         f"on its tokens {record}")
+
+
+def check_key_spend_matches_records(mgmt: httpx.Client, records: list[dict]) -> dict:
+    """Each key's `spend` (GET /v1/keys) equals the sum of its usage records' costs; returns
+    {key_id: (spend, sum)} for reporting."""
+    sums: dict[str, Decimal] = {}
+    for rec in records:
+        sums[rec["key_id"]] = sums.get(rec["key_id"], Decimal(0)) + D(rec["cost"])
+    r = mgmt.get("/v1/keys")
+    assert r.status_code == 200, r.text
+    out = {}
+    for key in r.json()["data"]:
+        if "spend" not in key or key["spend"] is None:
+            continue
+        want = sums.get(key["id"], Decimal(0))
+        assert D(key["spend"]) == want, (f"key {key['id']} ({key.get('name')}) reports spend {key['spend']} "
+                                         f"but its usage records sum to {want}")
+        out[key["id"]] = (key["spend"], want)
+    return out
