@@ -10,6 +10,11 @@ use clap::Parser;
 
 use cli::{AdminCommand, Cli, Command};
 
+/// mimalloc: the gateway allocates many small, short-lived buffers per request, which glibc's
+/// allocator serves markedly slower under concurrency (measured with `bench/run.sh`).
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> Result<()> {
     let cli = Cli::parse();
     init_logging();

@@ -100,7 +100,7 @@ impl RequestMeter {
             error_code: outcome.error_code.map(str::to_owned),
             streamed: self.streamed,
         };
-        let written = writer.record(&record);
+        let written = writer.record(record);
         // Settle even if the journal failed: the money was spent upstream either way.
         match self.reservation.take() {
             Some(reservation) => reservation.settle(cost),

@@ -41,6 +41,10 @@ pub const SEGMENT_BYTES: u64 = 8 << 20;
 const FIRST_BACKOFF: Duration = Duration::from_millis(50);
 /// Longest wait between two attempts at a batch.
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long the batch task lets records gather after the first one arrives. The journal has
+/// already made them durable, so the database can wait: one wake-up and one transaction then
+/// serve every request of the interval, instead of a wake-up per request on the hot path.
+const LINGER: Duration = Duration::from_millis(10);
 
 /// What the hot path sends to the batch task.
 #[allow(
@@ -124,18 +128,20 @@ impl UsageWriter {
     ///
     /// On a journal error the record is still queued for the database; the error says it is not
     /// crash-safe.
-    pub fn record(&self, record: &UsageRecord) -> io::Result<()> {
-        let line = journal::encode(record)?;
+    pub fn record(&self, record: UsageRecord) -> io::Result<()> {
+        let line = journal::encode(&record)?;
         // A strong reference (not a borrow guard): it travels with the queued record, so the
         // segment cannot be deleted before the record commits.
         let segment = self.shared.current.load_full();
         let written = segment.append(&line);
         self.shared.pending.fetch_add(1, Ordering::SeqCst);
-        if self.sender.send(Message::Record(record.clone(), segment)).is_err() {
+        if let Err(mpsc::error::SendError(message)) = self.sender.send(Message::Record(record, segment)) {
             // The batch task is gone (the runtime is shutting down): the journal keeps the record
             // for the next start.
             self.shared.pending.fetch_sub(1, Ordering::SeqCst);
-            tracing::warn!(request_id = %record.request_id, "usage writer stopped; record left in the journal");
+            if let Message::Record(record, _) = message {
+                tracing::warn!(request_id = %record.request_id, "usage writer stopped; record left in the journal");
+            }
         }
         written
     }
@@ -209,6 +215,9 @@ impl BatchTask {
         let mut waiters = Vec::new();
         while let Some(message) = self.receiver.recv().await {
             self.take(message, &mut waiters);
+            if waiters.is_empty() {
+                tokio::time::sleep(LINGER).await;
+            }
             // Group commit: everything that arrived while the previous batch committed.
             while self.records.len() < self.max_batch {
                 match self.receiver.try_recv() {

@@ -2,7 +2,7 @@
 //! and writes the ledger (the one place that keeps "Σ usage-record costs = Σ ledger debits",
 //! promise 4), and the filtered, cursor-paginated and summarised reads.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 
 use router_one_core::ids::now_us;
 use router_one_core::money::Usd;
@@ -51,17 +51,17 @@ pub(super) async fn record_usage(pool: &SqlitePool, batch: &[UsageRecord]) -> St
     if batch.is_empty() {
         return Ok(());
     }
-    let insert = insert_sql();
     let mut tx = pool.begin().await.map_err(db_err)?;
     let mut accounts: BTreeMap<&str, AccountDebit<'_>> = BTreeMap::new();
     let mut keys: BTreeMap<(&str, &str), i64> = BTreeMap::new();
-    for record in batch {
-        if !insert_record(&mut tx, &insert, record).await? {
-            continue;
+    for chunk in batch.chunks(ROWS_PER_INSERT) {
+        let mut inserted = insert_records(&mut tx, chunk).await?;
+        // `remove`: a request id repeated within the batch was inserted (and is debited) once.
+        for record in chunk.iter().filter(|r| inserted.remove(r.request_id.as_str())) {
+            accounts.entry(&record.account_id).or_default().add(record)?;
+            let spend = keys.entry((&record.account_id, &record.key_id)).or_default();
+            *spend = checked_sum(*spend, record.cost.units())?;
         }
-        accounts.entry(&record.account_id).or_default().add(record)?;
-        let spend = keys.entry((&record.account_id, &record.key_id)).or_default();
-        *spend = checked_sum(*spend, record.cost.units())?;
     }
     for ((account_id, key_id), spend) in keys {
         if spend != 0 {
@@ -81,15 +81,9 @@ pub(super) async fn record_usage(pool: &SqlitePool, batch: &[UsageRecord]) -> St
     tx.commit().await.map_err(db_err)
 }
 
-/// The insert of one usage record that skips a stored request id (the same text every time,
-/// so each connection prepares it once and reuses it).
-fn insert_sql() -> String {
-    format!(
-        "INSERT INTO usage_records ({USAGE_COLUMNS}) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
-         ON CONFLICT (request_id) DO NOTHING"
-    )
-}
+/// Rows per multi-row `INSERT`: one statement (one round trip to SQLite's worker thread)
+/// carries many records; 19 parameters each stays far below SQLite's parameter limit.
+const ROWS_PER_INSERT: usize = 64;
 
 /// A count as a BIGINT, saturating: a usage record is never refused for an absurd count,
 /// since one refused record would stall the writer's whole batch.
@@ -97,32 +91,37 @@ fn saturating(value: u64) -> i64 {
     i64::try_from(value).unwrap_or(i64::MAX)
 }
 
-/// Inserts one record unless its request id is stored; `true` if it was inserted.
-async fn insert_record(conn: &mut SqliteConnection, sql: &str, r: &UsageRecord) -> StoreResult<bool> {
-    let done = sqlx::query(sql)
-        .bind(&r.request_id)
-        .bind(&r.account_id)
-        .bind(&r.key_id)
-        .bind(r.created_at_us)
-        .bind(r.endpoint.as_str())
-        .bind(&r.requested_model)
-        .bind(&r.served_model)
-        .bind(&r.provider)
-        .bind(saturating(r.usage.prompt_tokens))
-        .bind(saturating(r.usage.cached_tokens))
-        .bind(saturating(r.usage.completion_tokens))
-        .bind(saturating(r.usage.reasoning_tokens))
-        .bind(r.cost.units())
-        .bind(saturating(r.latency_us))
-        .bind(r.upstream_sent_us.map(saturating))
-        .bind(r.ttft_us.map(saturating))
-        .bind(i64::from(r.status))
-        .bind(&r.error_code)
-        .bind(r.streamed)
-        .execute(conn)
-        .await
-        .map_err(db_err)?;
-    Ok(done.rows_affected() == 1)
+/// Inserts the records whose request id is not stored yet, in one statement; returns the ids
+/// it inserted.
+async fn insert_records(conn: &mut SqliteConnection, records: &[UsageRecord]) -> StoreResult<HashSet<String>> {
+    let mut query: QueryBuilder<'_, Sqlite> =
+        QueryBuilder::new(format!("INSERT INTO usage_records ({USAGE_COLUMNS}) "));
+    query.push_values(records, |mut row, r| {
+        row.push_bind(&r.request_id)
+            .push_bind(&r.account_id)
+            .push_bind(&r.key_id)
+            .push_bind(r.created_at_us)
+            .push_bind(r.endpoint.as_str())
+            .push_bind(&r.requested_model)
+            .push_bind(&r.served_model)
+            .push_bind(&r.provider)
+            .push_bind(saturating(r.usage.prompt_tokens))
+            .push_bind(saturating(r.usage.cached_tokens))
+            .push_bind(saturating(r.usage.completion_tokens))
+            .push_bind(saturating(r.usage.reasoning_tokens))
+            .push_bind(r.cost.units())
+            .push_bind(saturating(r.latency_us))
+            .push_bind(r.upstream_sent_us.map(saturating))
+            .push_bind(r.ttft_us.map(saturating))
+            .push_bind(i64::from(r.status))
+            .push_bind(&r.error_code)
+            .push_bind(r.streamed);
+    });
+    query.push(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
+    let rows = query.build().fetch_all(&mut *conn).await.map_err(db_err)?;
+    rows.iter()
+        .map(|row| row.try_get::<String, _>(0).map_err(db_err))
+        .collect()
 }
 
 /// Debits one account's balance and writes the matching ledger entry.

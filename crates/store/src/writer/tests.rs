@@ -205,7 +205,7 @@ async fn flush_commits_everything_and_empties_the_journal() {
     let journal_dir = tmp.path().join("journal");
     let writer = UsageWriter::start(&journal_dir, store.clone(), 64).await.unwrap();
     for n in 0..300 {
-        writer.record(&record(n)).unwrap();
+        writer.record(record(n)).unwrap();
     }
     writer.flush().await;
     assert_eq!(writer.pending(), 0);
@@ -229,7 +229,7 @@ async fn records_survive_a_crash_before_commit() {
     let stalled = test_store(&store, Mode::StallAfter(AtomicUsize::new(0)));
     let crashed = UsageWriter::start(&journal_dir, stalled.clone(), 16).await.unwrap();
     for n in 0..100 {
-        crashed.record(&record(n)).unwrap();
+        crashed.record(record(n)).unwrap();
     }
     stalled.wait_until_stalled().await;
     assert_eq!(crashed.pending(), 100);
@@ -260,7 +260,7 @@ async fn a_crash_mid_stream_with_rotations_replays_exactly_once() {
         .await
         .unwrap();
     for n in 0..400 {
-        crashed.record(&record(n)).unwrap();
+        crashed.record(record(n)).unwrap();
         // Bursts: a segment is rotated out while some of its records are still uncommitted.
         if n % 50 == 49 {
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -313,7 +313,7 @@ async fn replay_skips_committed_records_and_a_truncated_last_line() {
         "numbering continues after the replayed segments"
     );
 
-    writer.record(&record(30)).unwrap();
+    writer.record(record(30)).unwrap();
     writer.flush().await;
     assert_exactly_once(&store, 31).await;
 }
@@ -326,7 +326,7 @@ async fn a_failing_database_is_retried_without_losing_records() {
     let failing = test_store(&store, Mode::FailTimes(AtomicUsize::new(3)));
     let writer = UsageWriter::start(&journal_dir, failing.clone(), 10).await.unwrap();
     for n in 0..25 {
-        writer.record(&record(n)).unwrap();
+        writer.record(record(n)).unwrap();
     }
     writer.flush().await;
     assert_eq!(writer.pending(), 0);
@@ -359,7 +359,7 @@ async fn rotation_under_concurrent_appenders_loses_and_duplicates_nothing() {
             let writer = writer.clone();
             std::thread::spawn(move || {
                 for i in 0..PER_THREAD {
-                    writer.record(&record(t * PER_THREAD + i)).unwrap();
+                    writer.record(record(t * PER_THREAD + i)).unwrap();
                     // Keep the appends among the commits (and so among the rotations) however
                     // slow the machine is: never run far ahead of the database.
                     while writer.pending() > 64 {
@@ -389,7 +389,7 @@ async fn a_dropped_writer_shuts_down_cleanly() {
     let journal_dir = tmp.path().join("journal");
     let writer = UsageWriter::start(&journal_dir, store.clone(), 10).await.unwrap();
     for n in 0..15 {
-        writer.record(&record(n)).unwrap();
+        writer.record(record(n)).unwrap();
     }
     drop(writer);
     for _ in 0..200 {
@@ -415,7 +415,7 @@ async fn child_records_then_waits_to_be_killed() {
     let store = Arc::new(SqliteStore::open(&dir.join("router-one.db")).await.unwrap());
     let writer = UsageWriter::start(&dir.join("journal"), store, 7).await.unwrap();
     for n in 0..CHILD_RECORDS {
-        writer.record(&record(n)).unwrap();
+        writer.record(record(n)).unwrap();
     }
     // Every `record` returned: a client could have had each response. Now die at any moment.
     let mut out = std::io::stdout();
