@@ -25,6 +25,7 @@ def assert_error(r: httpx.Response, status: int, code: str, param: str | None = 
     assert err["code"] == code, f"want code {code}, got {body}"
     if param is not None:
         assert err["param"] == param, f"want param {param}, got {body}"
+    assert r.headers.get("x-request-id", "").startswith("req_"), f"no x-request-id: {dict(r.headers)}"
     return err
 
 

@@ -33,6 +33,12 @@ def test_models_list(models):
         assert isinstance(m["max_output"], int) and m["max_output"] >= 0, m
 
 
+def test_models_list_carries_a_request_id(http):
+    r = http.get("/v1/models")
+    assert r.status_code == 200
+    assert r.headers.get("x-request-id", "").startswith("req_"), dict(r.headers)
+
+
 def test_models_list_openai_client(client, models):
     ids = [m.id for m in client.models.list()]
     assert sorted(ids) == sorted(models)

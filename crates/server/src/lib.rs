@@ -49,6 +49,9 @@ pub fn app(state: Arc<AppState>) -> Router {
         .merge(management)
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
+        // Every response carries a request id: inference responses the id of their usage record,
+        // anything else (a refusal before metering, a management call) a fresh one.
+        .layer(axum::middleware::map_response(ensure_request_id))
         // Bodies above the limit are refused with 413 before they are read in full, and a client
         // that stops sending its body mid-way cannot hold a connection forever.
         .layer(DefaultBodyLimit::max(max_body))
@@ -56,4 +59,13 @@ pub fn app(state: Arc<AppState>) -> Router {
             60,
         )))
         .with_state(state)
+}
+
+async fn ensure_request_id(mut response: axum::response::Response) -> axum::response::Response {
+    if !response.headers().contains_key("x-request-id")
+        && let Ok(id) = http::HeaderValue::from_str(&router_one_core::ids::new_id("req"))
+    {
+        response.headers_mut().insert("x-request-id", id);
+    }
+    response
 }
