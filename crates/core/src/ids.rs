@@ -1,14 +1,20 @@
-//! Identifiers: time-ordered (UUIDv7) with a readable prefix, so ids sort by creation time and
-//! a usage cursor can be an id.
+//! Identifiers: UUIDv7 with a readable prefix, so ids sort by creation time to the millisecond.
 
-use uuid::Uuid;
+use rand::Rng;
+use uuid::{Builder, Uuid};
 
 /// A new id `"{prefix}_{uuidv7 simple hex}"`, e.g. `req_0193…`.
+///
+/// The random bits come from the thread's generator (seeded once from the OS) rather than a
+/// system call per id: ids are minted on every request.
 pub fn new_id(prefix: &str) -> String {
+    let millis = u64::try_from(now_us() / 1_000).unwrap_or_default();
+    let random: [u8; 10] = rand::rng().random();
+    let uuid = Builder::from_unix_timestamp_millis(millis, &random).into_uuid();
     let mut s = String::with_capacity(prefix.len() + 33);
     s.push_str(prefix);
     s.push('_');
-    s.push_str(Uuid::now_v7().simple().encode_lower(&mut Uuid::encode_buffer()));
+    s.push_str(uuid.simple().encode_lower(&mut Uuid::encode_buffer()));
     s
 }
 
@@ -21,10 +27,16 @@ pub fn now_us() -> i64 {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn ids_sort_by_creation() {
+    fn ids_are_distinct_v7_and_sort_by_millisecond() {
         let a = super::new_id("req");
         let b = super::new_id("req");
         assert!(a.starts_with("req_") && a.len() == 36);
-        assert!(a < b);
+        assert_ne!(a, b);
+        assert_eq!(
+            uuid::Uuid::parse_str(&a[4..]).map(|u| u.get_version_num()).ok(),
+            Some(7)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert!(a < super::new_id("req"));
     }
 }

@@ -134,7 +134,9 @@ pub struct UsageFilter {
     pub from_us: Option<i64>,
     /// Created before, µs.
     pub to_us: Option<i64>,
-    /// Cursor: records strictly after this request id (ids sort by time).
+    /// Cursor: records committed after the record with this request id (the last one of the
+    /// previous page). Commit order, not id order: a long request commits late and must not be
+    /// skipped by a reader who paged past its id.
     pub after: Option<String>,
     /// Page size.
     pub limit: u32,
@@ -197,7 +199,7 @@ pub trait Store: Send + Sync + 'static {
     /// Writes usage records in one transaction and debits the accounts and keys. Idempotent by
     /// request id: a record already stored is skipped and not debited twice (journal replay).
     async fn record_usage(&self, batch: &[UsageRecord]) -> StoreResult<()>;
-    /// Records matching `filter`, oldest first.
+    /// Records matching `filter`, in commit order.
     async fn usage(&self, filter: &UsageFilter) -> StoreResult<Vec<UsageRecord>>;
     /// Σ of records matching `filter` (cursor and limit ignored), grouped.
     async fn usage_summary(&self, filter: &UsageFilter, group: SummaryGroup) -> StoreResult<Vec<SummaryRow>>;

@@ -44,7 +44,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How long the batch task lets records gather after the first one arrives. The journal has
 /// already made them durable, so the database can wait: one wake-up and one transaction then
 /// serve every request of the interval, instead of a wake-up per request on the hot path.
-const LINGER: Duration = Duration::from_millis(10);
+const LINGER: Duration = Duration::from_millis(25);
 
 /// What the hot path sends to the batch task.
 #[allow(

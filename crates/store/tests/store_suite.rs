@@ -314,41 +314,56 @@ fn ids(records: &[UsageRecord]) -> Vec<String> {
 }
 
 fn expected_ids(records: &[UsageRecord], keep: impl Fn(&UsageRecord) -> bool) -> Vec<String> {
-    let mut v: Vec<String> = records
+    records
         .iter()
         .filter(|r| keep(r))
         .map(|r| r.request_id.clone())
-        .collect();
-    v.sort();
-    v
+        .collect()
 }
 
 async fn usage_filters_and_pagination(store: &dyn Store) {
     two_accounts(store).await;
     let all = mixed_records();
-    // Inserted in two batches out of order: listing order is the request id, not insertion.
+    // Two batches, the later ids first: a reader who pages to the end after the first commit
+    // must still get the second batch from their last cursor, although its ids are smaller
+    // (long requests take their id early and commit late).
     let (first, second) = all.split_at(13);
     store.record_usage(second).await.unwrap();
-    store.record_usage(first).await.unwrap();
-    let mine: Vec<UsageRecord> = all.iter().filter(|r| r.account_id == "acct_a").cloned().collect();
-
-    let mut pages = Vec::new();
     let mut f = UsageFilter {
         limit: 10,
         ..filter("acct_a")
     };
-    loop {
-        let page = store.usage(&f).await.unwrap();
+    let mut pages = Vec::new();
+    let read_all = async |f: &mut UsageFilter, pages: &mut Vec<Vec<UsageRecord>>| loop {
+        let page = store.usage(f).await.unwrap();
         if page.is_empty() {
             break;
         }
         f.after = page.last().map(|r| r.request_id.clone());
         pages.push(page);
-    }
-    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [10, 10, 5]);
+    };
+    read_all(&mut f, &mut pages).await;
+    store.record_usage(first).await.unwrap();
+    read_all(&mut f, &mut pages).await;
+    // Commit order: the second batch, then the first.
+    let mine: Vec<UsageRecord> = second
+        .iter()
+        .chain(first)
+        .filter(|r| r.account_id == "acct_a")
+        .cloned()
+        .collect();
+    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [10, 2, 10, 3]);
     let paged: Vec<UsageRecord> = pages.concat();
-    assert_eq!(paged, mine, "every record once, in request-id order, intact");
+    assert_eq!(paged, mine, "every record once, in commit order, intact");
     assert_eq!(paged.iter().map(|r| &r.request_id).collect::<HashSet<_>>().len(), 25);
+    let unknown = UsageFilter {
+        after: Some("req_unknown".into()),
+        ..filter("acct_a")
+    };
+    assert!(
+        store.usage(&unknown).await.unwrap().is_empty(),
+        "an unknown cursor does not restart the listing"
+    );
 
     let check = |f: UsageFilter, keep: Box<dyn Fn(&UsageRecord) -> bool>| {
         let expected = expected_ids(&mine, keep);
@@ -421,16 +436,17 @@ async fn usage_filters_and_pagination(store: &dyn Store) {
         Box::new(|r| r.created_at_us >= JAN_1 + DAY && r.created_at_us < JAN_1 + 2 * DAY),
     )
     .await;
-    check(
-        UsageFilter {
-            key_id: Some("key_a1".into()),
-            success: Some(true),
-            limit: 3,
-            ..filter("acct_a")
-        },
-        Box::new(|r| r.key_id == "key_a1" && r.status == 200 && r.request_id.as_str() <= "req_00005"),
-    )
-    .await;
+    let first_three: Vec<String> = expected_ids(&mine, |r| r.key_id == "key_a1" && r.status == 200)
+        .into_iter()
+        .take(3)
+        .collect();
+    let limited = UsageFilter {
+        key_id: Some("key_a1".into()),
+        success: Some(true),
+        limit: 3,
+        ..filter("acct_a")
+    };
+    assert_eq!(ids(&store.usage(&limited).await.unwrap()), first_three);
     assert_eq!(
         ids(&store.usage(&filter("acct_b")).await.unwrap()),
         ["req_00026", "req_00027", "req_00028"]

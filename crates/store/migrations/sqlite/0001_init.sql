@@ -49,7 +49,11 @@ CREATE INDEX api_keys_account ON api_keys (account_id, created_at_us);
 -- No foreign keys here on purpose: a usage record must never be refused (promise 5), since
 -- one refused row would make the batched writer retry its whole batch forever.
 CREATE TABLE usage_records (
-    request_id          TEXT    PRIMARY KEY,
+    -- Commit order, assigned by the single usage writer: the pagination cursor. A request id is
+    -- taken when the request arrives but its record commits when it ends, so paging by request id
+    -- would skip a long stream that finishes after the page was read; paging by seq cannot.
+    seq                 INTEGER PRIMARY KEY AUTOINCREMENT,
+    request_id          TEXT    NOT NULL UNIQUE,
     account_id          TEXT    NOT NULL,
     key_id              TEXT    NOT NULL,
     created_at_us       BIGINT  NOT NULL,
@@ -68,13 +72,12 @@ CREATE TABLE usage_records (
     status              BIGINT  NOT NULL,
     error_code          TEXT,
     streamed            BOOLEAN NOT NULL
-) WITHOUT ROWID;
+);
 
--- The table is clustered by request id (WITHOUT ROWID) and request ids are time-ordered
--- (UUIDv7), so these two indexes also serve time ranges: an insert maintains three B-trees,
--- not five, which is most of the usage writer's cost.
-CREATE INDEX usage_records_account ON usage_records (account_id, request_id);
-CREATE INDEX usage_records_key ON usage_records (key_id, request_id);
+-- seq follows time closely (records commit within milliseconds of their end), so these also
+-- serve time ranges; each insert maintains four B-trees, which is most of the writer's cost.
+CREATE INDEX usage_records_account ON usage_records (account_id, seq);
+CREATE INDEX usage_records_key ON usage_records (key_id, seq);
 
 -- Append-only. kind: 'credit' (opening balance, top-up), 'usage' (one debit per account per
 -- committed usage batch), more later. amount_units is signed: credits > 0, debits < 0.

@@ -196,15 +196,19 @@ fn push_conditions(qb: &mut QueryBuilder<'_, Sqlite>, filter: &UsageFilter) {
     }
 }
 
-/// Records matching `filter`, by request id (= time order), after the cursor, at most `limit`.
+/// Records matching `filter` in commit order, after the cursor's record, at most `limit`. A cursor
+/// naming no record of the account yields nothing (rather than everything again).
 pub(super) async fn usage(pool: &SqlitePool, filter: &UsageFilter) -> StoreResult<Vec<UsageRecord>> {
     let mut qb = QueryBuilder::new(format!("SELECT {USAGE_COLUMNS} FROM usage_records"));
     push_conditions(&mut qb, filter);
     if let Some(after) = &filter.after {
-        qb.push(" AND request_id > ").push_bind(after.clone());
+        qb.push(" AND seq > (SELECT c.seq FROM usage_records c WHERE c.request_id = ")
+            .push_bind(after.clone())
+            .push(" AND c.account_id = ")
+            .push_bind(filter.account_id.clone())
+            .push(")");
     }
-    qb.push(" ORDER BY request_id LIMIT ")
-        .push_bind(i64::from(filter.limit));
+    qb.push(" ORDER BY seq LIMIT ").push_bind(i64::from(filter.limit));
     let rows: Vec<UsageRow> = qb.build_query_as().fetch_all(pool).await.map_err(db_err)?;
     rows.into_iter().map(UsageRecord::try_from).collect()
 }
