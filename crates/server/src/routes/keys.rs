@@ -151,6 +151,15 @@ fn key_json(app: &AppState, key: &ApiKey) -> Value {
     })
 }
 
+/// The account's key with this id, or a 404 that does not reveal whether another account has it.
+async fn owned_key(app: &AppState, account_id: &str, id: &str) -> Result<ApiKey, ErrorResponse> {
+    app.store
+        .key(account_id, id)
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| no_such_key(id))
+}
+
 fn no_such_key(id: &str) -> ErrorResponse {
     ApiError::new(ErrorKind::NotFound, format!("No API key `{id}` in this account.")).into()
 }
@@ -197,12 +206,7 @@ pub(crate) async fn get(
     Path(id): Path<String>,
 ) -> Result<Response, ErrorResponse> {
     let account_id = auth::management_account(&app, &headers).await?;
-    let key = app
-        .store
-        .key(&account_id, &id)
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| no_such_key(&id))?;
+    let key = owned_key(&app, &account_id, &id).await?;
     Ok(Json(key_json(&app, &key)).into_response())
 }
 
@@ -215,12 +219,7 @@ pub(crate) async fn update(
 ) -> Result<Response, ErrorResponse> {
     let body = routes::body(body, app.config.max_body_bytes)?;
     let account_id = auth::management_account(&app, &headers).await?;
-    let key = app
-        .store
-        .key(&account_id, &id)
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| no_such_key(&id))?;
+    let key = owned_key(&app, &account_id, &id).await?;
     let patch: Map<String, Value> = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(ErrorKind::InvalidJson, format!("The body must be a JSON object: {e}")))?;
     let mut current = match serde_json::to_value(KeyFields::from_settings(&key.settings)) {
