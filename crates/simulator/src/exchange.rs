@@ -28,6 +28,8 @@ pub(crate) async fn route(
     let response = match (request.method() == Method::POST, request.uri().path()) {
         (true, "/v1/chat/completions") => openai::chat(request, state, control).await,
         (true, "/v1/embeddings") => openai::embeddings(request, state, control).await,
+        (true, "/v1/messages") => crate::anthropic::messages(request, state, control).await,
+        (_, path) if path.starts_with("/v1beta/") => crate::gemini::handle(request, state, control).await,
         _ => openai::not_found(request.method(), request.uri().path()),
     };
     Ok(response)

@@ -14,6 +14,25 @@
 //! Both need `authorization: Bearer <anything non-empty>`, else 401. Served over HTTP/1.1 with
 //! keep-alive (`cargo run -p router-one-simulator --example serve -- 127.0.0.1:8089` runs one).
 //!
+//! # Endpoints (Gemini wire format)
+//! `POST /v1beta/models/{model}:generateContent`, `:streamGenerateContent` (`?alt=sse` for SSE
+//! events, else a streamed JSON array), `:embedContent` and `:batchEmbedContents`, with
+//! `x-goog-api-key` (else 403 `PERMISSION_DENIED`) and Google's error body. Same reply text and
+//! token rule (`systemInstruction` counts as a message); `cached=N` is part of
+//! `promptTokenCount`, `reasoning=N` is `thoughtsTokenCount` (not part of
+//! `candidatesTokenCount`, part of `totalTokenCount`); a `safety` directive blocks the answer
+//! (`finishReason` `SAFETY`). The `gemini` module documents it.
+//!
+//! # Endpoint (Anthropic wire format)
+//! - `POST /v1/messages` (Messages API), streaming (SSE events `message_start` ...
+//!   `message_stop`) or not, with tools (`tool_use` / `tool_result` blocks) and `stop_sequences`.
+//!   It needs `x-api-key: <non-empty>` and an `anthropic-version` header, else 401; errors use
+//!   Anthropic's `{"type":"error","error":{"type","message"}}` body. Same reply text, token rule
+//!   (`system` counts as one message; `max_tokens` caps → `stop_reason` `"max_tokens"`) and
+//!   directives as below, except that `input_tokens` excludes the `cached=N` tokens, which are
+//!   reported as `cache_read_input_tokens`, and a user message with a `tool_result` block is the
+//!   tool turn.
+//!
 //! # Deterministic answers
 //! The reply text is `Simulated reply from <model>. You said: <first 200 chars of the last user
 //! message>`, with runs of whitespace collapsed to one space. With `response_format` `json_object`
@@ -35,11 +54,13 @@
 //! client headers. Keys: `status=NNN`, `timeout`, `reset`, `malformed`, `cut=N`, `ttft_ms=N`,
 //! `tpot_ms=N`, `cached=N`, `reasoning=N`, `words=N`; the `directives` module documents them.
 
+mod anthropic;
 mod body;
 mod conn;
 mod directives;
 mod embedding;
 mod exchange;
+mod gemini;
 mod json;
 mod openai;
 mod reply;

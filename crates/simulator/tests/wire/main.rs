@@ -16,9 +16,11 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+mod anthropic;
 mod chat;
 mod embeddings;
 mod faults;
+mod gemini;
 mod tools;
 
 async fn start(config: SimConfig) -> SocketAddr {
