@@ -132,6 +132,18 @@ def test_chat_stream_with_usage(client, models, chat_model, made_ids):
     assert D(cost) == expected_cost(models[chat_model]["pricing"], u.prompt_tokens, 0, u.completion_tokens)
 
 
+def test_stream_opening_with_keepalive_comments_still_names_the_served_model(client, chat_model, made_ids):
+    """Some hosts open a stream with SSE comments; the response head must wait for the first data
+    event so that x-router-one-served-model is known."""
+    messages = [{"role": "user", "content": "keep me alive [[sim:keepalive,ttft_ms=80]]"}]
+    rid, served, chunks = _stream(client, chat_model, messages, include_usage=True)
+    made_ids.append(rid)
+    assert served == chat_model
+    content = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert content.startswith("Simulated reply"), content
+    assert chunks[-1].usage is not None
+
+
 def test_chat_stream_without_usage_is_still_metered(client, mgmt, models, chat_model, made_ids):
     text = f"stream without usage {uuid.uuid4().hex[:8]} [[sim:words=12]]"
     messages = [{"role": "user", "content": text}]

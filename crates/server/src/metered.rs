@@ -59,6 +59,7 @@ struct StreamState {
     usage: Option<TokenUsage>,
     held_usage: Option<(Bytes, Option<usize>)>,
     saw_done: bool,
+    saw_data: bool,
     broken: bool,
     idle: Pin<Box<Sleep>>,
     timeout: Duration,
@@ -92,6 +93,7 @@ impl MeteredStream {
             usage: None,
             held_usage: None,
             saw_done: false,
+            saw_data: false,
             broken: false,
             idle: Box::pin(tokio::time::sleep(timeout)),
             timeout,
@@ -122,13 +124,15 @@ impl StreamState {
     /// ends, breaks or times out first.
     fn poll_first_event(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), ApiError>> {
         loop {
-            if self.broken && self.ready.is_empty() {
+            // Nothing has reached the client yet: a broken stream is still a plain 502.
+            if self.broken {
                 return Poll::Ready(Err(ApiError::new(
                     ErrorKind::UpstreamError,
                     "The upstream provider sent a malformed stream.",
                 )));
             }
-            if !self.ready.is_empty() || self.meter.is_none() {
+            // Wait for a data event, not just a comment (keep-alives), so the served model is known.
+            if self.saw_data || self.meter.is_none() {
                 return Poll::Ready(Ok(()));
             }
             let Some(upstream) = self.upstream.as_mut() else {
@@ -214,6 +218,7 @@ impl StreamState {
             self.ready.push_back(event);
             return;
         };
+        self.saw_data = true;
         if let Some(meter) = self.meter.as_mut() {
             meter.mark_first_byte();
         }

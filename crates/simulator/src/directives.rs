@@ -56,6 +56,8 @@ pub(crate) struct Directives {
     pub(crate) reasoning: Option<u64>,
     /// `words=N`: exact reply length in words.
     pub(crate) words: Option<u64>,
+    /// `keepalive`: open a stream with an SSE comment line, as some hosts do.
+    pub(crate) keepalive: bool,
 }
 
 /// What a request's directives say to do instead of answering normally, most drastic first.
@@ -132,6 +134,7 @@ impl Directives {
             "cached" => self.cached = number,
             "reasoning" => self.reasoning = number,
             "words" => self.words = number.map(|n| n.min(MAX_WORDS)),
+            "keepalive" => self.keepalive = flag(value),
             _ => {}
         }
     }

@@ -52,7 +52,8 @@
 //! Read from the request header `x-sim: k=v,k=v` and from `[[sim:k=v,k=v]]` anywhere in the last
 //! user message (or in any embeddings input string), because a gateway under test does not forward
 //! client headers. Keys: `status=NNN`, `timeout`, `reset`, `malformed`, `cut=N`, `ttft_ms=N`,
-//! `tpot_ms=N`, `cached=N`, `reasoning=N`, `words=N`; the `directives` module documents them.
+//! `tpot_ms=N`, `cached=N`, `reasoning=N`, `words=N`, `keepalive` (open an OpenAI stream with an SSE
+//! comment); the `directives` module documents them.
 
 mod anthropic;
 mod body;

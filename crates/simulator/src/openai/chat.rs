@@ -72,7 +72,7 @@ pub(crate) async fn handle(request: Request<Incoming>, state: &SimState, control
             .as_ref()
             .and_then(|o| o.include_usage)
             .unwrap_or(false);
-        stream::response(&meta, &reply, include_usage, pacing, directives.cut)
+        stream::response(&meta, &reply, include_usage, pacing, &directives)
     } else {
         exchange::pause(pacing.total(reply.visible_tokens)).await;
         completion::response(&meta, &reply)

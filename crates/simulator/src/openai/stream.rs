@@ -6,7 +6,8 @@
 //! (index, id, type, name, empty arguments) followed by argument fragments, `tpot` apart; a chunk
 //! with an empty delta and the finish reason; with `include_usage`, a chunk with `"choices":[]`
 //! and the usage (every other chunk then carries `"usage":null`); then `data: [DONE]`.
-//! With `cut=N`, the stream stops after N content chunks and the connection is dropped.
+//! With `cut=N`, the stream stops after N content chunks and the connection is dropped; with
+//! `keepalive`, it opens with an SSE comment line (`: keep-alive`).
 
 use std::time::Duration;
 
@@ -15,7 +16,7 @@ use http::Response;
 use super::chat::{CALL_PREFIX, FINGERPRINT, ID_PREFIX, Meta};
 use super::completion::{WireUsage, finish_reason};
 use crate::body::{PacedBuilder, SimBody};
-use crate::directives::Pacing;
+use crate::directives::{Directives, Pacing};
 use crate::exchange;
 use crate::json::{push_str, push_u64};
 use crate::reply::{Answer, Reply, ToolCall};
@@ -29,8 +30,9 @@ pub(super) fn response(
     reply: &Reply<'_>,
     include_usage: bool,
     pacing: Pacing,
-    cut: Option<u64>,
+    directives: &Directives,
 ) -> Response<SimBody> {
+    let cut = directives.cut;
     let writer = ChunkWriter::new(meta, include_usage);
     let mut events = Events {
         out: PacedBuilder::with_capacity(estimate(reply)),
@@ -38,6 +40,11 @@ pub(super) fn response(
         sent: 0,
         cut,
     };
+    if directives.keepalive {
+        events
+            .out
+            .segment(Duration::ZERO, |buf| buf.extend_from_slice(b": keep-alive\n\n"));
+    }
     events.chunk(
         pacing.ttft,
         br#"{"role":"assistant","content":"","refusal":null}"#,
