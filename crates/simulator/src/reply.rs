@@ -199,9 +199,31 @@ fn json_object(fields: &[(&str, &str)]) -> String {
     String::from_utf8(out).unwrap_or_default()
 }
 
+/// `text` in pieces of at most `chars` characters (never splitting a character): how every
+/// format streams tool-call arguments.
+pub(crate) fn fragments(text: &str, chars: usize) -> impl Iterator<Item = &str> {
+    let mut rest = text;
+    std::iter::from_fn(move || {
+        if rest.is_empty() {
+            return None;
+        }
+        let end = rest.char_indices().nth(chars).map_or(rest.len(), |(i, _)| i);
+        let (piece, tail) = rest.split_at(end);
+        rest = tail;
+        Some(piece)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn fragments_split_on_characters() {
+        let pieces: Vec<&str> = fragments(r#"{"echo":"héllo wörld"}"#, 8).collect();
+        assert_eq!(pieces, vec![r#"{"echo":"#, r#""héllo w"#, r#"örld"}"#]);
+        assert_eq!(fragments("", 8).count(), 0);
+    }
 
     fn prompt(user: &'static str) -> Prompt<'static> {
         Prompt {

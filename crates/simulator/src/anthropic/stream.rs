@@ -19,7 +19,7 @@ use crate::body::{PacedBuilder, SimBody};
 use crate::directives::Pacing;
 use crate::exchange;
 use crate::json::{push_str, push_u64};
-use crate::reply::{Answer, ToolCall};
+use crate::reply::{Answer, ToolCall, fragments};
 
 /// Characters per streamed fragment of a tool input.
 const INPUT_FRAGMENT_CHARS: usize = 8;
@@ -188,31 +188,5 @@ impl Events {
             self.block_stop(index);
         }
         true
-    }
-}
-
-/// `text` in pieces of at most `chars` characters.
-fn fragments(text: &str, chars: usize) -> impl Iterator<Item = &str> {
-    let mut rest = text;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let end = rest.char_indices().nth(chars).map_or(rest.len(), |(i, _)| i);
-        let (piece, tail) = rest.split_at(end);
-        rest = tail;
-        Some(piece)
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fragments_split_on_characters() {
-        let pieces: Vec<&str> = fragments(r#"{"echo":"héllo wörld"}"#, 8).collect();
-        assert_eq!(pieces, vec![r#"{"echo":"#, r#""héllo w"#, r#"örld"}"#]);
-        assert_eq!(fragments("", 8).count(), 0);
     }
 }

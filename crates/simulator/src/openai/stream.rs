@@ -19,7 +19,7 @@ use crate::body::{PacedBuilder, SimBody};
 use crate::directives::{Directives, Pacing};
 use crate::exchange;
 use crate::json::{push_str, push_u64};
-use crate::reply::{Answer, Reply, ToolCall};
+use crate::reply::{Answer, Reply, ToolCall, fragments};
 
 /// Characters per streamed fragment of tool-call arguments.
 const ARGUMENT_FRAGMENT_CHARS: usize = 8;
@@ -215,30 +215,4 @@ fn call_fragment_delta(buf: &mut Vec<u8>, index: usize, fragment: &str) {
     buf.extend_from_slice(br#","function":{"arguments":"#);
     push_str(buf, fragment);
     buf.extend_from_slice(b"}}]}");
-}
-
-/// `text` in pieces of at most `chars` characters.
-fn fragments(text: &str, chars: usize) -> impl Iterator<Item = &str> {
-    let mut rest = text;
-    std::iter::from_fn(move || {
-        if rest.is_empty() {
-            return None;
-        }
-        let end = rest.char_indices().nth(chars).map_or(rest.len(), |(i, _)| i);
-        let (piece, tail) = rest.split_at(end);
-        rest = tail;
-        Some(piece)
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn fragments_split_on_characters() {
-        let pieces: Vec<&str> = fragments(r#"{"echo":"héllo wörld"}"#, 8).collect();
-        assert_eq!(pieces, vec![r#"{"echo":"#, r#""héllo w"#, r#"örld"}"#]);
-        assert_eq!(fragments("", 8).count(), 0);
-    }
 }

@@ -50,15 +50,7 @@ async fn stream(addr: SocketAddr, body: &Value) -> (Vec<(String, Value)>, bool) 
         .unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     assert_eq!(response.headers()["content-type"], "text/event-stream");
-    let mut body = response.into_body();
-    let mut raw = Vec::new();
-    let clean = loop {
-        match body.frame().await {
-            None => break true,
-            Some(Err(_)) => break false,
-            Some(Ok(frame)) => raw.extend_from_slice(frame.data_ref().map_or(&[][..], |d| &d[..])),
-        }
-    };
+    let (raw, clean) = read_to_end(response).await;
     let text = String::from_utf8(raw).unwrap();
     assert!(text.is_empty() || text.ends_with("\n\n"), "{text:?}");
     let events = text

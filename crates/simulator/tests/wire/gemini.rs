@@ -44,15 +44,7 @@ async fn stream_body(addr: SocketAddr, query: &str, body: &Value) -> (String, St
     let response = send(addr, &path, &[KEY], &body.to_string()).await.unwrap();
     assert_eq!(response.status(), StatusCode::OK);
     let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
-    let mut body = response.into_body();
-    let mut raw = Vec::new();
-    let clean = loop {
-        match body.frame().await {
-            None => break true,
-            Some(Err(_)) => break false,
-            Some(Ok(frame)) => raw.extend_from_slice(frame.data_ref().map_or(&[][..], |d| &d[..])),
-        }
-    };
+    let (raw, clean) = read_to_end(response).await;
     (content_type, String::from_utf8(raw).unwrap(), clean)
 }
 

@@ -62,13 +62,8 @@ async fn post(addr: SocketAddr, path: &str, body: &Value) -> (StatusCode, String
     (status, content_type, value)
 }
 
-/// The data lines of an SSE body, and whether it ended cleanly.
-async fn events(addr: SocketAddr, body: &Value) -> (Vec<String>, bool) {
-    let response = send(addr, "/v1/chat/completions", &[AUTH], &body.to_string())
-        .await
-        .unwrap();
-    assert_eq!(response.status(), StatusCode::OK);
-    assert_eq!(response.headers()["content-type"], "text/event-stream");
+/// A whole response body, and whether it ended cleanly (not cut by a dropped connection).
+async fn read_to_end(response: Response<Incoming>) -> (Vec<u8>, bool) {
     let mut body = response.into_body();
     let mut raw = Vec::new();
     let clean = loop {
@@ -78,6 +73,17 @@ async fn events(addr: SocketAddr, body: &Value) -> (Vec<String>, bool) {
             Some(Ok(frame)) => raw.extend_from_slice(frame.data_ref().map_or(&[][..], |d| &d[..])),
         }
     };
+    (raw, clean)
+}
+
+/// The data lines of an SSE body, and whether it ended cleanly.
+async fn events(addr: SocketAddr, body: &Value) -> (Vec<String>, bool) {
+    let response = send(addr, "/v1/chat/completions", &[AUTH], &body.to_string())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert_eq!(response.headers()["content-type"], "text/event-stream");
+    let (raw, clean) = read_to_end(response).await;
     let text = String::from_utf8(raw).unwrap();
     assert!(
         text.is_empty() || text.ends_with("\n\n"),
