@@ -91,11 +91,6 @@ impl Budget {
     pub fn set_limit(&self, limit: Option<Usd>) {
         self.with(|s| s.limit = limit);
     }
-
-    /// Raises the limit by `amount` (an account credited).
-    pub fn credit(&self, amount: Usd) {
-        self.with(|s| s.limit = s.limit.map(|l| l.saturating_add(amount)));
-    }
 }
 
 impl BudgetState {

@@ -28,11 +28,6 @@ pub struct KeyState {
 }
 
 impl KeyState {
-    /// The key's current settings.
-    pub fn settings(&self) -> arc_swap::Guard<Arc<KeySettings>> {
-        self.settings.load()
-    }
-
     /// Whether the key was revoked.
     pub fn is_revoked(&self) -> bool {
         self.revoked.load(Ordering::Acquire)
@@ -105,11 +100,6 @@ impl KeyIndex {
     /// The key with this id.
     pub fn by_id(&self, id: &str) -> Option<Arc<KeyState>> {
         self.by_id.get(id).map(|e| e.value().clone())
-    }
-
-    /// The loaded budget of an account.
-    pub fn account(&self, account_id: &str) -> Option<Arc<Budget>> {
-        self.accounts.get(account_id).map(|e| e.value().clone())
     }
 
     /// Replaces a key's settings (its `max_spend` takes effect at once).

@@ -48,16 +48,6 @@ impl Reservation {
         })
     }
 
-    /// The key this reservation belongs to.
-    pub fn key(&self) -> &Arc<KeyState> {
-        &self.key
-    }
-
-    /// The amount held.
-    pub fn amount(&self) -> Usd {
-        self.amount
-    }
-
     /// Ends the reservation, spending `actual`.
     pub fn settle(mut self, actual: Usd) {
         self.finish(actual);
