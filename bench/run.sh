@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Router One overhead benchmark: the simulated upstream alone ("direct") versus the same simulator
 # behind the gateway, at concurrency 1 (latency added) and 64 (throughput kept), plus a streaming
-# variant at 64. Appends one row to bench/RESULTS.md. See bench/README.md.
+# variant at 64; then the same for translated requests (a Claude model through the Anthropic
+# adapter, a Gemini model through the Gemini adapter) against the simulator's native endpoints.
+# Appends rows to bench/RESULTS.md. See bench/README.md.
 #
 # env: DURATION (default 10s), WARMUP (2s), MODEL (default: first openai chat model of /v1/models),
-#      SIM_TTFT_MS / SIM_TPOT_MS (simulator pacing, default 0 / 0), SKIP_BUILD=1, NO_APPEND=1.
+#      SIM_TTFT_MS / SIM_TPOT_MS (simulator pacing, default 0 / 0), SKIP_BUILD=1, NO_APPEND=1,
+#      TRANSLATED=0 (skip the translated runs), CLAUDE_MODEL, GEMINI_MODEL.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -69,6 +72,16 @@ cat >"$OUT/config.toml" <<EOF
 api = "openai"
 base_url = "http://127.0.0.1:$SIM_PORT/v1"
 api_key_env = "BENCH_UPSTREAM_KEY"
+
+[providers.anthropic]
+api = "anthropic"
+base_url = "http://127.0.0.1:$SIM_PORT/v1"
+api_key_env = "BENCH_UPSTREAM_KEY"
+
+[providers.gemini]
+api = "gemini"
+base_url = "http://127.0.0.1:$SIM_PORT/v1beta"
+api_key_env = "BENCH_UPSTREAM_KEY"
 EOF
 export BENCH_UPSTREAM_KEY=sk-bench-upstream
 
@@ -118,11 +131,12 @@ DIRECT_URL="http://127.0.0.1:$SIM_PORT/v1/chat/completions"
 GW_URL="http://127.0.0.1:$GW_PORT/v1/chat/completions"
 
 # run NAME URL AUTH STREAM WRK-ARGS... → prints the BENCH json line, keeps full output in $OUT/NAME.txt
+# (BENCH_FORMAT and BENCH_MODEL from the environment choose the body; see bench/lua/chat.lua).
 run() {
   local name=$1 url=$2 auth=$3 stream=$4
   shift 4
   BENCH_AUTH=$auth BENCH_STREAM=$stream wrk "$@" -d "$WARMUP" -s "$LUA" "$url" >"$OUT/$name.warmup.txt" 2>&1 || true
-  say "$name: wrk $* -d $DURATION"
+  say "$name: wrk $* -d $DURATION (${BENCH_FORMAT:-openai}, $BENCH_MODEL)"
   BENCH_AUTH=$auth BENCH_STREAM=$stream wrk "$@" -d "$DURATION" --latency -s "$LUA" "$url" >"$OUT/$name.txt" 2>&1
   grep -v '^BENCH ' "$OUT/$name.txt" >&2 || true
   local line
@@ -138,6 +152,33 @@ run gateway_c64 "$GW_URL" "$API_KEY" 0 -t2 -c64
 run direct_stream_c64 "$DIRECT_URL" sk-bench 1 -t2 -c64
 run gateway_stream_c64 "$GW_URL" "$API_KEY" 1 -t2 -c64
 
+# Translated requests: the same conversation in the vendor's own format straight to the
+# simulator's native endpoint (direct), and in OpenAI format through the gateway's adapter.
+CLAUDE_MODEL=${CLAUDE_MODEL:-claude-sonnet-5-5}
+GEMINI_MODEL=${GEMINI_MODEL:-gemini-4-hydrogen}
+TRANSLATED_FAMILIES=()
+if [ "${TRANSLATED:-1}" != 0 ]; then
+  TRANSLATED_FAMILIES=(anthropic gemini)
+fi
+for family in "${TRANSLATED_FAMILIES[@]}"; do
+  if [ "$family" = anthropic ]; then
+    model=$CLAUDE_MODEL
+    direct="http://127.0.0.1:$SIM_PORT/v1/messages"; direct_stream=$direct
+  else
+    model=$GEMINI_MODEL
+    direct="http://127.0.0.1:$SIM_PORT/v1beta/models/$model:generateContent"
+    direct_stream="http://127.0.0.1:$SIM_PORT/v1beta/models/$model:streamGenerateContent?alt=sse"
+  fi
+  export BENCH_MODEL=$model
+  BENCH_FORMAT=$family run "${family}_direct_c1" "$direct" sk-bench 0 -t1 -c1
+  run "${family}_gateway_c1" "$GW_URL" "$API_KEY" 0 -t1 -c1
+  BENCH_FORMAT=$family run "${family}_direct_c64" "$direct" sk-bench 0 -t2 -c64
+  run "${family}_gateway_c64" "$GW_URL" "$API_KEY" 0 -t2 -c64
+  BENCH_FORMAT=$family run "${family}_direct_stream_c64" "$direct_stream" sk-bench 1 -t2 -c64
+  run "${family}_gateway_stream_c64" "$GW_URL" "$API_KEY" 1 -t2 -c64
+done
+export BENCH_MODEL=$MODEL
+
 HWM_KB=$(awk '/^VmHWM:/ {print $2}' "/proc/$GW_PID/status")
 RSS_KB=$(awk '/^VmRSS:/ {print $2}' "/proc/$GW_PID/status")
 if ! kill -0 "$GW_PID" 2>/dev/null; then echo "the gateway died during the run" >&2; exit 1; fi
@@ -145,7 +186,7 @@ if ! kill -0 "$GW_PID" 2>/dev/null; then echo "the gateway died during the run" 
 # Every gateway response must have been metered: usage records >= responses wrk saw (gateway_*.txt
 # holds the measured runs and their warm-ups; +1 for the smoke request; requests cut at the end of
 # a run may add records wrk did not count).
-SEEN=$(cat "$OUT"/gateway_*.txt | awk '/^BENCH / {sub(/^BENCH /, ""); print}' \
+SEEN=$(cat "$OUT"/*gateway_*.txt | awk '/^BENCH / {sub(/^BENCH /, ""); print}' \
   | python3 -c 'import json,sys; print(1 + sum(json.loads(l)["requests"] for l in sys.stdin if l.strip()))')
 count_records() {
   curl -fsS "http://127.0.0.1:$GW_PORT/v1/usage/summary?group_by=key" -H "authorization: Bearer $MGMT_KEY" \
@@ -199,11 +240,52 @@ print("| " + " | ".join(cells) + " |")
 PY
 )
 
+# One row per translated family, beside the pass-through figures of the same run.
+TROWS=$(OUT=$OUT DATE=$DATE COMMIT=$COMMIT FAMILIES="${TRANSLATED_FAMILIES[*]}" CLAUDE=$CLAUDE_MODEL GEMINI=$GEMINI_MODEL \
+  python3 - <<'PY'
+import json, os
+out = os.environ["OUT"]
+load = lambda n: json.load(open(f"{out}/{n}.json"))
+ms = lambda us: f"{us / 1000:.3f}"
+def added(prefix):
+    d, g = load(f"{prefix}direct_c1"), load(f"{prefix}gateway_c1")
+    return f'{ms(g["p50_us"] - d["p50_us"])} / {ms(g["p99_us"] - d["p99_us"])}'
+def ratio(prefix, kind):
+    return f'{load(f"{prefix}gateway_{kind}")["rps"] / load(f"{prefix}direct_{kind}")["rps"]:.2f}'
+for family in os.environ["FAMILIES"].split():
+    p = f"{family}_"
+    model = os.environ["CLAUDE" if family == "anthropic" else "GEMINI"]
+    errors = sum(load(f"{p}{side}_{k}")["non2xx"] + load(f"{p}{side}_{k}")["socket_errors"]
+                 for side in ("direct", "gateway") for k in ("c1", "c64", "stream_c64"))
+    print("| " + " | ".join([
+        os.environ["DATE"], os.environ["COMMIT"], f"{family} ({model})",
+        f"**{added(p)}**", added(""),
+        f"**{ratio(p, 'c64')}**", ratio("", "c64"),
+        f"**{ratio(p, 'stream_c64')}**", ratio("", "stream_c64"),
+        str(errors)]) + " |")
+PY
+)
+
 echo
 echo "$ROW"
+[ -n "$TROWS" ] && echo "$TROWS"
 echo "(raw wrk output and logs: $OUT)"
 if [ "${NO_APPEND:-}" != 1 ]; then
   echo "$ROW" >>"$RESULTS"
+  if [ -n "$TROWS" ]; then
+    # Translated rows go at the end of their own table (the section marked below in RESULTS.md).
+    TROWS=$TROWS python3 - "$RESULTS" <<'PY'
+import os, sys
+path = sys.argv[1]
+lines = open(path).read().split("\n")
+start = lines.index("<!-- translated-rows -->")
+end = start + 1
+while end < len(lines) and lines[end].startswith("|"):
+    end += 1
+lines[end:end] = os.environ["TROWS"].split("\n")
+open(path, "w").write("\n".join(lines))
+PY
+  fi
   echo "appended to bench/RESULTS.md"
 fi
 ERRS=$(echo "$ROW" | awk -F'|' '{gsub(/ /, "", $(NF-2)); print $(NF-2)}')

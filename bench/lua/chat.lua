@@ -1,19 +1,32 @@
 -- wrk script: POST a small chat-completions request; prints one machine-readable line at the end.
--- env: BENCH_AUTH (bearer token), BENCH_MODEL, BENCH_STREAM=1 for SSE with include_usage.
+-- env: BENCH_AUTH (the key), BENCH_MODEL, BENCH_STREAM=1 for SSE with include_usage, BENCH_FORMAT.
 local model = os.getenv("BENCH_MODEL") or "gpt-6.2-sol"
 local stream = os.getenv("BENCH_STREAM") == "1"
+-- BENCH_FORMAT: openai (default, any gateway request), or anthropic / gemini for the same request
+-- in the vendor's own format, sent straight to the simulator (the "direct" path of a translated run).
+local format = os.getenv("BENCH_FORMAT") or "openai"
+local system = "You are a benchmark."
+local user = "Say hello to the benchmark in a few words please"
 
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "Bearer " .. (os.getenv("BENCH_AUTH") or "sk-bench")
-if stream then
-  wrk.body = '{"model":"' .. model .. '","stream":true,"stream_options":{"include_usage":true},'
-    .. '"max_tokens":64,"messages":[{"role":"system","content":"You are a benchmark."},'
-    .. '{"role":"user","content":"Say hello to the benchmark in a few words please"}]}'
+local auth = os.getenv("BENCH_AUTH") or "sk-bench"
+if format == "anthropic" then
+  wrk.headers["x-api-key"] = auth
+  wrk.headers["anthropic-version"] = "2023-06-01"
+  wrk.body = '{"model":"' .. model .. '","max_tokens":64,' .. (stream and '"stream":true,' or '')
+    .. '"system":"' .. system .. '","messages":[{"role":"user","content":"' .. user .. '"}]}'
+elseif format == "gemini" then
+  wrk.headers["x-goog-api-key"] = auth
+  wrk.body = '{"systemInstruction":{"parts":[{"text":"' .. system .. '"}]},'
+    .. '"contents":[{"role":"user","parts":[{"text":"' .. user .. '"}]}],'
+    .. '"generationConfig":{"maxOutputTokens":64}}'
 else
-  wrk.body = '{"model":"' .. model .. '","max_tokens":64,'
-    .. '"messages":[{"role":"system","content":"You are a benchmark."},'
-    .. '{"role":"user","content":"Say hello to the benchmark in a few words please"}]}'
+  wrk.headers["Authorization"] = "Bearer " .. auth
+  wrk.body = '{"model":"' .. model .. '",'
+    .. (stream and '"stream":true,"stream_options":{"include_usage":true},' or '')
+    .. '"max_tokens":64,"messages":[{"role":"system","content":"' .. system .. '"},'
+    .. '{"role":"user","content":"' .. user .. '"}]}'
 end
 
 function done(summary, latency, requests)

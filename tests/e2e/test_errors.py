@@ -115,20 +115,26 @@ def test_insufficient_quota(gw, chat_model):
 # ---------------------------------------------------------------- upstream faults
 
 
-@pytest.mark.parametrize("directive", ["status=503", "status=500", "malformed", "reset"])
-def test_upstream_failure_is_502(http, mgmt, chat_model, directive):
+@pytest.mark.parametrize("directive,status,code", [
+    ("status=503", 503, "upstream_overloaded"),
+    ("status=500", 502, "upstream_error"),
+    ("malformed", 502, "upstream_error"),
+    ("reset", 502, "upstream_error"),
+])
+def test_upstream_failure_is_5xx(http, mgmt, chat_model, directive, status, code):
     t0 = time.monotonic()
     r = http.post("/v1/chat/completions", json=chat(chat_model, f"please fail [[sim:{directive}]]"))
-    assert_error(r, 502, "upstream_error")
+    assert_error(r, status, code)
     assert time.monotonic() - t0 < 30
     rid = r.headers.get("x-request-id")
     assert rid, f"error response has no x-request-id: {dict(r.headers)}"
     rec = get_record(mgmt, rid)
-    assert rec["error_code"] == "upstream_error", rec
+    assert rec["error_code"] == code, rec
 
 
-@pytest.mark.parametrize("directive", ["status=503", "malformed"])
-def test_upstream_failure_streaming(http, chat_model, directive):
+@pytest.mark.parametrize("directive,status,code", [("status=503", 503, "upstream_overloaded"),
+                                                   ("malformed", 502, "upstream_error")])
+def test_upstream_failure_streaming(http, chat_model, directive, status, code):
     body = chat(chat_model, f"please fail [[sim:{directive}]]")
     body["stream"] = True
     with http.stream("POST", "/v1/chat/completions", json=body) as r:
@@ -137,8 +143,8 @@ def test_upstream_failure_streaming(http, chat_model, directive):
         # Already committed to a 200 stream: the failure must show as an error event, not [DONE].
         assert '"error"' in text, text
     else:
-        assert r.status_code == 502, text
-        assert json.loads(text)["error"]["code"] == "upstream_error"
+        assert r.status_code == status, text
+        assert json.loads(text)["error"]["code"] == code
 
 
 @pytest.mark.parametrize("status", [400, 422])

@@ -26,7 +26,7 @@ pub(crate) struct DemoCredentials {
     pub(crate) account_id: String,
 }
 
-/// Starts the simulator and points every OpenAI-format provider at it.
+/// Starts the simulator and points every provider at it (it speaks all three wire formats).
 pub(crate) async fn start_simulator(config: &mut Config) -> Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
@@ -42,9 +42,10 @@ pub(crate) async fn start_simulator(config: &mut Config) -> Result<SocketAddr> {
         }
     });
     for provider in config.providers.values_mut() {
-        if provider.api == ApiStyle::OpenAi {
-            provider.base_url = format!("http://{addr}/v1");
-        }
+        provider.base_url = match provider.api {
+            ApiStyle::OpenAi | ApiStyle::Anthropic => format!("http://{addr}/v1"),
+            ApiStyle::Gemini => format!("http://{addr}/v1beta"),
+        };
     }
     Ok(addr)
 }

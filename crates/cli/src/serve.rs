@@ -56,18 +56,14 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     }
     let mut providers = HashMap::new();
     for (name, provider_config) in &config.providers {
-        match Provider::from_config(name, provider_config) {
-            Some(mut provider) => {
-                if demo_upstream.is_some() {
-                    provider.set_api_key(demo::DEMO_UPSTREAM_KEY);
-                }
-                if !provider.has_api_key() && demo_upstream.is_none() {
-                    tracing::warn!(provider = %name, env = %provider_config.api_key_env, "no API key in the environment");
-                }
-                providers.insert(name.clone(), Arc::new(provider));
-            }
-            None => tracing::info!(provider = %name, "wire format not supported yet; its models answer 503"),
+        let mut provider = Provider::from_config(name, provider_config);
+        if demo_upstream.is_some() {
+            provider.set_api_key(demo::DEMO_UPSTREAM_KEY);
         }
+        if !provider.has_api_key() && demo_upstream.is_none() {
+            tracing::warn!(provider = %name, env = %provider_config.api_key_env, "no API key in the environment");
+        }
+        providers.insert(name.clone(), Arc::new(provider));
     }
 
     let store = open_store(&data_dir).await?;

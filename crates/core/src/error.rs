@@ -46,6 +46,8 @@ pub enum ErrorKind {
     UpstreamError,
     /// The upstream did not answer in time.
     UpstreamTimeout,
+    /// The upstream is overloaded (Anthropic 529, Gemini `UNAVAILABLE`); retry later.
+    UpstreamOverloaded,
     /// No provider is configured for the model.
     ProviderUnavailable,
     /// A bug or storage failure on our side.
@@ -71,6 +73,7 @@ impl ErrorKind {
             MethodNotAllowed => (405, "invalid_request_error", "method_not_allowed"),
             UpstreamError => (502, "upstream_error", "upstream_error"),
             UpstreamTimeout => (504, "upstream_error", "upstream_timeout"),
+            UpstreamOverloaded => (503, "upstream_error", "upstream_overloaded"),
             ProviderUnavailable => (503, "server_error", "provider_unavailable"),
             Internal => (500, "server_error", "internal_error"),
         }

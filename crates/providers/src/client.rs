@@ -64,7 +64,7 @@ impl UpstreamClient {
             .method(Method::POST)
             .uri(format!("{}{}", provider.base_url, path))
             .header(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        if let Some((name, value)) = provider.auth_header() {
+        for (name, value) in provider.auth_headers() {
             builder = builder.header(name, value);
         }
         let request = builder

@@ -1,13 +1,19 @@
 //! Upstream providers. Each wire format lives in its own folder behind the [`ChatApi`] trait;
 //! OpenAI-compatible vendors (DeepSeek, Mistral, Groq, Together, …) are presets of [`openai`],
-//! not new modules.
+//! not new modules. Clients always speak OpenAI format: [`anthropic`] and [`gemini`] translate.
 
+pub mod anthropic;
 pub mod client;
+pub mod gemini;
 pub mod openai;
 pub mod provider;
+pub mod refusal;
 pub mod request;
 pub mod sse;
 
 pub use client::{UpstreamClient, UpstreamError};
-pub use provider::{ApiStyle, ChatApi, ChatRequest, PreparedRequest, Provider, ProviderConfig, ReadResponse};
+pub use provider::{
+    ApiStyle, ChatApi, ChatRequest, Decoded, HeldUsage, PreparedRequest, Provider, ProviderConfig, ReadContext,
+    ReadHints, ReadResponse, Refusal, StreamDecoder, Target,
+};
 pub use request::{ChatView, TopLevel};

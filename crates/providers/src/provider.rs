@@ -1,15 +1,18 @@
 //! A configured provider channel and the trait every wire format implements.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use bytes::Bytes;
+use http::{HeaderName, HeaderValue};
 use serde::Deserialize;
 
-use router_one_core::{ApiError, TokenUsage};
+use router_one_core::{ApiError, Model, TokenUsage};
 
+use crate::anthropic::Anthropic;
+use crate::gemini::Gemini;
 use crate::openai::OpenAi;
 use crate::request::{ChatView, TopLevel};
-use crate::sse::StreamEvent;
 
 /// Which wire format a provider speaks.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
@@ -17,9 +20,9 @@ use crate::sse::StreamEvent;
 pub enum ApiStyle {
     /// OpenAI chat completions and embeddings (also DeepSeek, Mistral, Groq, Together, …).
     OpenAi,
-    /// Anthropic Messages (adapter: a later issue).
+    /// Anthropic Messages.
     Anthropic,
-    /// Google Gemini (adapter: a later issue).
+    /// Google Gemini (`generateContent`).
     Gemini,
 }
 
@@ -35,13 +38,25 @@ pub struct ProviderConfig {
     pub api_key_env: String,
 }
 
-/// A request body rewritten for the upstream, plus what the gateway learned reading it.
+/// A request body rewritten for the upstream.
 #[derive(Debug)]
 pub struct PreparedRequest {
     /// The body to send.
     pub body: Bytes,
-    /// Path below the base URL (`/chat/completions`).
-    pub path: &'static str,
+    /// Path and query below the base URL (`/chat/completions`, `/models/x:generateContent`).
+    pub path: Cow<'static, str>,
+    /// What reading the answer will need to know about the request.
+    pub hints: ReadHints,
+}
+
+/// What an adapter learns preparing a request and needs again to read its answer (the request
+/// itself is gone by then).
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct ReadHints {
+    /// The client asked for embeddings as base64 (`encoding_format: "base64"`).
+    pub base64: bool,
+    /// The adapter's estimate of the prompt's tokens, for upstreams whose answers count none.
+    pub prompt_tokens_estimate: u64,
 }
 
 /// A client's chat request as read once by the gateway.
@@ -55,36 +70,104 @@ pub struct ChatRequest<'a> {
     pub view: &'a ChatView<'a>,
 }
 
-/// What a complete (non-streamed) upstream answer reported, and the body to return.
+/// The catalog model a request goes to and its id at this provider.
+#[derive(Debug, Clone, Copy)]
+pub struct Target<'a> {
+    /// The catalog entry (maximum output, capabilities).
+    pub model: &'a Model,
+    /// The model id the upstream knows.
+    pub upstream_id: &'a str,
+}
+
+/// What a reader needs to know about the request whose answer it reads.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadContext<'a> {
+    /// The model id sent upstream (the served model when the upstream names none).
+    pub upstream_id: &'a str,
+    /// Unix seconds of the request, for `created` in translated answers.
+    pub created: u64,
+    /// What the adapter noted when it prepared the request.
+    pub hints: ReadHints,
+}
+
+/// A complete (non-streamed) upstream answer, read: the client's body (always OpenAI format)
+/// and what the gateway meters.
 #[derive(Debug)]
 pub struct ReadResponse {
+    /// The body for the client, OpenAI format.
+    pub body: Bytes,
     /// The model id the upstream reported.
     pub served_model: Option<String>,
     /// Token counts, when the upstream reported them.
     pub usage: Option<TokenUsage>,
-    /// Offset of the closing brace of the body's `usage` object, where `cost` is added.
+    /// Offset in `body` of the closing brace of its `usage` object, where `cost` is added.
     pub usage_end: Option<usize>,
 }
 
+/// An OpenAI usage-only chunk (`"choices": []`), held back until the stream ends so its cost can
+/// be added; sent only when the client asked for usage.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeldUsage {
+    /// The chunk's JSON (without `data: `).
+    pub chunk: Bytes,
+    /// Offset of the closing brace of its `usage` object.
+    pub usage_end: Option<usize>,
+}
+
+/// What one upstream stream event meant.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    /// Token counts the event reported (cumulative: the last report wins).
+    pub usage: Option<TokenUsage>,
+    /// A usage chunk to send last (replaces any held earlier).
+    pub held: Option<HeldUsage>,
+    /// The upstream said the answer is complete: the client gets `data: [DONE]` at the end.
+    pub done: bool,
+    /// The upstream reported an error inside the stream (already translated into `out`).
+    pub error: bool,
+    /// Not an event of this format (truncated or garbled): the stream is broken from here.
+    pub malformed: bool,
+}
+
+/// Turns one upstream's stream events into OpenAI chunks, one event at a time.
+pub trait StreamDecoder: Send {
+    /// Reads one event: `event` is the whole SSE event as received, `data` its payload. What the
+    /// client should get goes to `out` as whole SSE events (`data: …\n\n`).
+    fn decode(&mut self, event: &Bytes, data: Bytes, out: &mut Vec<Bytes>) -> Decoded;
+    /// The model the upstream named, once an event has named it.
+    fn served_model(&self) -> Option<&str>;
+}
+
 /// One wire format. Implementations are pure: they transform bytes and never do I/O, so they
-/// are tested with golden files and property tests without a network.
+/// are tested with golden files and property tests without a network. Whatever the upstream
+/// speaks, the client always gets OpenAI format.
 pub trait ChatApi: Send + Sync + 'static {
     /// Rewrites a client's OpenAI-format chat body for this upstream: the upstream model id,
-    /// forced stream usage, and whatever translation the format needs.
-    fn prepare_chat(&self, request: &ChatRequest<'_>, upstream_model: &str) -> Result<PreparedRequest, ApiError>;
+    /// forced stream usage, and whatever translation the format needs. A request that cannot be
+    /// translated is refused with a 400 naming the field, never silently changed.
+    fn prepare_chat(&self, request: &ChatRequest<'_>, target: Target<'_>) -> Result<PreparedRequest, ApiError>;
     /// Rewrites an OpenAI-format embeddings body for this upstream.
-    fn prepare_embeddings(&self, request: &TopLevel<'_>, upstream_model: &str) -> Result<PreparedRequest, ApiError>;
-    /// Reads a complete successful response: served model and usage.
-    fn read_response(&self, body: &[u8]) -> Result<ReadResponse, ApiError>;
-    /// Returns the response body for the client with `usage.cost` set to `cost`; `usage_end`
-    /// comes from [`ChatApi::read_response`] of the same body.
-    fn with_cost(&self, body: Bytes, usage_end: Option<usize>, cost: &str) -> Bytes;
-    /// Classifies one stream event.
-    fn read_event(&self, data: &[u8]) -> StreamEvent;
-    /// The served model named by a stream event, if it names one.
-    fn served_model(&self, data: &[u8]) -> Option<String>;
-    /// The authentication header for this format (`None` if the key cannot be a header value).
-    fn auth_header(&self, api_key: &str) -> Option<(http::HeaderName, http::HeaderValue)>;
+    fn prepare_embeddings(&self, request: &TopLevel<'_>, target: Target<'_>) -> Result<PreparedRequest, ApiError>;
+    /// Reads a complete successful chat answer.
+    fn read_chat(&self, body: Bytes, context: ReadContext<'_>) -> Result<ReadResponse, ApiError>;
+    /// Reads a complete successful embeddings answer.
+    fn read_embeddings(&self, body: Bytes, context: ReadContext<'_>) -> Result<ReadResponse, ApiError>;
+    /// A decoder for one streamed answer.
+    fn stream_decoder(&self, context: ReadContext<'_>) -> Box<dyn StreamDecoder>;
+    /// What an error status and body from this upstream mean to the client.
+    fn read_error(&self, status: u16, body: &[u8]) -> Refusal;
+    /// The headers that authenticate (and version) a request, or `None` if the key cannot be a
+    /// header value.
+    fn headers(&self, api_key: &str) -> Option<Vec<(HeaderName, HeaderValue)>>;
+}
+
+/// An upstream's error answer, as the client will see it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// Already an OpenAI-format error the client can read: send status and body unchanged.
+    PassThrough,
+    /// Answer with this error instead.
+    Error(ApiError),
 }
 
 /// A provider channel ready to use.
@@ -93,8 +176,8 @@ pub struct Provider {
     pub name: String,
     /// The base URL, without a trailing slash.
     pub base_url: String,
-    /// Its authentication header, built once from the secret read at start.
-    auth: Option<(http::HeaderName, http::HeaderValue)>,
+    /// Its authentication headers, built once from the secret read at start.
+    headers: Option<Vec<(HeaderName, HeaderValue)>>,
     /// Its wire format.
     pub api: Arc<dyn ChatApi>,
 }
@@ -111,36 +194,37 @@ impl std::fmt::Debug for Provider {
 
 impl Provider {
     /// Builds a provider from its config, reading its secret from the environment.
-    pub fn from_config(name: &str, config: &ProviderConfig) -> Option<Provider> {
+    pub fn from_config(name: &str, config: &ProviderConfig) -> Provider {
         let api: Arc<dyn ChatApi> = match config.api {
             ApiStyle::OpenAi => Arc::new(OpenAi),
-            ApiStyle::Anthropic | ApiStyle::Gemini => return None,
+            ApiStyle::Anthropic => Arc::new(Anthropic),
+            ApiStyle::Gemini => Arc::new(Gemini),
         };
         let mut provider = Provider {
             name: name.to_owned(),
             base_url: config.base_url.trim_end_matches('/').to_owned(),
-            auth: None,
+            headers: None,
             api,
         };
         if let Some(key) = std::env::var(&config.api_key_env).ok().filter(|k| !k.is_empty()) {
             provider.set_api_key(&key);
         }
-        Some(provider)
+        provider
     }
 
     /// Sets the secret presented upstream. A secret that cannot be a header value is dropped
     /// (and the provider then has no key).
     pub fn set_api_key(&mut self, key: &str) {
-        self.auth = self.api.auth_header(key);
+        self.headers = self.api.headers(key);
     }
 
     /// Whether a secret is set.
     pub fn has_api_key(&self) -> bool {
-        self.auth.is_some()
+        self.headers.is_some()
     }
 
-    /// The authentication header, if a secret is set.
-    pub fn auth_header(&self) -> Option<&(http::HeaderName, http::HeaderValue)> {
-        self.auth.as_ref()
+    /// The authentication headers, if a secret is set.
+    pub fn auth_headers(&self) -> &[(HeaderName, HeaderValue)] {
+        self.headers.as_deref().unwrap_or_default()
     }
 }

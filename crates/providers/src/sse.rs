@@ -1,33 +1,7 @@
 //! Server-sent events: splitting an upstream byte stream into whole events without copying
-//! when chunks arrive aligned, and the classification every stream decoder returns.
+//! when chunks arrive aligned.
 
 use bytes::{Buf, Bytes, BytesMut};
-
-use router_one_core::TokenUsage;
-
-/// What one stream event means to the gateway.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StreamEvent {
-    /// The terminal `[DONE]` sentinel.
-    Done,
-    /// An event carrying usage. `usage_only` is true when it carries nothing else for the client
-    /// (OpenAI's final `"choices": []` chunk), so it may be dropped when the client did not ask
-    /// for usage.
-    Usage {
-        /// Token counts (cumulative, as the upstream reports them: the last one wins).
-        usage: TokenUsage,
-        /// Whether the event holds nothing but usage.
-        usage_only: bool,
-        /// Offset of the closing brace of the event's `usage` object, where `cost` is added.
-        usage_end: Option<usize>,
-    },
-    /// An ordinary event, forwarded untouched.
-    Other,
-    /// An error event from the upstream, forwarded untouched.
-    Error,
-    /// Not an event of this format at all (truncated or garbled JSON): the stream is broken.
-    Malformed,
-}
 
 /// Splits a byte stream into whole SSE events (each returned with its terminating blank line).
 #[derive(Debug, Default)]

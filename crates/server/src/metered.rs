@@ -1,5 +1,6 @@
-//! A metered stream: forwards the upstream's server-sent events to the client as they arrive,
-//! reads usage from them, and — before the last bytes (the usage chunk and `[DONE]`) go out —
+//! A metered stream: forwards the upstream's server-sent events to the client as they arrive
+//! (through the provider's decoder, which passes OpenAI events untouched and translates other
+//! formats into OpenAI chunks), reads usage from them, and — before the last bytes (the usage chunk and `[DONE]`) go out —
 //! settles and writes the usage record. If the client goes away mid-stream, the rest of the
 //! upstream stream is drained in the background so the request is still billed for what the
 //! upstream produced and still gets its one record.
@@ -13,15 +14,17 @@ use std::time::Duration;
 
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
-use bytes::{BufMut, Bytes, BytesMut};
+use bytes::Bytes;
 use http::{HeaderValue, StatusCode};
 use http_body::{Body as _, Frame};
 use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use router_one_core::{ApiError, ErrorKind, TokenUsage};
-use router_one_providers::Provider;
-use router_one_providers::sse::{SseSplitter, StreamEvent, event_data};
+use router_one_providers::openai::wire::{data_event, error_event};
+use router_one_providers::openai::with_cost;
+use router_one_providers::sse::{SseSplitter, event_data};
+use router_one_providers::{HeldUsage, StreamDecoder};
 
 use crate::record::{Outcome, RequestMeter};
 use crate::routes::upstream::{fail, success};
@@ -47,18 +50,19 @@ pub(crate) struct MeteredStream {
 
 struct StreamState {
     app: Arc<AppState>,
-    provider: Arc<Provider>,
+    decoder: Box<dyn StreamDecoder>,
     upstream: Option<Incoming>,
     splitter: SseSplitter,
     scratch: Vec<Bytes>,
+    decoded: Vec<Bytes>,
     ready: VecDeque<Bytes>,
     meter: Option<RequestMeter>,
     include_usage: bool,
     client_gone: bool,
-    served_model: Option<String>,
     usage: Option<TokenUsage>,
-    held_usage: Option<(Bytes, Option<usize>)>,
+    held_usage: Option<HeldUsage>,
     saw_done: bool,
+    saw_error: bool,
     saw_data: bool,
     broken: bool,
     idle: Pin<Box<Sleep>>,
@@ -71,7 +75,7 @@ impl MeteredStream {
     pub(crate) async fn start(
         app: Arc<AppState>,
         mut meter: RequestMeter,
-        provider: Arc<Provider>,
+        decoder: Box<dyn StreamDecoder>,
         upstream: Incoming,
         include_usage: bool,
     ) -> Response {
@@ -81,18 +85,19 @@ impl MeteredStream {
         let provider_name = meter.provider.clone();
         let mut state = Box::new(StreamState {
             app,
-            provider,
+            decoder,
             upstream: Some(upstream),
             splitter: SseSplitter::default(),
             scratch: Vec::new(),
+            decoded: Vec::new(),
             ready: VecDeque::new(),
             meter: Some(meter),
             include_usage,
             client_gone: false,
-            served_model: None,
             usage: None,
             held_usage: None,
             saw_done: false,
+            saw_error: false,
             saw_data: false,
             broken: false,
             idle: Box::pin(tokio::time::sleep(timeout)),
@@ -103,7 +108,7 @@ impl MeteredStream {
         {
             return fail(&state.app, meter, error);
         }
-        let served_model = state.served_model.clone();
+        let served_model = state.decoder.served_model().map(str::to_owned);
         let mut response = success(
             StatusCode::OK,
             Body::new(MeteredStream { inner: Some(state) }),
@@ -210,7 +215,7 @@ impl StreamState {
     }
 
     fn on_event(&mut self, event: Bytes) {
-        if self.saw_done || self.broken {
+        if self.broken {
             return;
         }
         let Some(data) = event_data(&event) else {
@@ -222,28 +227,23 @@ impl StreamState {
         if let Some(meter) = self.meter.as_mut() {
             meter.mark_first_byte();
         }
-        if self.served_model.is_none() {
-            self.served_model = self.provider.api.served_model(&data);
-        }
-        match self.provider.api.read_event(&data) {
-            StreamEvent::Done => self.saw_done = true,
-            StreamEvent::Usage {
-                usage,
-                usage_only,
-                usage_end,
-            } => {
-                // Usage is cumulative where vendors repeat it: the last report wins.
-                self.usage = Some(usage);
-                if usage_only {
-                    self.held_usage = Some((data, usage_end));
-                } else {
-                    self.ready.push_back(event);
-                }
-            }
-            StreamEvent::Other | StreamEvent::Error => self.ready.push_back(event),
+        let decoded = self.decoder.decode(&event, data, &mut self.decoded);
+        if decoded.malformed {
             // Nothing after garbage can be trusted; the stream ends here.
-            StreamEvent::Malformed => self.broken = true,
+            self.decoded.clear();
+            self.broken = true;
+            return;
         }
+        self.ready.extend(self.decoded.drain(..));
+        if let Some(usage) = decoded.usage {
+            // Usage is cumulative where vendors repeat it: the last report wins.
+            self.usage = Some(usage);
+        }
+        if decoded.held.is_some() {
+            self.held_usage = decoded.held;
+        }
+        self.saw_done |= decoded.done;
+        self.saw_error |= decoded.error;
     }
 
     /// The upstream is done: settle, write the record, then queue the final bytes.
@@ -258,6 +258,7 @@ impl StreamState {
         };
         let error_code = match ending {
             _ if self.client_gone => Some("client_disconnected"),
+            Ending::Complete if self.saw_error => Some("upstream_stream_error"),
             Ending::Cut => Some("upstream_stream_cut"),
             Ending::Timeout => Some("upstream_timeout"),
             Ending::Malformed => Some("upstream_malformed"),
@@ -267,7 +268,7 @@ impl StreamState {
         let outcome = Outcome {
             status: 200,
             error_code,
-            served_model: self.served_model.clone(),
+            served_model: self.decoder.served_model().map(str::to_owned),
             usage: self.usage.unwrap_or_default(),
         };
         let cost = match meter.finish(&self.app.usage, outcome) {
@@ -277,10 +278,10 @@ impl StreamState {
                 return;
             }
         };
-        if let Some((held, usage_end)) = self.held_usage.take()
+        if let Some(held) = self.held_usage.take()
             && self.include_usage
         {
-            let chunk = self.provider.api.with_cost(held, usage_end, &cost.to_string());
+            let chunk = with_cost(held.chunk, held.usage_end, &cost.to_string());
             self.ready.push_back(data_event(&chunk));
         }
         match ending {
@@ -300,18 +301,6 @@ impl StreamState {
             Ending::Complete => {}
         }
     }
-}
-
-fn data_event(data: &[u8]) -> Bytes {
-    let mut out = BytesMut::with_capacity(data.len() + 8);
-    out.put_slice(b"data: ");
-    out.put_slice(data);
-    out.put_slice(b"\n\n");
-    out.freeze()
-}
-
-fn error_event(error: &ApiError) -> Bytes {
-    data_event(&error.to_json())
 }
 
 impl http_body::Body for MeteredStream {

@@ -25,7 +25,8 @@
 //!
 //! # Endpoint (Anthropic wire format)
 //! - `POST /v1/messages` (Messages API), streaming (SSE events `message_start` ...
-//!   `message_stop`) or not, with tools (`tool_use` / `tool_result` blocks) and `stop_sequences`.
+//!   `message_stop`) or not, with tools (`tool_use` / `tool_result` blocks), `stop_sequences`
+//!   and structured outputs (`output_config.format` of type `json_schema` → a JSON answer).
 //!   It needs `x-api-key: <non-empty>` and an `anthropic-version` header, else 401; errors use
 //!   Anthropic's `{"type":"error","error":{"type","message"}}` body. Same reply text, token rule
 //!   (`system` counts as one message; `max_tokens` caps → `stop_reason` `"max_tokens"`) and

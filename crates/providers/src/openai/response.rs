@@ -9,8 +9,7 @@ use serde_json::value::RawValue;
 
 use router_one_core::{ApiError, ErrorKind, TokenUsage};
 
-use crate::provider::ReadResponse;
-use crate::sse::StreamEvent;
+use crate::provider::{Decoded, HeldUsage, ReadResponse};
 
 /// OpenAI's `usage` object (and DeepSeek's cache fields, which some compatible vendors send).
 #[derive(Deserialize, Default)]
@@ -78,16 +77,18 @@ fn upstream_garbage() -> ApiError {
     )
 }
 
-/// Reads served model and usage from a complete response body.
-pub(crate) fn read_response(body: &[u8]) -> Result<ReadResponse, ApiError> {
-    let head: Head<'_> = serde_json::from_slice(body).map_err(|_| upstream_garbage())?;
+/// Reads served model and usage from a complete response body, which goes to the client as is.
+pub(crate) fn read_response(body: Bytes) -> Result<ReadResponse, ApiError> {
+    let head: Head<'_> = serde_json::from_slice(&body).map_err(|_| upstream_garbage())?;
     let usage = match head.usage {
         Some(raw) if raw.get() != "null" => Some(parse_usage(raw)?),
         _ => None,
     };
-    let usage_end = head.usage.and_then(|raw| object_end(body, raw));
+    let usage_end = head.usage.and_then(|raw| object_end(&body, raw));
+    let served_model = head.model.map(Cow::into_owned);
     Ok(ReadResponse {
-        served_model: head.model.map(Cow::into_owned),
+        body,
+        served_model,
         usage,
         usage_end,
     })
@@ -100,15 +101,87 @@ fn parse_usage(raw: &RawValue) -> Result<TokenUsage, ApiError> {
 }
 
 /// The served model named by a stream event, if it names one.
-pub(crate) fn served_model(data: &[u8]) -> Option<String> {
+fn served_model(data: &[u8]) -> Option<String> {
     serde_json::from_slice::<Head<'_>>(data)
         .ok()?
         .model
         .map(Cow::into_owned)
 }
 
+/// Decodes an OpenAI stream: events pass to the client untouched (no copy), except the
+/// usage-only chunk, which is held so its cost can be added at the end.
+#[derive(Debug, Default)]
+pub(crate) struct Decoder {
+    /// The model named by the first event.
+    pub(crate) model: Option<String>,
+}
+
+impl Decoder {
+    pub(crate) fn read(&mut self, event: &Bytes, data: Bytes, out: &mut Vec<Bytes>) -> Decoded {
+        if self.model.is_none() {
+            self.model = served_model(&data);
+        }
+        match read_event(&data) {
+            StreamEvent::Done => Decoded {
+                done: true,
+                ..Decoded::default()
+            },
+            StreamEvent::Usage {
+                usage,
+                usage_only: true,
+                usage_end,
+            } => Decoded {
+                usage: Some(usage),
+                held: Some(HeldUsage { chunk: data, usage_end }),
+                ..Decoded::default()
+            },
+            StreamEvent::Usage { usage, .. } => {
+                out.push(event.clone());
+                Decoded {
+                    usage: Some(usage),
+                    ..Decoded::default()
+                }
+            }
+            StreamEvent::Other => {
+                out.push(event.clone());
+                Decoded::default()
+            }
+            StreamEvent::Error => {
+                out.push(event.clone());
+                Decoded {
+                    error: true,
+                    ..Decoded::default()
+                }
+            }
+            StreamEvent::Malformed => Decoded {
+                malformed: true,
+                ..Decoded::default()
+            },
+        }
+    }
+}
+
+/// What one OpenAI stream event is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum StreamEvent {
+    /// The terminal `[DONE]` sentinel.
+    Done,
+    /// An event carrying usage; `usage_only` when it carries nothing else (`"choices": []`).
+    Usage {
+        usage: TokenUsage,
+        usage_only: bool,
+        usage_end: Option<usize>,
+    },
+    /// An ordinary event.
+    Other,
+    /// An error event.
+    Error,
+    /// Not a JSON object: the stream is broken.
+    Malformed,
+}
+
 /// Classifies one stream event's data.
-pub(crate) fn read_event(data: &[u8]) -> StreamEvent {
+fn read_event(data: &[u8]) -> StreamEvent {
     if data == b"[DONE]" {
         return StreamEvent::Done;
     }
@@ -147,7 +220,7 @@ pub(crate) fn read_event(data: &[u8]) -> StreamEvent {
 
 /// `body` with `"cost": "<cost>"` added inside its top-level `usage` object, whose closing brace
 /// is at `close` (from [`ReadResponse::usage_end`]). Without one, `body` is returned unchanged.
-pub(crate) fn with_cost(body: Bytes, close: Option<usize>, cost: &str) -> Bytes {
+pub fn with_cost(body: Bytes, close: Option<usize>, cost: &str) -> Bytes {
     let Some(close) = close.filter(|c| body.get(*c) == Some(&b'}')) else {
         return body;
     };
@@ -185,7 +258,7 @@ mod tests {
 
     #[test]
     fn reads_model_and_usage() {
-        let r = read_response(RESPONSE.as_bytes()).unwrap();
+        let r = read_response(Bytes::from_static(RESPONSE.as_bytes())).unwrap();
         assert_eq!(r.served_model.as_deref(), Some("gpt-4o-2024-08-06"));
         assert_eq!(
             r.usage.unwrap(),
@@ -199,7 +272,7 @@ mod tests {
     }
 
     fn add_cost(body: &'static str, cost: &str) -> Bytes {
-        let end = read_response(body.as_bytes()).unwrap().usage_end;
+        let end = read_response(Bytes::from_static(body.as_bytes())).unwrap().usage_end;
         with_cost(Bytes::from(body), end, cost)
     }
 
@@ -250,12 +323,15 @@ mod tests {
 
     #[test]
     fn deepseek_cache_hits_count_as_cached() {
-        let r = read_response(br#"{"model":"deepseek-chat","usage":{"prompt_tokens":10,"completion_tokens":1,"prompt_cache_hit_tokens":6}}"#).unwrap();
+        let r = read_response(Bytes::from_static(br#"{"model":"deepseek-chat","usage":{"prompt_tokens":10,"completion_tokens":1,"prompt_cache_hit_tokens":6}}"#)).unwrap();
         assert_eq!(r.usage.unwrap().cached_tokens, 6);
     }
 
     #[test]
     fn garbage_is_an_upstream_error() {
-        assert_eq!(read_response(b"{\"id\": ").unwrap_err().kind, ErrorKind::UpstreamError);
+        assert_eq!(
+            read_response(Bytes::from_static(b"{\"id\": ")).unwrap_err().kind,
+            ErrorKind::UpstreamError
+        );
     }
 }

@@ -10,8 +10,8 @@ use http::HeaderMap;
 
 use router_one_core::usage::Endpoint;
 use router_one_core::{ApiError, ModelKind};
-use router_one_providers::ChatRequest;
 use router_one_providers::request::{TopLevel, chat_view};
+use router_one_providers::{ChatRequest, Target};
 
 use crate::admission;
 use crate::record::RequestMeter;
@@ -41,8 +41,13 @@ fn admit(app: &AppState, meter: &mut RequestMeter, body: &Bytes) -> Result<Admit
         top: &top,
         view: &view,
     };
-    let prepared = routed.provider.api.prepare_chat(&request, routed.upstream_id)?;
+    let target = Target {
+        model: routed.model,
+        upstream_id: routed.upstream_id,
+    };
+    let prepared = routed.provider.api.prepare_chat(&request, target)?;
     Ok(Admitted {
+        upstream_id: routed.upstream_id.to_owned(),
         provider: routed.provider,
         prepared,
         stream: view.stream,

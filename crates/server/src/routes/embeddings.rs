@@ -10,6 +10,7 @@ use http::HeaderMap;
 
 use router_one_core::usage::Endpoint;
 use router_one_core::{ApiError, ErrorKind, ModelKind};
+use router_one_providers::Target;
 use router_one_providers::request::{TopLevel, model_field};
 
 use crate::admission;
@@ -39,8 +40,13 @@ fn admit(app: &AppState, meter: &mut RequestMeter, body: &Bytes) -> Result<Admit
     let routed = admission::route(app, &model, ModelKind::Embedding)?;
     meter.provider.clone_from(&routed.provider.name);
     admission::reserve(meter, routed.model, body.len(), Some(0))?;
-    let prepared = routed.provider.api.prepare_embeddings(&top, routed.upstream_id)?;
+    let target = Target {
+        model: routed.model,
+        upstream_id: routed.upstream_id,
+    };
+    let prepared = routed.provider.api.prepare_embeddings(&top, target)?;
     Ok(Admitted {
+        upstream_id: routed.upstream_id.to_owned(),
         provider: routed.provider,
         prepared,
         stream: false,

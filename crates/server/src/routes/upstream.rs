@@ -11,11 +11,10 @@ use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
-use serde::Deserialize;
-
 use router_one_core::usage::Endpoint;
 use router_one_core::{ApiError, ErrorKind};
-use router_one_providers::{PreparedRequest, Provider, UpstreamError};
+use router_one_providers::openai::with_cost;
+use router_one_providers::{PreparedRequest, Provider, ReadContext, Refusal, UpstreamError};
 
 use crate::auth;
 use crate::error::ErrorResponse;
@@ -30,6 +29,8 @@ const MAX_UPSTREAM_BODY: usize = 64 * 1024 * 1024;
 /// A request that passed admission, ready to send.
 pub(crate) struct Admitted {
     pub(crate) provider: Arc<Provider>,
+    /// The model id at the provider.
+    pub(crate) upstream_id: String,
     pub(crate) prepared: PreparedRequest,
     pub(crate) stream: bool,
     pub(crate) include_usage: bool,
@@ -64,6 +65,7 @@ pub(crate) async fn serve_inference(
 async fn forward(app: &Arc<AppState>, mut meter: RequestMeter, admitted: Admitted) -> Response {
     let Admitted {
         provider,
+        upstream_id,
         prepared,
         stream,
         include_usage,
@@ -72,24 +74,34 @@ async fn forward(app: &Arc<AppState>, mut meter: RequestMeter, admitted: Admitte
     meter.mark_sent();
     let response = match app
         .client
-        .post(&provider, prepared.path, prepared.body, app.config.upstream_timeout)
+        .post(&provider, &prepared.path, prepared.body, app.config.upstream_timeout)
         .await
     {
         Ok(response) => response,
         Err(e) => return fail(app, meter, connection_error(&e)),
     };
     if !response.status().is_success() {
-        return upstream_refused(app, meter, response, deadline).await;
+        return upstream_refused(app, &provider, meter, response, deadline).await;
     }
+    let context = ReadContext {
+        upstream_id: &upstream_id,
+        created: u64::try_from(meter.created_at_us / 1_000_000).unwrap_or_default(),
+        hints: prepared.hints,
+    };
     if stream {
-        return MeteredStream::start(app.clone(), meter, provider, response.into_body(), include_usage).await;
+        let decoder = provider.api.stream_decoder(context);
+        return MeteredStream::start(app.clone(), meter, decoder, response.into_body(), include_usage).await;
     }
     meter.mark_first_byte();
     let body = match read_body(response.into_body(), deadline).await {
         Ok(body) => body,
         Err(e) => return fail(app, meter, e),
     };
-    let read = match provider.api.read_response(&body) {
+    let read = match meter.endpoint {
+        Endpoint::Embeddings => provider.api.read_embeddings(body, context),
+        _ => provider.api.read_chat(body, context),
+    };
+    let read = match read {
         Ok(read) => read,
         Err(e) => return fail(app, meter, e),
     };
@@ -107,7 +119,7 @@ async fn forward(app: &Arc<AppState>, mut meter: RequestMeter, admitted: Admitte
     };
     match meter.finish(&app.usage, outcome) {
         Ok(cost) => {
-            let body = provider.api.with_cost(body, read.usage_end, &cost.to_string());
+            let body = with_cost(read.body, read.usage_end, &cost.to_string());
             success(
                 StatusCode::OK,
                 body,
@@ -192,23 +204,12 @@ pub(crate) async fn read_body(body: Incoming, deadline: Instant) -> Result<Bytes
     }
 }
 
-#[derive(Deserialize)]
-struct UpstreamErrorBody {
-    error: UpstreamErrorDetail,
-}
-
-#[derive(Deserialize)]
-struct UpstreamErrorDetail {
-    #[serde(default)]
-    message: Option<String>,
-}
-
-/// The upstream answered with an error status. Client mistakes it caught (400, 413, 422) pass
-/// through with their status and body; its rate limits become our 429 with a neutral message
-/// (relays disable a channel whose error mentions money); anything else is the upstream's
-/// failure, not the client's: 502, with the vendor's message kept.
+/// The upstream answered with an error status. Its adapter says what that means to the client
+/// (`Refusal`): an OpenAI-format client mistake passes through with its status and body;
+/// anything else becomes our error — rate limits a neutral 429 with `Retry-After`.
 async fn upstream_refused(
     app: &AppState,
+    provider: &Provider,
     meter: RequestMeter,
     response: hyper::Response<Incoming>,
     deadline: Instant,
@@ -216,11 +217,8 @@ async fn upstream_refused(
     let status = response.status();
     let retry_after = response.headers().get(http::header::RETRY_AFTER).cloned();
     let body = read_body(response.into_body(), deadline).await.unwrap_or_default();
-    let vendor_message = serde_json::from_slice::<UpstreamErrorBody>(&body)
-        .ok()
-        .and_then(|b| b.error.message);
-    match status.as_u16() {
-        400 | 413 | 422 if vendor_message.is_some() => {
+    match provider.api.read_error(status.as_u16(), &body) {
+        Refusal::PassThrough => {
             let request_id = meter.request_id.clone();
             let provider = meter.provider.clone();
             let outcome = Outcome {
@@ -237,22 +235,14 @@ async fn upstream_refused(
             }
             success(status, body, "application/json", &request_id, None, &provider)
         }
-        429 => {
-            let error = ApiError::new(
-                ErrorKind::RateLimited,
-                "The upstream provider is rate limiting requests; retry shortly.",
-            );
+        Refusal::Error(error) => {
+            let rate_limited = error.kind == ErrorKind::RateLimited;
             let mut response = fail(app, meter, error);
-            let retry = retry_after.unwrap_or(HeaderValue::from_static("1"));
-            response.headers_mut().insert(http::header::RETRY_AFTER, retry);
+            if rate_limited {
+                let retry = retry_after.unwrap_or(HeaderValue::from_static("1"));
+                response.headers_mut().insert(http::header::RETRY_AFTER, retry);
+            }
             response
-        }
-        code => {
-            let message = match vendor_message {
-                Some(m) => format!("The upstream provider failed with status {code}: {m}"),
-                None => format!("The upstream provider failed with status {code}."),
-            };
-            fail(app, meter, ApiError::new(ErrorKind::UpstreamError, message))
         }
     }
 }

@@ -76,7 +76,7 @@ pub(crate) async fn handle(request: Request<Incoming>, state: &SimState, control
         tools: parsed.tool_names(),
         tool_choice: parsed.tool_choice(),
         parallel_tool_calls: parsed.parallel_tool_use(),
-        json: false,
+        json: parsed.wants_json(),
         cap: Some(max_tokens),
     };
     let mut reply = reply::answer(&prompt, &directives, || state.next_id());

@@ -1,6 +1,7 @@
 //! The parts of an Anthropic Messages request the simulator reads: strings are borrowed from the
 //! body when they have no escapes, and every other field (`temperature`, `top_p`, `metadata`,
-//! `thinking`, image sources, tool inputs and schemas, ...) is skipped.
+//! `thinking`, image sources, tool inputs and schemas, ...) is skipped. `output_config.format`
+//! (structured outputs) is read only for its type: a JSON schema makes the answer JSON.
 
 use std::borrow::Cow;
 
@@ -26,6 +27,22 @@ pub(super) struct MessagesRequest<'a> {
     #[serde(borrow)]
     pub(super) stop_sequences: Option<Vec<Cow<'a, str>>>,
     pub(super) stream: Option<bool>,
+    #[serde(borrow)]
+    pub(super) output_config: Option<OutputConfig<'a>>,
+}
+
+/// `output_config`: `{"format": {"type": "json_schema", "schema": {...}}, "effort": ...}`.
+#[derive(Debug, Deserialize)]
+pub(super) struct OutputConfig<'a> {
+    #[serde(borrow)]
+    format: Option<OutputFormat<'a>>,
+}
+
+/// `output_config.format`, by type.
+#[derive(Debug, Deserialize)]
+pub(super) struct OutputFormat<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
 }
 
 /// One message of `messages`.
@@ -173,6 +190,14 @@ impl MessagesRequest<'_> {
         }
     }
 
+    /// Whether structured outputs asked for JSON.
+    pub(super) fn wants_json(&self) -> bool {
+        self.output_config
+            .as_ref()
+            .and_then(|c| c.format.as_ref())
+            .is_some_and(|f| f.kind == "json_schema")
+    }
+
     /// Whether more than one `tool_use` block may be returned.
     pub(super) fn parallel_tool_use(&self) -> bool {
         !self
@@ -208,6 +233,10 @@ mod tests {
         assert_eq!(r.tool_names(), [Some("a"), Some("b")]);
         assert_eq!(r.tool_choice(), ToolChoice::Named("b"));
         assert!(!r.parallel_tool_use());
+        assert!(!r.wants_json());
+        let r: MessagesRequest<'_> =
+            serde_json::from_str(r#"{"output_config":{"format":{"type":"json_schema","schema":{}}}}"#).unwrap();
+        assert!(r.wants_json());
     }
 
     #[test]
