@@ -278,7 +278,7 @@ if [ "${NO_APPEND:-}" != 1 ]; then
 import os, sys
 path = sys.argv[1]
 lines = open(path).read().split("\n")
-start = lines.index("<!-- translated-rows -->")
+start = next(i for i, l in enumerate(lines) if l.startswith("<!-- translated-rows"))
 end = start + 1
 while end < len(lines) and lines[end].startswith("|"):
     end += 1
