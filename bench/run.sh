@@ -7,7 +7,8 @@
 #
 # env: DURATION (default 10s), WARMUP (2s), MODEL (default: first openai chat model of /v1/models),
 #      SIM_TTFT_MS / SIM_TPOT_MS (simulator pacing, default 0 / 0), SKIP_BUILD=1, NO_APPEND=1,
-#      TRANSLATED=0 (skip the translated runs), CLAUDE_MODEL, GEMINI_MODEL.
+#      TRANSLATED=0 (skip the translated runs), CLAUDE_MODEL, GEMINI_MODEL, UNMETERED=0 (skip the
+#      metering-cost runs against a second gateway started with ROUTER_ONE_BENCH_UNMETERED=1).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -179,6 +180,25 @@ for family in "${TRANSLATED_FAMILIES[@]}"; do
 done
 export BENCH_MODEL=$MODEL
 
+# What metering costs: the same runs against a second gateway with metering switched off (no
+# estimate, limits, reservation or usage record), same config, its own data dir.
+if [ "${UNMETERED:-1}" != 0 ]; then
+  UM_PORT=$(free_port)
+  while [ "$UM_PORT" = "$SIM_PORT" ] || [ "$UM_PORT" = "$GW_PORT" ]; do UM_PORT=$(free_port); done
+  say "unmetered gateway on 127.0.0.1:$UM_PORT"
+  cp -r "$OUT/data" "$OUT/data-unmetered"
+  ROUTER_ONE_BENCH_UNMETERED=1 RUST_LOG=${RUST_LOG:-warn} "$BIN" serve --config "$OUT/config.toml" \
+    --listen "127.0.0.1:$UM_PORT" --data "$OUT/data-unmetered" >"$OUT/unmetered.log" 2>&1 &
+  UM_PID=$!
+  PIDS+=("$UM_PID")
+  wait_http "http://127.0.0.1:$UM_PORT/health" "unmetered gateway"
+  UM_URL="http://127.0.0.1:$UM_PORT/v1/chat/completions"
+  run unmetered_c1 "$UM_URL" "$API_KEY" 0 -t1 -c1
+  run unmetered_c64 "$UM_URL" "$API_KEY" 0 -t2 -c64
+  run unmetered_stream_c64 "$UM_URL" "$API_KEY" 1 -t2 -c64
+  kill "$UM_PID" 2>/dev/null || true
+fi
+
 HWM_KB=$(awk '/^VmHWM:/ {print $2}' "/proc/$GW_PID/status")
 RSS_KB=$(awk '/^VmRSS:/ {print $2}' "/proc/$GW_PID/status")
 if ! kill -0 "$GW_PID" 2>/dev/null; then echo "the gateway died during the run" >&2; exit 1; fi
@@ -240,6 +260,28 @@ print("| " + " | ".join(cells) + " |")
 PY
 )
 
+# What metering costs: metered gateway against the unmetered one, same run.
+MROW=""
+if [ "${UNMETERED:-1}" != 0 ]; then
+  MROW=$(OUT=$OUT DATE=$DATE COMMIT=$COMMIT python3 - <<'PY'
+import json, os
+out = os.environ["OUT"]
+load = lambda n: json.load(open(f"{out}/{n}.json"))
+ms = lambda us: f"{us / 1000:.3f}"
+g1, u1 = load("gateway_c1"), load("unmetered_c1")
+cost = lambda kind: 1 - load(f"gateway_{kind}")["rps"] / load(f"unmetered_{kind}")["rps"]
+print("| " + " | ".join([
+    os.environ["DATE"], os.environ["COMMIT"],
+    f'{ms(g1["p50_us"])} / {ms(u1["p50_us"])}', f'**{ms(g1["p50_us"] - u1["p50_us"])}**',
+    f'{load("gateway_c64")["rps"]:.0f} / {load("unmetered_c64")["rps"]:.0f}', f'**{cost("c64"):.1%}**',
+    f'{load("gateway_stream_c64")["rps"]:.0f} / {load("unmetered_stream_c64")["rps"]:.0f}',
+    f'**{cost("stream_c64"):.1%}**',
+    str(sum(load(f"unmetered_{k}")["non2xx"] + load(f"unmetered_{k}")["socket_errors"]
+            for k in ("c1", "c64", "stream_c64")))]) + " |")
+PY
+)
+fi
+
 # One row per translated family, beside the pass-through figures of the same run.
 TROWS=$(OUT=$OUT DATE=$DATE COMMIT=$COMMIT FAMILIES="${TRANSLATED_FAMILIES[*]}" CLAUDE=$CLAUDE_MODEL GEMINI=$GEMINI_MODEL \
   python3 - <<'PY'
@@ -269,23 +311,27 @@ PY
 echo
 echo "$ROW"
 [ -n "$TROWS" ] && echo "$TROWS"
+[ -n "$MROW" ] && echo "$MROW"
 echo "(raw wrk output and logs: $OUT)"
-if [ "${NO_APPEND:-}" != 1 ]; then
-  echo "$ROW" >>"$RESULTS"
-  if [ -n "$TROWS" ]; then
-    # Translated rows go at the end of their own table (the section marked below in RESULTS.md).
-    TROWS=$TROWS python3 - "$RESULTS" <<'PY'
+# Rows of the smaller tables go at the end of their own table, found by its marker comment.
+append_to() { # marker rows
+  [ -n "$2" ] || return 0
+  ROWS=$2 python3 - "$RESULTS" "$1" <<'PY'
 import os, sys
-path = sys.argv[1]
+path, marker = sys.argv[1], sys.argv[2]
 lines = open(path).read().split("\n")
-start = next(i for i, l in enumerate(lines) if l.startswith("<!-- translated-rows"))
+start = next(i for i, l in enumerate(lines) if l.startswith(marker))
 end = start + 1
 while end < len(lines) and lines[end].startswith("|"):
     end += 1
-lines[end:end] = os.environ["TROWS"].split("\n")
+lines[end:end] = os.environ["ROWS"].split("\n")
 open(path, "w").write("\n".join(lines))
 PY
-  fi
+}
+if [ "${NO_APPEND:-}" != 1 ]; then
+  echo "$ROW" >>"$RESULTS"
+  append_to "<!-- translated-rows" "$TROWS"
+  append_to "<!-- metering-rows" "$MROW"
   echo "appended to bench/RESULTS.md"
 fi
 ERRS=$(echo "$ROW" | awk -F'|' '{gsub(/ /, "", $(NF-2)); print $(NF-2)}')

@@ -71,9 +71,19 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     let usage = UsageWriter::start(&data_dir, store_dyn.clone(), config.usage_batch)
         .await
         .context("starting the usage writer")?;
+    // Benchmarks only (bench/run.sh): measure the gateway with metering switched off.
+    let metering = std::env::var("ROUTER_ONE_BENCH_UNMETERED").map_or(true, |v| v != "1");
+    if !metering {
+        tracing::warn!(
+            "ROUTER_ONE_BENCH_UNMETERED=1: requests are not limited, reserved or recorded (benchmarks only)"
+        );
+    }
+    // Build the tokenizer now rather than in the first request.
+    router_one_providers::estimate::warm_up();
     let server_config = ServerConfig {
         max_body_bytes: config.max_body_bytes,
         upstream_timeout: Duration::from_secs(config.upstream_timeout_secs),
+        metering,
     };
     let demo_credentials = match demo_upstream {
         Some(_) => Some(demo::ensure_account(&data_dir, store_dyn.as_ref(), listen).await?),

@@ -13,6 +13,8 @@ pub struct ApiError {
     pub message: Cow<'static, str>,
     /// The request field at fault, if any.
     pub param: Option<Cow<'static, str>>,
+    /// Seconds after which a retry can succeed (sent as `Retry-After`), for transient refusals.
+    pub retry_after_s: Option<u64>,
 }
 
 /// The kinds of failure, each with one fixed status, type and code.
@@ -97,7 +99,14 @@ impl ApiError {
             kind,
             message: message.into(),
             param: None,
+            retry_after_s: None,
         }
+    }
+
+    /// Says when a retry can succeed (`Retry-After`, whole seconds, at least 1).
+    pub fn with_retry_after(mut self, seconds: u64) -> ApiError {
+        self.retry_after_s = Some(seconds.max(1));
+        self
     }
 
     /// Names the request field at fault.

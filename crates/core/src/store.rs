@@ -61,6 +61,36 @@ impl BudgetPeriod {
         }
     }
 
+    /// The period containing `now_us` as `[start, end)` in µs since the epoch, UTC (`None`: a
+    /// lifetime budget has no period).
+    pub fn window(self, now_us: i64) -> Option<(i64, i64)> {
+        use time::{Duration, OffsetDateTime, Time};
+        let now = OffsetDateTime::from_unix_timestamp_nanos(i128::from(now_us) * 1000).ok()?;
+        let midnight = now.replace_time(Time::MIDNIGHT);
+        let (start, end) = match self {
+            BudgetPeriod::None => return None,
+            BudgetPeriod::Daily => (midnight, midnight + Duration::DAY),
+            BudgetPeriod::Weekly => {
+                let start = midnight - Duration::days(i64::from(now.weekday().number_days_from_monday()));
+                (start, start + Duration::WEEK)
+            }
+            BudgetPeriod::Monthly => {
+                let start = midnight.replace_day(1).ok()?;
+                let end = match start.month() {
+                    time::Month::December => start
+                        .replace_year(start.year() + 1)
+                        .ok()?
+                        .replace_month(time::Month::January),
+                    m => start.replace_month(m.next()),
+                }
+                .ok()?;
+                (start, end)
+            }
+        };
+        let us = |t: OffsetDateTime| i64::try_from(t.unix_timestamp_nanos() / 1000).ok();
+        Some((us(start)?, us(end)?))
+    }
+
     /// Parses the stored name.
     pub fn parse(s: &str) -> Option<BudgetPeriod> {
         Some(match s {
@@ -205,4 +235,49 @@ pub trait Store: Send + Sync + 'static {
     async fn usage_summary(&self, filter: &UsageFilter, group: SummaryGroup) -> StoreResult<Vec<SummaryRow>>;
     /// One record of an account.
     async fn usage_record(&self, account_id: &str, request_id: &str) -> StoreResult<Option<UsageRecord>>;
+    /// Σ cost of a key's usage records created at or after `since_us` (its spend in the current
+    /// budget period; read when the key is loaded, never per request).
+    async fn key_spend_since(&self, key_id: &str, since_us: i64) -> StoreResult<Usd>;
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn us(rfc3339: &str) -> i64 {
+        let t = time::OffsetDateTime::parse(rfc3339, &time::format_description::well_known::Rfc3339).unwrap();
+        i64::try_from(t.unix_timestamp_nanos() / 1000).unwrap()
+    }
+
+    #[test]
+    fn periods_are_utc_calendar_windows() {
+        let now = us("2026-11-25T13:45:10.5Z"); // a Wednesday
+        assert_eq!(BudgetPeriod::None.window(now), None);
+        assert_eq!(
+            BudgetPeriod::Daily.window(now),
+            Some((us("2026-11-25T00:00:00Z"), us("2026-11-26T00:00:00Z")))
+        );
+        assert_eq!(
+            BudgetPeriod::Weekly.window(now),
+            Some((us("2026-11-23T00:00:00Z"), us("2026-11-30T00:00:00Z")))
+        );
+        assert_eq!(
+            BudgetPeriod::Monthly.window(now),
+            Some((us("2026-11-01T00:00:00Z"), us("2026-12-01T00:00:00Z")))
+        );
+        assert_eq!(
+            BudgetPeriod::Monthly.window(us("2026-12-31T23:59:59Z")),
+            Some((us("2026-12-01T00:00:00Z"), us("2027-01-01T00:00:00Z")))
+        );
+        // The boundary belongs to the new period.
+        assert_eq!(
+            BudgetPeriod::Daily.window(us("2026-11-26T00:00:00Z")).unwrap().0,
+            us("2026-11-26T00:00:00Z")
+        );
+        assert_eq!(
+            BudgetPeriod::Weekly.window(us("2026-11-30T00:00:00Z")).unwrap().0,
+            us("2026-11-30T00:00:00Z")
+        );
+    }
 }

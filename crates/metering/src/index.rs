@@ -11,6 +11,7 @@ use router_one_core::store::{ApiKey, KeySettings};
 use router_one_core::{ApiError, ErrorKind, Usd};
 
 use crate::budget::Budget;
+use crate::rate::RateLimits;
 
 /// A live inference key.
 #[derive(Debug)]
@@ -23,7 +24,7 @@ pub struct KeyState {
     revoked: AtomicBool,
     /// The account's prepaid balance.
     pub account: Arc<Budget>,
-    /// The key's `max_spend`.
+    /// The key's `max_spend`, per `budget_period`.
     pub spend: Budget,
 }
 
@@ -31,6 +32,21 @@ impl KeyState {
     /// Whether the key was revoked.
     pub fn is_revoked(&self) -> bool {
         self.revoked.load(Ordering::Acquire)
+    }
+
+    /// When the key expires, µs since the epoch.
+    pub fn expires_at_us(&self) -> Option<i64> {
+        self.settings.load().expires_at_us
+    }
+
+    /// The key's request, token and concurrency limits.
+    pub fn rate_limits(&self) -> RateLimits {
+        let s = self.settings.load();
+        RateLimits {
+            rpm: s.rpm_limit.map(u64::from),
+            tpm: s.tpm_limit,
+            concurrency: s.max_concurrency.map(u64::from),
+        }
     }
 
     /// Refuses a revoked or expired key, or a model it may not use.
@@ -69,8 +85,10 @@ pub struct KeyIndex {
 impl KeyIndex {
     /// Adds a key, or returns it if already loaded (two requests may race to load the same key;
     /// both must share one budget). `balance` is the account's stored balance, used only if the
-    /// account is not loaded yet: once loaded, the in-memory budget is the truth.
-    pub fn insert(&self, key: &ApiKey, balance: Usd) -> Arc<KeyState> {
+    /// account is not loaded yet: once loaded, the in-memory budget is the truth. `spent` is what
+    /// the key's budget has already spent: its lifetime spend, or its spend in the period
+    /// containing `now_us` when it has a `budget_period`.
+    pub fn insert(&self, key: &ApiKey, balance: Usd, spent: Usd, now_us: i64) -> Arc<KeyState> {
         if let Some(existing) = self.get(&key.secret_hash) {
             return existing;
         }
@@ -85,7 +103,7 @@ impl KeyIndex {
             settings: ArcSwap::from_pointee(key.settings.clone()),
             revoked: AtomicBool::new(key.revoked_at_us.is_some()),
             account,
-            spend: Budget::new(key.settings.max_spend, key.spend),
+            spend: Budget::periodic(key.settings.max_spend, key.settings.budget_period, spent, now_us),
         });
         let state = self.by_hash.entry(key.secret_hash.clone()).or_insert(state).clone();
         self.by_id.insert(key.id.clone(), state.clone());
@@ -102,10 +120,16 @@ impl KeyIndex {
         self.by_id.get(id).map(|e| e.value().clone())
     }
 
-    /// Replaces a key's settings (its `max_spend` takes effect at once).
-    pub fn update(&self, id: &str, settings: &KeySettings) {
+    /// Replaces a key's settings (its `max_spend` takes effect at once). When its
+    /// `budget_period` changed, `spent` is its spend in the new period containing `now_us`.
+    pub fn update(&self, id: &str, settings: &KeySettings, spent: Option<Usd>, now_us: i64) {
         if let Some(state) = self.by_id(id) {
-            state.spend.set_limit(settings.max_spend);
+            match spent {
+                Some(spent) => state
+                    .spend
+                    .reset(settings.max_spend, settings.budget_period, spent, now_us),
+                None => state.spend.set_limit(settings.max_spend),
+            }
             state.settings.store(Arc::new(settings.clone()));
         }
     }
@@ -143,7 +167,7 @@ mod tests {
     #[test]
     fn checks_revocation_expiry_and_models() {
         let index = KeyIndex::default();
-        let k = index.insert(&key(Some(vec!["a".into()]), Some(100)), Usd::ZERO);
+        let k = index.insert(&key(Some(vec!["a".into()]), Some(100)), Usd::ZERO, Usd::ZERO, 0);
         assert!(k.check("a", 99).is_ok());
         assert_eq!(k.check("b", 99).unwrap_err().kind, ErrorKind::ModelNotAllowed);
         assert_eq!(k.check("a", 100).unwrap_err().kind, ErrorKind::ExpiredApiKey);
@@ -157,11 +181,11 @@ mod tests {
     #[test]
     fn keys_of_one_account_share_its_budget() {
         let index = KeyIndex::default();
-        let a = index.insert(&key(None, None), Usd::from_units(10));
+        let a = index.insert(&key(None, None), Usd::from_units(10), Usd::ZERO, 0);
         let mut other = key(None, None);
         other.id = "key_2".into();
         other.secret_hash = "h2".into();
-        let b = index.insert(&other, Usd::from_units(999));
+        let b = index.insert(&other, Usd::from_units(999), Usd::ZERO, 0);
         assert!(Arc::ptr_eq(&a.account, &b.account));
         assert_eq!(b.account.available(), Some(Usd::from_units(10)));
     }

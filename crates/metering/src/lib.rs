@@ -4,6 +4,7 @@
 
 pub mod budget;
 pub mod index;
+pub mod rate;
 pub mod reservation;
 
 pub use budget::Budget;

@@ -2,50 +2,81 @@
 //! account's balance until settled. Dropping it unsettled releases it, so an early return or a
 //! panic never leaks reserved money.
 
+use std::cell::Cell;
 use std::sync::Arc;
 
-use router_one_core::{ApiError, ErrorKind, Usd};
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
 
+use router_one_core::{ApiError, ErrorKind, PostedRates, Usd};
+
+use crate::budget::Exhausted;
 use crate::index::KeyState;
+use crate::rate::OutputAsk;
+
+/// What a request asks to hold: its prompt and its output, at the model's posted rates.
+#[derive(Debug, Clone, Copy)]
+pub struct CostAsk {
+    /// The model's rates.
+    pub rates: PostedRates,
+    /// An upper bound of the prompt's tokens.
+    pub prompt_tokens: u64,
+    /// The output: exactly the client's `max_tokens`, or up to what can be paid for.
+    pub output: OutputAsk,
+}
 
 /// Money held for one request in flight.
 #[derive(Debug)]
 pub struct Reservation {
     key: Arc<KeyState>,
     amount: Usd,
+    output_tokens: u64,
     settled: bool,
 }
 
 impl Reservation {
-    /// Reserves `amount` against the key's budget, then the account's; refuses if either
-    /// cannot cover it.
-    pub fn new(key: Arc<KeyState>, amount: Usd) -> Result<Reservation, ApiError> {
-        if let Err(e) = key.spend.reserve(amount) {
-            return Err(ApiError::new(
-                ErrorKind::InsufficientQuota,
-                format!(
-                    "This API key's spending limit is used up: the request may cost up to ${amount} and ${} is left. \
-                     Raise the key's max_spend or lower max_tokens.",
-                    e.available
-                ),
-            ));
-        }
-        if let Err(e) = key.account.reserve(amount) {
-            key.spend.settle(amount, Usd::ZERO);
-            return Err(ApiError::new(
-                ErrorKind::InsufficientQuota,
-                format!(
-                    "Your prepaid balance cannot cover this request: it may cost up to ${amount} and ${} is available. \
-                     Top up or lower max_tokens.",
-                    e.available
-                ),
-            ));
-        }
+    /// Reserves the request's worst case against the key's budget, then the account's. An
+    /// output of `UpTo` is clamped to what both can pay for (and refused below its `min`);
+    /// [`Reservation::output_tokens`] says what the reservation covers.
+    pub fn new(key: Arc<KeyState>, ask: CostAsk, now_us: i64) -> Result<Reservation, ApiError> {
+        let fitted = Cell::new(0u64);
+        let fit = |output: OutputAsk| {
+            let fitted = &fitted;
+            move |available: Option<Usd>| {
+                let (tokens, amount) = fit(&ask, output, available)?;
+                fitted.set(tokens);
+                Some(amount)
+            }
+        };
+        let on_key = key
+            .spend
+            .reserve_fit(now_us, fit(ask.output))
+            .map_err(|e| key_refusal(&ask, e, now_us))?;
+        let key_tokens = fitted.get();
+        let narrowed = match ask.output {
+            OutputAsk::Exactly(n) => OutputAsk::Exactly(n),
+            OutputAsk::UpTo { min, .. } => OutputAsk::UpTo { max: key_tokens, min },
+        };
+        let on_account = match key.account.reserve_fit(now_us, fit(narrowed)) {
+            Ok(amount) => amount,
+            Err(e) => {
+                key.spend.settle(on_key, Usd::ZERO);
+                return Err(account_refusal(&ask, e));
+            }
+        };
+        // The account may have clamped further: the key gives back the difference.
+        key.spend.settle(on_key.saturating_sub(on_account), Usd::ZERO);
         Ok(Reservation {
             key,
-            amount,
+            amount: on_account,
+            output_tokens: fitted.get(),
             settled: false,
         })
+    }
+
+    /// The output tokens this reservation pays for.
+    pub fn output_tokens(&self) -> u64 {
+        self.output_tokens
     }
 
     /// Ends the reservation, spending `actual`.
@@ -62,6 +93,96 @@ impl Reservation {
     }
 }
 
+/// The most output tokens (within the ask) whose worst case fits in `available`, and that cost.
+fn fit(ask: &CostAsk, output: OutputAsk, available: Option<Usd>) -> Option<(u64, Usd)> {
+    let cost = |tokens: u64| ask.rates.worst_case(ask.prompt_tokens, tokens);
+    let (max, min) = match output {
+        OutputAsk::Exactly(n) => (n, n),
+        OutputAsk::UpTo { max, min } => (max, min.min(max)),
+    };
+    let Some(available) = available else {
+        return Some((max, cost(max)?));
+    };
+    let prompt_cost = cost(0)?;
+    if prompt_cost > available {
+        return None;
+    }
+    let per_token = ask.rates.output_per_mtok / Decimal::from(1_000_000);
+    let mut tokens = if per_token.is_zero() {
+        max
+    } else {
+        ((available.saturating_sub(prompt_cost).to_decimal()) / per_token)
+            .floor()
+            .to_u64()
+            .unwrap_or(max)
+            .min(max)
+    };
+    // Rounding to 10⁻¹⁰ USD can put the estimate one token over; step down until it fits.
+    while tokens >= min {
+        let amount = cost(tokens)?;
+        if amount <= available {
+            return Some((tokens, amount));
+        }
+        tokens = tokens.checked_sub(1)?;
+    }
+    None
+}
+
+fn key_refusal(ask: &CostAsk, e: Exhausted, now_us: i64) -> ApiError {
+    match e.resets_at_us {
+        // A periodic budget comes back: transient, like a rate limit (relays retry, and must not
+        // read money words and disable the channel).
+        Some(at) => {
+            let seconds = u64::try_from(at.saturating_sub(now_us))
+                .unwrap_or(0)
+                .div_ceil(1_000_000);
+            ApiError::new(
+                ErrorKind::RateLimited,
+                format!(
+                    "This API key's budget for the current period is used up (${} left, the request needs {}); \
+                     it starts again in {seconds} s.",
+                    e.available,
+                    needs(ask)
+                ),
+            )
+            .with_retry_after(seconds)
+        }
+        None => ApiError::new(
+            ErrorKind::InsufficientQuota,
+            format!(
+                "This API key's spending limit is used up: ${} is left and the request needs {}. \
+                 Raise the key's max_spend or lower max_tokens.",
+                e.available,
+                needs(ask)
+            ),
+        ),
+    }
+}
+
+fn account_refusal(ask: &CostAsk, e: Exhausted) -> ApiError {
+    ApiError::new(
+        ErrorKind::InsufficientQuota,
+        format!(
+            "Your prepaid balance cannot cover this request: ${} is available and the request needs {}. \
+             Top up or lower max_tokens.",
+            e.available,
+            needs(ask)
+        ),
+    )
+}
+
+/// What the request needed at least, for error messages.
+fn needs(ask: &CostAsk) -> String {
+    let (tokens, what) = match ask.output {
+        OutputAsk::Exactly(n) => (n, "up to"),
+        OutputAsk::UpTo { max, min } => (min.min(max), "at least"),
+    };
+    match ask.rates.worst_case(ask.prompt_tokens, tokens) {
+        Some(cost) => format!("{what} ${cost}"),
+        None => "more than can be stored".to_owned(),
+    }
+}
+
 impl Drop for Reservation {
     fn drop(&mut self) {
         self.finish(Usd::ZERO);
@@ -73,9 +194,20 @@ impl Drop for Reservation {
 mod tests {
     use super::*;
     use crate::index::KeyIndex;
-    use router_one_core::store::{ApiKey, KeySettings};
+    use router_one_core::store::{ApiKey, BudgetPeriod, KeySettings};
 
-    fn index_with(balance: i64, max_spend: Option<i64>) -> Arc<KeyState> {
+    /// Input free, output $10 per 1M tokens: one output token = 100,000 units of 10⁻¹⁰ USD.
+    fn rates() -> PostedRates {
+        PostedRates {
+            input_per_mtok: Decimal::ZERO,
+            cached_input_per_mtok: Decimal::ZERO,
+            output_per_mtok: Decimal::from(10),
+        }
+    }
+
+    const TOKEN: i64 = 100_000;
+
+    fn key_with(balance: i64, max_spend: Option<i64>, period: BudgetPeriod) -> Arc<KeyState> {
         let index = KeyIndex::default();
         let key = ApiKey {
             id: "key_1".into(),
@@ -84,34 +216,103 @@ mod tests {
             hint: String::new(),
             settings: KeySettings {
                 max_spend: max_spend.map(Usd::from_units),
+                budget_period: period,
                 ..Default::default()
             },
             created_at_us: 0,
             revoked_at_us: None,
             spend: Usd::ZERO,
         };
-        index.insert(&key, Usd::from_units(balance))
+        index.insert(&key, Usd::from_units(balance), Usd::ZERO, 0)
+    }
+
+    fn ask(output: OutputAsk) -> CostAsk {
+        CostAsk {
+            rates: rates(),
+            prompt_tokens: 0,
+            output,
+        }
     }
 
     #[test]
     fn drop_releases_and_settle_spends() {
-        let key = index_with(100, None);
-        drop(Reservation::new(key.clone(), Usd::from_units(60)).unwrap());
-        assert_eq!(key.account.available(), Some(Usd::from_units(100)));
-        Reservation::new(key.clone(), Usd::from_units(60))
+        let key = key_with(100 * TOKEN, None, BudgetPeriod::None);
+        drop(Reservation::new(key.clone(), ask(OutputAsk::Exactly(60)), 0).unwrap());
+        assert_eq!(key.account.available(), Some(Usd::from_units(100 * TOKEN)));
+        Reservation::new(key.clone(), ask(OutputAsk::Exactly(60)), 0)
             .unwrap()
-            .settle(Usd::from_units(10));
-        assert_eq!(key.account.available(), Some(Usd::from_units(90)));
+            .settle(Usd::from_units(10 * TOKEN));
+        assert_eq!(key.account.available(), Some(Usd::from_units(90 * TOKEN)));
     }
 
     #[test]
     fn refused_by_key_or_account_and_leaks_nothing() {
-        let key = index_with(100, Some(50));
-        let e = Reservation::new(key.clone(), Usd::from_units(60)).unwrap_err();
-        assert_eq!(e.kind, ErrorKind::InsufficientQuota);
-        let key = index_with(40, Some(50));
-        assert!(Reservation::new(key.clone(), Usd::from_units(45)).is_err());
+        let key = key_with(100 * TOKEN, Some(50 * TOKEN), BudgetPeriod::None);
+        let e = Reservation::new(key.clone(), ask(OutputAsk::Exactly(60)), 0).unwrap_err();
+        assert_eq!((e.kind, e.retry_after_s), (ErrorKind::InsufficientQuota, None));
+        let key = key_with(40 * TOKEN, Some(50 * TOKEN), BudgetPeriod::None);
+        let e = Reservation::new(key.clone(), ask(OutputAsk::Exactly(45)), 0).unwrap_err();
+        assert!(e.message.contains("prepaid balance"), "{}", e.message);
         assert_eq!(key.spend.reserved(), Usd::ZERO);
         assert_eq!(key.account.reserved(), Usd::ZERO);
+    }
+
+    #[test]
+    fn an_unbounded_output_is_clamped_to_what_both_budgets_can_pay() {
+        let key = key_with(1_000 * TOKEN, Some(30 * TOKEN), BudgetPeriod::None);
+        let r = Reservation::new(key.clone(), ask(OutputAsk::UpTo { max: 128_000, min: 16 }), 0).unwrap();
+        assert_eq!(r.output_tokens(), 30);
+        assert_eq!(key.spend.available(), Some(Usd::ZERO));
+        drop(r);
+        // The account is the tighter one: the key gives back what the account could not cover.
+        let key = key_with(20 * TOKEN + 5, Some(30 * TOKEN), BudgetPeriod::None);
+        let r = Reservation::new(key.clone(), ask(OutputAsk::UpTo { max: 128_000, min: 16 }), 0).unwrap();
+        assert_eq!(r.output_tokens(), 20);
+        assert_eq!(key.spend.reserved(), Usd::from_units(20 * TOKEN));
+        assert_eq!(key.account.available(), Some(Usd::from_units(5)));
+        // Not even the minimal answer: refused, nothing held.
+        let e = Reservation::new(key.clone(), ask(OutputAsk::UpTo { max: 128_000, min: 16 }), 0).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InsufficientQuota);
+        assert_eq!(key.spend.reserved(), Usd::from_units(20 * TOKEN));
+    }
+
+    #[test]
+    fn a_used_up_periodic_budget_is_a_transient_429() {
+        let now = 20_000 * 86_400_000_000 + 86_000_000_000; // 400 s before midnight UTC
+        let key = key_with(1_000 * TOKEN, Some(10 * TOKEN), BudgetPeriod::Daily);
+        let e = Reservation::new(key, ask(OutputAsk::Exactly(11)), now).unwrap_err();
+        assert_eq!((e.kind, e.retry_after_s), (ErrorKind::RateLimited, Some(400)));
+        assert!(
+            !e.message.contains("credit") && !e.message.contains("balance"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn clamping_rounds_down_never_over() {
+        // $0.075 per 1M output tokens: a token is 750 units; prompt of 7 tokens at $0.15.
+        let rates = PostedRates {
+            input_per_mtok: "0.15".parse().unwrap(),
+            cached_input_per_mtok: "0.15".parse().unwrap(),
+            output_per_mtok: "0.075".parse().unwrap(),
+        };
+        for available in [0i64, 1, 749, 10_500, 10_501, 11_249, 11_250, 1_000_000] {
+            let ask = CostAsk {
+                rates,
+                prompt_tokens: 7,
+                output: OutputAsk::UpTo { max: 1_000, min: 0 },
+            };
+            match fit(&ask, ask.output, Some(Usd::from_units(available))) {
+                Some((tokens, amount)) => {
+                    assert!(amount.units() <= available);
+                    assert_eq!(amount, rates.worst_case(7, tokens).unwrap());
+                    if tokens < 1_000 {
+                        assert!(rates.worst_case(7, tokens + 1).unwrap().units() > available);
+                    }
+                }
+                None => assert!(rates.worst_case(7, 0).unwrap().units() > available),
+            }
+        }
     }
 }

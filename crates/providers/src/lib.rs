@@ -4,6 +4,7 @@
 
 pub mod anthropic;
 pub mod client;
+pub mod estimate;
 pub mod gemini;
 pub mod openai;
 pub mod provider;
@@ -13,7 +14,7 @@ pub mod sse;
 
 pub use client::{UpstreamClient, UpstreamError};
 pub use provider::{
-    ApiStyle, ChatApi, ChatRequest, Decoded, HeldUsage, PreparedRequest, Provider, ProviderConfig, ReadContext,
-    ReadHints, ReadResponse, Refusal, StreamDecoder, Target,
+    ApiStyle, ChatApi, ChatRequest, Decoded, HeldUsage, OutputLimitField, PreparedRequest, Provider, ProviderConfig,
+    ReadContext, ReadHints, ReadResponse, Refusal, StreamDecoder, Target,
 };
 pub use request::{ChatView, TopLevel};

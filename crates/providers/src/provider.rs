@@ -36,6 +36,32 @@ pub struct ProviderConfig {
     pub base_url: String,
     /// The environment variable holding the secret (never the secret itself).
     pub api_key_env: String,
+    /// OpenAI format only: the field that limits output when the gateway adds one (OpenAI's
+    /// reasoning models accept only `max_completion_tokens`; most compatible vendors only
+    /// `max_tokens`).
+    #[serde(default)]
+    pub output_limit_field: OutputLimitField,
+}
+
+/// The request field that limits output tokens.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputLimitField {
+    /// `max_tokens`.
+    #[default]
+    MaxTokens,
+    /// `max_completion_tokens`.
+    MaxCompletionTokens,
+}
+
+impl OutputLimitField {
+    /// The field's name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputLimitField::MaxTokens => "max_tokens",
+            OutputLimitField::MaxCompletionTokens => "max_completion_tokens",
+        }
+    }
 }
 
 /// A request body rewritten for the upstream.
@@ -77,6 +103,16 @@ pub struct Target<'a> {
     pub model: &'a Model,
     /// The model id the upstream knows.
     pub upstream_id: &'a str,
+    /// An output limit to send when the client named none: admission clamped the request to
+    /// what its key and account can pay for.
+    pub output_cap: Option<u64>,
+}
+
+impl ChatRequest<'_> {
+    /// The output limit to send upstream: the client's, else admission's clamp.
+    pub fn output_limit(&self, target: Target<'_>) -> Option<u64> {
+        self.view.max_output.or(target.output_cap)
+    }
 }
 
 /// What a reader needs to know about the request whose answer it reads.
@@ -196,7 +232,9 @@ impl Provider {
     /// Builds a provider from its config, reading its secret from the environment.
     pub fn from_config(name: &str, config: &ProviderConfig) -> Provider {
         let api: Arc<dyn ChatApi> = match config.api {
-            ApiStyle::OpenAi => Arc::new(OpenAi),
+            ApiStyle::OpenAi => Arc::new(OpenAi {
+                output_limit_field: config.output_limit_field,
+            }),
             ApiStyle::Anthropic => Arc::new(Anthropic),
             ApiStyle::Gemini => Arc::new(Gemini),
         };

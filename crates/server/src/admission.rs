@@ -1,10 +1,16 @@
-//! Admission: which model and provider a request goes to, and the reservation of its worst-case
-//! cost. A request that cannot be paid for in the worst case is refused before it is sent.
+//! Admission: which model and provider a request goes to, its key's rate limits, and the
+//! reservation of its worst-case cost. A request over a limit, or that cannot be paid for in the
+//! worst case, is refused before it is sent; one that names no `max_tokens` is clamped to what
+//! remains.
 
 use std::sync::Arc;
 
-use router_one_core::{ApiError, ErrorKind, Model, ModelKind, Usd};
+use std::time::Instant;
+
+use router_one_core::{ApiError, ErrorKind, Model, ModelKind};
 use router_one_metering::Reservation;
+use router_one_metering::rate::{OutputAsk, TokenAsk};
+use router_one_metering::reservation::CostAsk;
 use router_one_providers::Provider;
 
 use crate::record::RequestMeter;
@@ -56,23 +62,68 @@ pub(crate) fn route<'a>(app: &'a AppState, model_id: &str, kind: ModelKind) -> R
         })
 }
 
-/// Reserves the worst case of a request whose body is `body_len` bytes and which may produce
-/// up to `max_output` tokens (`None`: the model's maximum).
-///
-/// The prompt bound is the body's length in bytes: every text token is at least one byte of
-/// the JSON that carries it. (Token-exact estimates arrive with the metering issue.)
+/// The fewest output tokens worth sending a request with when it names no `max_tokens` and its
+/// output is clamped to what remains: below this, the request is refused instead.
+pub(crate) const MIN_OUTPUT_TOKENS: u64 = 16;
+
+/// Admits a request with an upper bound of `prompt_tokens` that may produce `max_output` tokens
+/// (`None`: the client named no limit): the key's rate limits first (transient), then its money
+/// (promise 3, in `metering`). Returns the output limit to send upstream when the client named
+/// none and the request was clamped to what remains (`None`: nothing to add).
 pub(crate) fn reserve(
+    app: &AppState,
     meter: &mut RequestMeter,
     model: &Model,
-    body_len: usize,
+    prompt_tokens: impl FnOnce() -> Result<u64, ApiError>,
     max_output: Option<u64>,
-) -> Result<(), ApiError> {
-    let output = max_output.unwrap_or(model.max_output).min(model.max_output.max(1));
-    let worst = model
-        .rates()
-        .worst_case(body_len as u64, output)
-        .unwrap_or(Usd::from_units(i64::MAX));
-    meter.reservation = Some(Reservation::new(meter.key.clone(), worst)?);
+) -> Result<Option<u64>, ApiError> {
     meter.rates = Some(model.rates());
-    Ok(())
+    if !meter.metering {
+        return Ok(None);
+    }
+    let prompt_tokens = prompt_tokens()?;
+    let mut output = match max_output {
+        Some(n) => OutputAsk::Exactly(n.min(model.max_output)),
+        None => OutputAsk::UpTo {
+            max: model.max_output,
+            min: MIN_OUTPUT_TOKENS.min(model.max_output),
+        },
+    };
+    let limits = meter.key.rate_limits();
+    if limits.is_limited() {
+        let ask = TokenAsk {
+            prompt: prompt_tokens,
+            output,
+        };
+        match app.limiter.acquire(&meter.key.id, &limits, ask, Instant::now()) {
+            Ok(grant) => {
+                if let OutputAsk::UpTo { min, .. } = output {
+                    output = OutputAsk::UpTo {
+                        max: grant.granted_output(),
+                        min,
+                    };
+                }
+                meter.rate_snapshot = Some(*grant.snapshot());
+                meter.rate = Some(grant);
+            }
+            Err(refusal) => {
+                meter.rate_snapshot = Some(refusal.snapshot);
+                return Err(ApiError::new(ErrorKind::RateLimited, refusal.message())
+                    .with_retry_after(refusal.retry_after_secs()));
+            }
+        }
+    }
+    let ask = CostAsk {
+        rates: model.rates(),
+        prompt_tokens,
+        output,
+    };
+    let reservation = Reservation::new(meter.key.clone(), ask, meter.created_at_us)?;
+    let granted = reservation.output_tokens();
+    if let Some(grant) = meter.rate.as_mut() {
+        grant.shrink_output(granted);
+        meter.rate_snapshot = Some(*grant.snapshot());
+    }
+    meter.reservation = Some(reservation);
+    Ok((max_output.is_none() && granted < model.max_output).then_some(granted))
 }

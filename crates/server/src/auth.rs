@@ -12,7 +12,7 @@ use router_one_core::{ApiError, ErrorKind};
 use router_one_metering::KeyState;
 
 use crate::error::{ErrorResponse, internal};
-use crate::state::AppState;
+use crate::state::{AppState, budget_spent};
 
 /// The bearer token of a request.
 fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
@@ -65,7 +65,11 @@ pub(crate) async fn inference_key(app: &AppState, headers: &HeaderMap) -> Result
 /// account is not loaded yet).
 pub(crate) async fn load_key(app: &AppState, key: &ApiKey) -> Result<Arc<KeyState>, ErrorResponse> {
     let account = app.store.account(&key.account_id).await.map_err(internal)?;
-    Ok(app.keys.insert(key, account.map(|a| a.balance).unwrap_or_default()))
+    let now_us = router_one_core::ids::now_us();
+    let spent = budget_spent(app.store.as_ref(), key, now_us).await.map_err(internal)?;
+    Ok(app
+        .keys
+        .insert(key, account.map(|a| a.balance).unwrap_or_default(), spent, now_us))
 }
 
 /// The account whose management key presents this request.

@@ -44,6 +44,9 @@ impl IntoResponse for ErrorResponse {
         if let Some(id) = self.request_id.and_then(|id| HeaderValue::from_str(&id).ok()) {
             headers.insert("x-request-id", id);
         }
+        if let Some(seconds) = self.error.retry_after_s {
+            headers.insert(http::header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         response
     }
 }

@@ -45,6 +45,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/chat/completions", post(routes::chat::completions))
         .route("/v1/embeddings", post(routes::embeddings::create))
         .route("/v1/models", get(routes::models::list))
+        .route("/v1/dashboard/billing/subscription", get(routes::billing::subscription))
+        .route("/v1/dashboard/billing/usage", get(routes::billing::usage))
         .route("/health", get(routes::health))
         .merge(management)
         .fallback(routes::not_found)

@@ -7,6 +7,7 @@ use std::time::Instant;
 
 use router_one_core::usage::{Endpoint, UsageRecord};
 use router_one_core::{ApiError, ErrorKind, PostedRates, TokenUsage, Usd};
+use router_one_metering::rate::{RateGrant, RateSnapshot};
 use router_one_metering::{KeyState, Reservation};
 use router_one_store::UsageWriter;
 
@@ -38,11 +39,17 @@ pub(crate) struct RequestMeter {
     pub(crate) ttft_us: Option<u64>,
     pub(crate) rates: Option<PostedRates>,
     pub(crate) reservation: Option<Reservation>,
+    /// The key's request/token/concurrency grant; its slot is freed when the meter finishes.
+    pub(crate) rate: Option<RateGrant>,
+    /// The rate counters to show in this request's `x-ratelimit-*` headers.
+    pub(crate) rate_snapshot: Option<RateSnapshot>,
+    /// Whether the request is metered (always, except in a benchmark of metering's cost).
+    pub(crate) metering: bool,
 }
 
 impl RequestMeter {
     /// A meter for a request that just arrived.
-    pub(crate) fn new(key: Arc<KeyState>, endpoint: Endpoint, started: Instant) -> RequestMeter {
+    pub(crate) fn new(key: Arc<KeyState>, endpoint: Endpoint, started: Instant, metering: bool) -> RequestMeter {
         RequestMeter {
             request_id: router_one_core::ids::new_id("req"),
             key,
@@ -56,6 +63,9 @@ impl RequestMeter {
             ttft_us: None,
             rates: None,
             reservation: None,
+            rate: None,
+            rate_snapshot: None,
+            metering,
         }
     }
 
@@ -100,10 +110,19 @@ impl RequestMeter {
             error_code: outcome.error_code.map(str::to_owned),
             streamed: self.streamed,
         };
-        let written = writer.record(record);
+        if let Some(grant) = self.rate.take() {
+            grant.settle(
+                outcome
+                    .usage
+                    .prompt_tokens
+                    .saturating_add(outcome.usage.completion_tokens),
+            );
+        }
+        let written = if self.metering { writer.record(record) } else { Ok(()) };
         // Settle even if the journal failed: the money was spent upstream either way.
         match self.reservation.take() {
             Some(reservation) => reservation.settle(cost),
+            None if !self.metering => {}
             None => {
                 self.key.spend.settle(Usd::ZERO, cost);
                 self.key.account.settle(Usd::ZERO, cost);

@@ -7,8 +7,10 @@ use std::time::Duration;
 use dashmap::DashMap;
 
 use router_one_core::Catalog;
-use router_one_core::store::Store;
+use router_one_core::Usd;
+use router_one_core::store::{ApiKey, Store, StoreResult};
 use router_one_metering::KeyIndex;
+use router_one_metering::rate::{InProcessLimiter, RateLimiter};
 use router_one_providers::{Provider, UpstreamClient};
 use router_one_store::UsageWriter;
 
@@ -19,6 +21,10 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// How long to wait for an upstream's response head, and between stream events.
     pub upstream_timeout: Duration,
+    /// `false` only to measure what metering costs (`bench/run.sh`): requests are then neither
+    /// estimated, limited, reserved nor recorded. Never in production: it suspends promises 3
+    /// and 5.
+    pub metering: bool,
 }
 
 impl Default for ServerConfig {
@@ -26,6 +32,7 @@ impl Default for ServerConfig {
         ServerConfig {
             max_body_bytes: 32 * 1024 * 1024,
             upstream_timeout: Duration::from_secs(600),
+            metering: true,
         }
     }
 }
@@ -42,6 +49,9 @@ pub struct AppState {
     pub client: UpstreamClient,
     /// Live inference keys and account budgets.
     pub keys: KeyIndex,
+    /// Per-key request, token and concurrency limits (in-process; a Redis-backed limiter
+    /// slots in behind the same trait for several nodes).
+    pub limiter: Arc<dyn RateLimiter>,
     /// Management-key hash → account id, filled on first use.
     pub management_keys: DashMap<String, String>,
     /// Durable state.
@@ -65,10 +75,12 @@ impl AppState {
             providers,
             client: UpstreamClient::new()?,
             keys: KeyIndex::default(),
+            limiter: Arc::new(InProcessLimiter::default()),
             management_keys: DashMap::new(),
             store,
             usage,
         };
+        let now_us = router_one_core::ids::now_us();
         for key in state.store.active_keys().await? {
             let balance = state
                 .store
@@ -76,8 +88,18 @@ impl AppState {
                 .await?
                 .map(|a| a.balance)
                 .unwrap_or_default();
-            state.keys.insert(&key, balance);
+            let spent = budget_spent(state.store.as_ref(), &key, now_us).await?;
+            state.keys.insert(&key, balance, spent, now_us);
         }
         Ok(state)
+    }
+}
+
+/// What a key's budget has spent at `now_us`: its lifetime spend, or its spend in the current
+/// period when it has a `budget_period` (summed from its usage records once, when loaded).
+pub(crate) async fn budget_spent(store: &dyn Store, key: &ApiKey, now_us: i64) -> StoreResult<Usd> {
+    match key.settings.budget_period.window(now_us) {
+        Some((start, _)) => store.key_spend_since(&key.id, start).await,
+        None => Ok(key.spend),
     }
 }

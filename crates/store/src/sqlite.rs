@@ -317,4 +317,16 @@ impl Store for SqliteStore {
     async fn usage_record(&self, account_id: &str, request_id: &str) -> StoreResult<Option<UsageRecord>> {
         usage::usage_record(&self.pool, account_id, request_id).await
     }
+
+    async fn key_spend_since(&self, key_id: &str, since_us: i64) -> StoreResult<Usd> {
+        let units: i64 = sqlx::query_scalar(
+            "SELECT COALESCE(SUM(cost_units), 0) FROM usage_records WHERE key_id = $1 AND created_at_us >= $2",
+        )
+        .bind(key_id)
+        .bind(since_us)
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_err)?;
+        Ok(Usd::from_units(units))
+    }
 }

@@ -530,6 +530,24 @@ async fn usage_summary_sums_exactly(store: &dyn Store) {
     );
 }
 
+async fn key_spend_since_sums_one_key_from_a_time(store: &dyn Store) {
+    two_accounts(store).await;
+    let batch = [
+        record(1, "acct_a", "key_a1", "m", JAN_1 + DAY - 1, 7, 200),
+        record(2, "acct_a", "key_a1", "m", JAN_1 + DAY, 11, 200),
+        record(3, "acct_a", "key_a1", "m", JAN_1 + 2 * DAY, 13, 500),
+        record(4, "acct_a", "key_a2", "m", JAN_1 + 2 * DAY, 17, 200),
+    ];
+    store.record_usage(&batch).await.unwrap();
+    assert_eq!(store.key_spend_since("key_a1", JAN_1 + DAY).await.unwrap().units(), 24);
+    assert_eq!(store.key_spend_since("key_a1", JAN_1).await.unwrap().units(), 31);
+    assert_eq!(
+        store.key_spend_since("key_a2", JAN_1 + 3 * DAY).await.unwrap().units(),
+        0
+    );
+    assert_eq!(store.key_spend_since("key_none", 0).await.unwrap().units(), 0);
+}
+
 async fn usage_record_is_scoped_by_account(store: &dyn Store) {
     two_accounts(store).await;
     let r = record(1, "acct_a", "key_a1", "gpt-4o", JAN_1, 10, 200);
@@ -556,6 +574,7 @@ macro_rules! store_suite {
                 usage_filters_and_pagination,
                 usage_summary_sums_exactly,
                 usage_record_is_scoped_by_account,
+                key_spend_since_sums_one_key_from_a_time,
             );
         }
     };

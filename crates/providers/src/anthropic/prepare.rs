@@ -37,7 +37,7 @@ pub(super) fn prepare(request: &ChatRequest<'_>, target: Target<'_>) -> Result<B
     let chat = ChatBody::parse(request.body)?;
     let contents = chat.contents()?;
     let conversation = conversation(&chat.messages, &contents, target.model.vision)?;
-    let max_tokens = request.view.max_output.unwrap_or(target.model.max_output);
+    let max_tokens = request.output_limit(target).unwrap_or(target.model.max_output);
     let tools = tools(&chat, target)?;
     let choice = chat.tool_choice()?;
     let tool_choice = tool_choice(choice.as_ref(), chat.parallel_tool_calls, !tools.is_empty())?;

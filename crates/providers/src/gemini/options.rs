@@ -80,7 +80,7 @@ pub(crate) fn generation_config<'b>(
 ) -> Result<GenerationConfig<'b>, ApiError> {
     let raw = |v: Option<&'b RawValue>| v.filter(|v| !is_null(v));
     let mut config = GenerationConfig {
-        max_output_tokens: request.view.max_output,
+        max_output_tokens: request.output_limit(target),
         temperature: raw(chat.temperature),
         top_p: raw(chat.top_p),
         top_k: raw(chat.top_k),

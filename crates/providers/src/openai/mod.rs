@@ -14,8 +14,8 @@ use serde::Deserialize;
 use router_one_core::ApiError;
 
 use crate::provider::{
-    ChatApi, ChatRequest, Decoded, PreparedRequest, ReadContext, ReadHints, ReadResponse, Refusal, StreamDecoder,
-    Target,
+    ChatApi, ChatRequest, Decoded, OutputLimitField, PreparedRequest, ReadContext, ReadHints, ReadResponse, Refusal,
+    StreamDecoder, Target,
 };
 use crate::refusal;
 use crate::request::TopLevel;
@@ -24,21 +24,30 @@ pub use response::with_cost;
 
 /// The OpenAI-compatible adapter.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct OpenAi;
+pub struct OpenAi {
+    /// The field written when admission clamps a request's output.
+    pub output_limit_field: OutputLimitField,
+}
 
 impl ChatApi for OpenAi {
     fn prepare_chat(&self, request: &ChatRequest<'_>, target: Target<'_>) -> Result<PreparedRequest, ApiError> {
         let rename = request.view.model != target.upstream_id;
         // Streams always ask for usage so they can be metered, asked for by the client or not.
         let force_usage = request.view.stream && !request.view.include_usage;
-        let body = if rename || force_usage {
+        // A request with no output limit that admission clamped gets the clamp.
+        let cap = target.output_cap.filter(|_| request.view.max_output.is_none());
+        let body = if rename || force_usage || cap.is_some() {
             let model = serde_json::Value::from(target.upstream_id).to_string();
-            let mut replace = Vec::with_capacity(2);
+            let cap = cap.map(|c| c.to_string());
+            let mut replace = Vec::with_capacity(3);
             if rename {
                 replace.push(("model", model.as_str()));
             }
             if force_usage {
                 replace.push(("stream_options", r#"{"include_usage":true}"#));
+            }
+            if let Some(cap) = &cap {
+                replace.push((self.output_limit_field.as_str(), cap.as_str()));
             }
             request.top.write_with(&replace)
         } else {

@@ -10,6 +10,7 @@ use http::HeaderMap;
 
 use router_one_core::usage::Endpoint;
 use router_one_core::{ApiError, ModelKind};
+use router_one_providers::estimate;
 use router_one_providers::request::{TopLevel, chat_view};
 use router_one_providers::{ChatRequest, Target};
 
@@ -35,7 +36,9 @@ fn admit(app: &AppState, meter: &mut RequestMeter, body: &Bytes) -> Result<Admit
     meter.key.check(&view.model, meter.created_at_us)?;
     let routed = admission::route(app, &view.model, ModelKind::Chat)?;
     meter.provider.clone_from(&routed.provider.name);
-    admission::reserve(meter, routed.model, body.len(), view.max_output)?;
+    let tokenizer = estimate::tokenizer_for(&routed.model.family);
+    let prompt_tokens = || estimate::prompt_tokens(&top, tokenizer);
+    let output_cap = admission::reserve(app, meter, routed.model, prompt_tokens, view.max_output)?;
     let request = ChatRequest {
         body,
         top: &top,
@@ -44,6 +47,7 @@ fn admit(app: &AppState, meter: &mut RequestMeter, body: &Bytes) -> Result<Admit
     let target = Target {
         model: routed.model,
         upstream_id: routed.upstream_id,
+        output_cap,
     };
     let prepared = routed.provider.api.prepare_chat(&request, target)?;
     Ok(Admitted {

@@ -11,6 +11,7 @@ use http::HeaderMap;
 use router_one_core::usage::Endpoint;
 use router_one_core::{ApiError, ErrorKind, ModelKind};
 use router_one_providers::Target;
+use router_one_providers::estimate;
 use router_one_providers::request::{TopLevel, model_field};
 
 use crate::admission;
@@ -39,10 +40,18 @@ fn admit(app: &AppState, meter: &mut RequestMeter, body: &Bytes) -> Result<Admit
     meter.key.check(&model, meter.created_at_us)?;
     let routed = admission::route(app, &model, ModelKind::Embedding)?;
     meter.provider.clone_from(&routed.provider.name);
-    admission::reserve(meter, routed.model, body.len(), Some(0))?;
+    let tokenizer = estimate::tokenizer_for(&routed.model.family);
+    admission::reserve(
+        app,
+        meter,
+        routed.model,
+        || estimate::embedding_tokens(&top, tokenizer),
+        Some(0),
+    )?;
     let target = Target {
         model: routed.model,
         upstream_id: routed.upstream_id,
+        output_cap: None,
     };
     let prepared = routed.provider.api.prepare_embeddings(&top, target)?;
     Ok(Admitted {

@@ -21,7 +21,7 @@ use router_one_core::{ApiError, ErrorKind, Usd};
 use crate::auth;
 use crate::error::{ErrorResponse, internal};
 use crate::routes;
-use crate::state::AppState;
+use crate::state::{AppState, budget_spent};
 
 /// The settings a client sends; every field optional. Unknown fields are refused.
 #[derive(Debug, Default, Deserialize, Serialize)]
@@ -126,11 +126,34 @@ pub(crate) fn format_time(us: i64) -> String {
         .unwrap_or_default()
 }
 
-/// The key as the API shows it: settings, spend so far (live), never the secret.
+/// The key as the API shows it: settings, spend so far, spend in the current budget period,
+/// what is reserved and left, and where its rate limits stand (live), never the secret.
 fn key_json(app: &AppState, key: &ApiKey) -> Value {
     let s = &key.settings;
-    // The live budget started from the stored spend and has settled every request since.
-    let spend = app.keys.by_id(&key.id).map_or(key.spend, |k| k.spend.spent());
+    let now_us = router_one_core::ids::now_us();
+    let live = app.keys.by_id(&key.id);
+    let budget = live.as_ref().map(|k| k.spend.snapshot(now_us));
+    let period = s.budget_period.window(now_us);
+    // A lifetime budget started from the stored spend and has settled every request since; a
+    // periodic one counts only its period, so the lifetime figure is the stored one.
+    let spend = match (&budget, period) {
+        (Some(b), None) => b.spent,
+        _ => key.spend,
+    };
+    let rate = live.as_ref().map(|k| {
+        let limits = k.rate_limits();
+        let snapshot = app.limiter.peek(&k.id, &limits, std::time::Instant::now());
+        let counter = |c: Option<router_one_metering::rate::Counter>| {
+            c.map(|c| {
+                serde_json::json!({
+                    "limit": c.limit,
+                    "remaining": c.remaining,
+                    "reset": router_one_metering::rate::format_duration(c.reset),
+                })
+            })
+        };
+        serde_json::json!({ "requests": counter(snapshot.requests), "tokens": counter(snapshot.tokens) })
+    });
     serde_json::json!({
         "id": key.id,
         "object": "api_key",
@@ -147,7 +170,17 @@ fn key_json(app: &AppState, key: &ApiKey) -> Value {
         "created_at": format_time(key.created_at_us),
         "revoked_at": key.revoked_at_us.map(format_time),
         "spend": spend,
-        "remaining": s.max_spend.map(|m| m.saturating_sub(spend).max(Usd::ZERO)),
+        "period": period.map(|(start, end)| serde_json::json!({
+            "start": format_time(start),
+            "end": format_time(end),
+            "spend": budget.map(|b| b.spent),
+        })),
+        "reserved": budget.map_or(Usd::ZERO, |b| b.reserved),
+        "remaining": budget.map_or_else(
+            || s.max_spend.map(|m| m.saturating_sub(spend).max(Usd::ZERO)),
+            |b| b.available,
+        ),
+        "rate_limits": rate,
     })
 }
 
@@ -236,7 +269,18 @@ pub(crate) async fn update(
         .await
         .map_err(internal)?
         .ok_or_else(|| no_such_key(&id))?;
-    app.keys.update(&id, &settings);
+    // A new budget period counts from the spend already recorded in it.
+    let now_us = router_one_core::ids::now_us();
+    let spent = if settings.budget_period == key.settings.budget_period {
+        None
+    } else {
+        Some(
+            budget_spent(app.store.as_ref(), &updated, now_us)
+                .await
+                .map_err(internal)?,
+        )
+    };
+    app.keys.update(&id, &settings, spent, now_us);
     Ok(Json(key_json(&app, &updated)).into_response())
 }
 

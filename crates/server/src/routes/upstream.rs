@@ -54,11 +54,24 @@ pub(crate) async fn serve_inference(
         Ok(key) => key,
         Err(e) => return e.into_response(),
     };
-    let mut meter = RequestMeter::new(key, endpoint, started);
-    match admit(&app, &mut meter, &body) {
+    let mut meter = RequestMeter::new(key, endpoint, started, app.config.metering);
+    let admitted = admit(&app, &mut meter, &body);
+    let rate = meter.rate_snapshot.take();
+    let mut response = match admitted {
         Ok(admitted) => forward(&app, meter, admitted).await,
         Err(e) => fail(&app, meter, e),
+    };
+    // Every response of a limited key says where its limits stand (OpenAI's headers, which
+    // relays read).
+    if let Some(rate) = rate {
+        let headers = response.headers_mut();
+        for (name, value) in rate.headers() {
+            if let Ok(value) = HeaderValue::from_str(&value) {
+                headers.insert(name, value);
+            }
+        }
     }
+    response
 }
 
 /// Sends an admitted request and turns the upstream's answer into the client's response.

@@ -188,6 +188,9 @@ impl Store for TestStore {
     async fn usage_record(&self, a: &str, r: &str) -> StoreResult<Option<UsageRecord>> {
         self.inner.usage_record(a, r).await
     }
+    async fn key_spend_since(&self, k: &str, since: i64) -> StoreResult<Usd> {
+        self.inner.key_spend_since(k, since).await
+    }
 }
 
 fn test_store(inner: &Arc<SqliteStore>, mode: Mode) -> Arc<TestStore> {
