@@ -9,6 +9,7 @@ use anyhow::{Context, Result};
 use serde::Deserialize;
 
 use router_one_core::Catalog;
+use router_one_core::checkout::CheckoutConfig;
 use router_one_providers::ProviderConfig;
 
 const DEFAULTS: &str = include_str!("../../../config/router-one.toml");
@@ -25,6 +26,8 @@ pub(crate) struct Config {
     pub(crate) upstream_timeout_secs: u64,
     pub(crate) usage_batch: usize,
     pub(crate) providers: BTreeMap<String, ProviderConfig>,
+    #[serde(default)]
+    pub(crate) checkout: CheckoutConfig,
 }
 
 impl Config {
@@ -52,7 +55,9 @@ impl Config {
                 .context("ROUTER_ONE_UPSTREAM_TIMEOUT_SECS must be a whole number")?;
             merged.insert("upstream_timeout_secs".into(), toml::Value::Integer(secs));
         }
-        merged.try_into().context("invalid configuration")
+        let config: Config = merged.try_into().context("invalid configuration")?;
+        config.checkout.validate().context("invalid [checkout] configuration")?;
+        Ok(config)
     }
 
     /// The catalog file named by the config, or the built-in copy.
@@ -100,5 +105,6 @@ mod tests {
         assert_eq!(c.providers["openai"].api_key_env, "OPENAI_API_KEY");
         assert!(c.providers.contains_key("groq"));
         assert!(c.catalog().unwrap().models().len() >= 25);
+        assert!(c.checkout.channels.contains_key("card"));
     }
 }

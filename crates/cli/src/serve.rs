@@ -84,6 +84,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         max_body_bytes: config.max_body_bytes,
         upstream_timeout: Duration::from_secs(config.upstream_timeout_secs),
         metering,
+        checkout: config.checkout.clone(),
     };
     let demo_credentials = match demo_upstream {
         Some(_) => Some(demo::ensure_account(&data_dir, store_dyn.as_ref(), listen).await?),

@@ -2,6 +2,7 @@
 //! the storage trait. No I/O happens here.
 
 pub mod catalog;
+pub mod checkout;
 pub mod error;
 pub mod ids;
 pub mod money;
@@ -9,6 +10,7 @@ pub mod pricing;
 pub mod secret;
 pub mod store;
 pub mod usage;
+pub mod webhook;
 
 pub use catalog::{Catalog, Model, ModelKind, Route};
 pub use error::{ApiError, ErrorKind};

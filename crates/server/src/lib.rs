@@ -36,6 +36,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/usage", get(routes::usage::list))
         .route("/v1/usage/summary", get(routes::usage::summary))
         .route("/v1/requests/{id}", get(routes::usage::trace))
+        .route("/v1/checkout/quote", post(routes::checkout::quote))
         // Management calls touch the database; none may hang a client.
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             http::StatusCode::GATEWAY_TIMEOUT,

@@ -8,6 +8,7 @@ use dashmap::DashMap;
 
 use router_one_core::Catalog;
 use router_one_core::Usd;
+use router_one_core::checkout::CheckoutConfig;
 use router_one_core::store::{ApiKey, Store, StoreResult};
 use router_one_metering::KeyIndex;
 use router_one_metering::rate::{InProcessLimiter, RateLimiter};
@@ -25,6 +26,8 @@ pub struct ServerConfig {
     /// estimated, limited, reserved nor recorded. Never in production: it suspends promises 3
     /// and 5.
     pub metering: bool,
+    /// FX rates and payment-channel fees for checkout quotes.
+    pub checkout: CheckoutConfig,
 }
 
 impl Default for ServerConfig {
@@ -33,6 +36,7 @@ impl Default for ServerConfig {
             max_body_bytes: 32 * 1024 * 1024,
             upstream_timeout: Duration::from_secs(600),
             metering: true,
+            checkout: CheckoutConfig::default(),
         }
     }
 }

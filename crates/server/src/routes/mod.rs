@@ -2,6 +2,7 @@
 
 pub(crate) mod billing;
 pub(crate) mod chat;
+pub(crate) mod checkout;
 pub(crate) mod embeddings;
 pub(crate) mod keys;
 pub(crate) mod models;
