@@ -8,7 +8,7 @@ from decimal import Decimal
 
 import pytest
 
-from gateway import D, check_key_spend_matches_records, check_record_cost, get_record, wait_for_ids
+from gateway import D, check_key_spend_matches_records, check_record_cost, get_record, list_usage, wait_for_ids
 
 
 def test_every_request_has_exactly_one_record(mgmt, models, made_ids):
@@ -61,3 +61,26 @@ def test_summary_and_account_match_records(mgmt):
         assert D(acct["spend"]) == total, (acct, total)
     elif "balance" in acct:
         assert D(acct["balance"]) == Decimal(100) - total, (acct, total)
+
+
+def test_ledger_sums_to_the_balance_and_usage_debits_to_the_spend(mgmt):
+    """balance = Σ ledger entries and Σ usage debits = Σ usage-record costs, to the smallest unit,
+    reading the ledger in small cursor pages."""
+    wait_for_ids(mgmt, [])
+    entries, after = [], None
+    for _ in range(10_000):
+        params = {"limit": 2, **({"after": after} if after else {})}
+        r = mgmt.get("/v1/account/ledger", params=params)
+        assert r.status_code == 200, r.text
+        page = r.json()
+        entries.extend(page["data"])
+        if not page["has_more"]:
+            break
+        after = page["next_cursor"]
+    assert [e["id"] for e in entries] == sorted({e["id"] for e in entries}), "pages overlap or skip"
+    acct = mgmt.get("/v1/account").json()
+    assert sum((D(e["amount"]) for e in entries), Decimal(0)) == D(acct["balance"]), acct
+    debits = sum((D(e["amount"]) for e in entries if e["kind"] == "usage"), Decimal(0))
+    assert -debits == D(acct["spend"]), (debits, acct)
+    records = list_usage(mgmt)
+    assert D(acct["spend"]) == sum((D(r["cost"]) for r in records), Decimal(0))

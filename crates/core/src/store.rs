@@ -35,6 +35,23 @@ pub struct Account {
     pub created_at_us: i64,
 }
 
+/// One change of an account's balance (the ledger is append-only: balance = Σ entries).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LedgerEntry {
+    /// Increasing id, the ledger's order and its page cursor.
+    pub id: i64,
+    /// When, µs since the epoch.
+    pub created_at_us: i64,
+    /// `credit`, `usage`, …
+    pub kind: String,
+    /// Signed amount: credits positive, debits negative.
+    pub amount: Usd,
+    /// What it refers to (a payment id, …).
+    pub reference: Option<String>,
+    /// Why (an operator's reason, …).
+    pub reason: Option<String>,
+}
+
 /// How a key's `max_spend` resets.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -238,6 +255,10 @@ pub trait Store: Send + Sync + 'static {
     /// Σ cost of a key's usage records created at or after `since_us` (its spend in the current
     /// budget period; read when the key is loaded, never per request).
     async fn key_spend_since(&self, key_id: &str, since_us: i64) -> StoreResult<Usd>;
+    /// Σ cost of an account's usage records (its committed spend).
+    async fn account_spend(&self, account_id: &str) -> StoreResult<Usd>;
+    /// An account's ledger entries after entry `after` (oldest first), at most `limit`.
+    async fn ledger(&self, account_id: &str, after: Option<i64>, limit: u32) -> StoreResult<Vec<LedgerEntry>>;
 }
 
 #[cfg(test)]

@@ -115,6 +115,11 @@ impl KeyIndex {
         self.by_hash.get(hash).map(|e| e.value().clone())
     }
 
+    /// The account's live budget, if one of its keys is loaded.
+    pub fn account(&self, account_id: &str) -> Option<Arc<Budget>> {
+        self.accounts.get(account_id).map(|e| e.value().clone())
+    }
+
     /// The key with this id.
     pub fn by_id(&self, id: &str) -> Option<Arc<KeyState>> {
         self.by_id.get(id).map(|e| e.value().clone())

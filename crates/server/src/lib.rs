@@ -37,6 +37,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/usage/summary", get(routes::usage::summary))
         .route("/v1/requests/{id}", get(routes::usage::trace))
         .route("/v1/checkout/quote", post(routes::checkout::quote))
+        .route("/v1/account", get(routes::account::get))
+        .route("/v1/account/ledger", get(routes::account::ledger))
         // Management calls touch the database; none may hang a client.
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             http::StatusCode::GATEWAY_TIMEOUT,

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use router_one_core::ids::new_id;
 use router_one_core::money::Usd;
 use router_one_core::store::{
-    Account, ApiKey, KeySettings, Store, StoreError, StoreResult, SummaryGroup, SummaryRow, UsageFilter,
+    Account, ApiKey, KeySettings, LedgerEntry, Store, StoreError, StoreResult, SummaryGroup, SummaryRow, UsageFilter,
 };
 use router_one_core::usage::UsageRecord;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
@@ -316,6 +316,41 @@ impl Store for SqliteStore {
 
     async fn usage_record(&self, account_id: &str, request_id: &str) -> StoreResult<Option<UsageRecord>> {
         usage::usage_record(&self.pool, account_id, request_id).await
+    }
+
+    async fn account_spend(&self, account_id: &str) -> StoreResult<Usd> {
+        let units: i64 =
+            sqlx::query_scalar("SELECT COALESCE(SUM(cost_units), 0) FROM usage_records WHERE account_id = $1")
+                .bind(account_id)
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_err)?;
+        Ok(Usd::from_units(units))
+    }
+
+    async fn ledger(&self, account_id: &str, after: Option<i64>, limit: u32) -> StoreResult<Vec<LedgerEntry>> {
+        let rows = sqlx::query(
+            "SELECT id, created_at_us, kind, amount_units, reference, reason FROM ledger_entries \
+             WHERE account_id = $1 AND id > $2 ORDER BY id LIMIT $3",
+        )
+        .bind(account_id)
+        .bind(after.unwrap_or(0))
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_err)?;
+        rows.iter()
+            .map(|row| {
+                Ok(LedgerEntry {
+                    id: row.try_get("id").map_err(db_err)?,
+                    created_at_us: row.try_get("created_at_us").map_err(db_err)?,
+                    kind: row.try_get("kind").map_err(db_err)?,
+                    amount: Usd::from_units(row.try_get("amount_units").map_err(db_err)?),
+                    reference: row.try_get("reference").map_err(db_err)?,
+                    reason: row.try_get("reason").map_err(db_err)?,
+                })
+            })
+            .collect()
     }
 
     async fn key_spend_since(&self, key_id: &str, since_us: i64) -> StoreResult<Usd> {

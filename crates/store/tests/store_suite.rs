@@ -548,6 +548,43 @@ async fn key_spend_since_sums_one_key_from_a_time(store: &dyn Store) {
     assert_eq!(store.key_spend_since("key_none", 0).await.unwrap().units(), 0);
 }
 
+async fn ledger_pages_and_account_spend(store: &dyn Store) {
+    two_accounts(store).await;
+    store
+        .record_usage(&[
+            record(1, "acct_a", "key_a1", "m", JAN_1, 7, 200),
+            record(2, "acct_a", "key_a2", "m", JAN_1, 11, 200),
+            record(3, "acct_b", "key_b1", "m", JAN_1, 13, 200),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(store.account_spend("acct_a").await.unwrap().units(), 18);
+    assert_eq!(store.account_spend("acct_b").await.unwrap().units(), 13);
+    let all = store.ledger("acct_a", None, 100).await.unwrap();
+    // The opening credit, then one usage debit for the batch.
+    assert_eq!(
+        all.iter()
+            .map(|e| (e.kind.as_str(), e.amount.units()))
+            .collect::<Vec<_>>(),
+        [("credit", 1_000_000), ("usage", -18)]
+    );
+    assert_eq!(
+        all.iter().map(|e| e.amount.units()).sum::<i64>(),
+        balance(store, "acct_a").await
+    );
+    let first = store.ledger("acct_a", None, 1).await.unwrap();
+    let rest = store.ledger("acct_a", Some(first[0].id), 100).await.unwrap();
+    assert_eq!([first, rest].concat(), all);
+    assert!(
+        store
+            .ledger("acct_b", None, 100)
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| e.amount.units() != -18)
+    );
+}
+
 async fn usage_record_is_scoped_by_account(store: &dyn Store) {
     two_accounts(store).await;
     let r = record(1, "acct_a", "key_a1", "gpt-4o", JAN_1, 10, 200);
@@ -575,6 +612,7 @@ macro_rules! store_suite {
                 usage_summary_sums_exactly,
                 usage_record_is_scoped_by_account,
                 key_spend_since_sums_one_key_from_a_time,
+                ledger_pages_and_account_spend,
             );
         }
     };

@@ -1,5 +1,6 @@
 //! One module per endpoint family; each handler reads top to bottom.
 
+pub(crate) mod account;
 pub(crate) mod billing;
 pub(crate) mod chat;
 pub(crate) mod checkout;

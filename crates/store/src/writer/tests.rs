@@ -10,7 +10,7 @@ use std::sync::atomic::AtomicUsize;
 use async_trait::async_trait;
 use router_one_core::money::Usd;
 use router_one_core::pricing::TokenUsage;
-use router_one_core::store::{Account, ApiKey, KeySettings, SummaryGroup, SummaryRow, UsageFilter};
+use router_one_core::store::{Account, ApiKey, KeySettings, LedgerEntry, SummaryGroup, SummaryRow, UsageFilter};
 use router_one_core::usage::Endpoint;
 
 use super::*;
@@ -190,6 +190,12 @@ impl Store for TestStore {
     }
     async fn key_spend_since(&self, k: &str, since: i64) -> StoreResult<Usd> {
         self.inner.key_spend_since(k, since).await
+    }
+    async fn account_spend(&self, a: &str) -> StoreResult<Usd> {
+        self.inner.account_spend(a).await
+    }
+    async fn ledger(&self, a: &str, after: Option<i64>, limit: u32) -> StoreResult<Vec<LedgerEntry>> {
+        self.inner.ledger(a, after, limit).await
     }
 }
 
