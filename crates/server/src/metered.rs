@@ -1,7 +1,7 @@
 //! A metered stream: forwards the upstream's server-sent events to the client as they arrive
 //! (through the provider's decoder, which passes OpenAI events untouched and translates other
-//! formats into OpenAI chunks), reads usage from them, and — before the last bytes (the usage chunk and `[DONE]`) go out —
-//! settles and writes the usage record. If the client goes away mid-stream, the rest of the
+//! formats into OpenAI chunks), reads usage from them, and — before the last bytes (the usage
+//! chunk and `[DONE]`) go out — settles and writes the usage record. If the client goes away mid-stream, the rest of the
 //! upstream stream is drained in the background so the request is still billed for what the
 //! upstream produced and still gets its one record.
 
