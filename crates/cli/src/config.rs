@@ -10,7 +10,9 @@ use serde::Deserialize;
 
 use router_one_core::Catalog;
 use router_one_core::checkout::CheckoutConfig;
+use router_one_payments::PaymentProviderConfig;
 use router_one_providers::ProviderConfig;
+use rust_decimal::Decimal;
 
 const DEFAULTS: &str = include_str!("../../../config/router-one.toml");
 const BUILT_IN_CATALOG: &str = include_str!("../../../catalog/models.toml");
@@ -28,6 +30,20 @@ pub(crate) struct Config {
     pub(crate) providers: BTreeMap<String, ProviderConfig>,
     #[serde(default)]
     pub(crate) checkout: CheckoutConfig,
+    /// The gateway's public base URL; unset: `http://<listen>`.
+    #[serde(default)]
+    pub(crate) public_url: Option<String>,
+    #[serde(default)]
+    pub(crate) payments: BTreeMap<String, PaymentProviderConfig>,
+    pub(crate) referrals: Referrals,
+}
+
+/// `[referrals]`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Referrals {
+    /// The inviter's share of a referred top-up's token line, percent (a decimal string).
+    pub(crate) commission_percent: Decimal,
 }
 
 impl Config {
@@ -57,6 +73,10 @@ impl Config {
         }
         let config: Config = merged.try_into().context("invalid configuration")?;
         config.checkout.validate().context("invalid [checkout] configuration")?;
+        let percent = config.referrals.commission_percent;
+        if percent.is_sign_negative() || percent > Decimal::ONE_HUNDRED {
+            anyhow::bail!("invalid configuration: `referrals.commission_percent` must be between 0 and 100");
+        }
         Ok(config)
     }
 

@@ -14,8 +14,8 @@ use router_one_core::{Usd, ids};
 use router_one_providers::ApiStyle;
 use router_one_simulator::SimConfig;
 
+use crate::admin::new_account;
 use crate::config::Config;
-use crate::serve::new_account;
 
 /// What `demo.json` in the data directory holds.
 #[derive(Debug, Serialize, Deserialize)]
@@ -35,6 +35,7 @@ pub(crate) async fn start_simulator(config: &mut Config) -> Result<SocketAddr> {
     let sim = SimConfig {
         ttft: Duration::ZERO,
         tpot: Duration::ZERO,
+        ..SimConfig::default()
     };
     tokio::spawn(async move {
         if let Err(e) = router_one_simulator::serve(listener, sim).await {
@@ -48,6 +49,22 @@ pub(crate) async fn start_simulator(config: &mut Config) -> Result<SocketAddr> {
         };
     }
     Ok(addr)
+}
+
+/// The name of the demo's payment provider (the simulator's): webhooks arrive at
+/// `/v1/payments/webhooks/simulated`.
+pub(crate) const PAYMENT_PROVIDER: &str = "simulated";
+
+/// The demo's payment provider: the in-process simulator, with its default API key and webhook
+/// secret (demo only; a real deployment configures `[payments.<name>]` with secrets).
+pub(crate) fn payment_provider(simulator: SocketAddr) -> std::sync::Arc<dyn router_one_payments::PaymentProvider> {
+    let defaults = SimConfig::default().payments;
+    std::sync::Arc::new(router_one_payments::SimulatedProvider::new(
+        PAYMENT_PROVIDER,
+        format!("http://{simulator}"),
+        defaults.api_key,
+        defaults.webhook_secret,
+    ))
 }
 
 /// The key the gateway presents to the demo upstream (which accepts any).

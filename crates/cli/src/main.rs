@@ -1,5 +1,6 @@
 //! The `router-one` binary: parses arguments and wires the crates together.
 
+mod admin;
 mod cli;
 mod config;
 mod demo;
@@ -8,7 +9,7 @@ mod serve;
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use cli::{AdminCommand, Cli, Command};
+use cli::{Cli, Command};
 
 /// mimalloc: the gateway allocates many small, short-lived buffers per request, which glibc's
 /// allocator serves markedly slower under concurrency (measured with `bench/run.sh`).
@@ -26,7 +27,7 @@ fn main() -> Result<()> {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Simulate(args) => serve::simulate(args).await,
-            Command::Admin(AdminCommand::CreateAccount(args)) => serve::create_account(args).await,
+            Command::Admin(command) => admin::run(command).await,
         }
     })
 }

@@ -1,28 +1,25 @@
-//! `serve`, `simulate` and `admin` wiring.
+//! `serve` and `simulate` wiring (`admin` is in `admin.rs`).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 use axum::serve::ListenerExt;
-use serde_json::json;
 
-use router_one_core::secret::{self, MANAGEMENT_PREFIX};
-use router_one_core::store::{Account, Store};
-use router_one_core::{Usd, ids};
+use router_one_core::store::Store;
 use router_one_providers::Provider;
 use router_one_server::{AppState, ServerConfig};
-use router_one_simulator::SimConfig;
+use router_one_simulator::{PaymentSimConfig, SimConfig};
 use router_one_store::{SqliteStore, UsageWriter};
 
-use crate::cli::{CreateAccountArgs, ServeArgs, SimulateArgs};
+use crate::cli::{ServeArgs, SimulateArgs};
 use crate::config::Config;
 use crate::demo;
 
 /// Opens (creating if needed) the data directory's database.
-async fn open_store(data_dir: &Path) -> Result<Arc<SqliteStore>> {
+pub(crate) async fn open_store(data_dir: &Path) -> Result<Arc<SqliteStore>> {
     std::fs::create_dir_all(data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
     let store = SqliteStore::open(&data_dir.join("router-one.db"))
         .await
@@ -30,7 +27,7 @@ async fn open_store(data_dir: &Path) -> Result<Arc<SqliteStore>> {
     Ok(Arc::new(store))
 }
 
-fn data_dir(config: &Config, flag: Option<PathBuf>) -> PathBuf {
+pub(crate) fn data_dir(config: &Config, flag: Option<PathBuf>) -> PathBuf {
     flag.unwrap_or_else(|| config.data_dir.clone())
 }
 
@@ -80,20 +77,40 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     }
     // Build the tokenizer now rather than in the first request.
     router_one_providers::estimate::warm_up();
+    let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{listen}"));
     let server_config = ServerConfig {
         max_body_bytes: config.max_body_bytes,
         upstream_timeout: Duration::from_secs(config.upstream_timeout_secs),
         metering,
         checkout: config.checkout.clone(),
+        public_url,
+        commission_percent: config.referrals.commission_percent,
     };
+    let mut payments = HashMap::new();
+    for (name, payment_config) in &config.payments {
+        match router_one_payments::from_config(name, payment_config) {
+            Ok(provider) => {
+                payments.insert(name.clone(), provider);
+            }
+            // Inference works without payments: say so loudly and go on.
+            Err(e) => tracing::error!(provider = %name, error = %e, "payment provider disabled"),
+        }
+    }
+    if let Some(upstream) = demo_upstream
+        && !payments.contains_key(demo::PAYMENT_PROVIDER)
+    {
+        payments.insert(demo::PAYMENT_PROVIDER.to_owned(), demo::payment_provider(upstream));
+    }
     let demo_credentials = match demo_upstream {
         Some(_) => Some(demo::ensure_account(&data_dir, store_dyn.as_ref(), listen).await?),
         None => None,
     };
-    let state = AppState::new(server_config, catalog, providers, store_dyn, usage.clone())
+    let state = AppState::new(server_config, catalog, providers, store_dyn, usage.clone(), payments)
         .await
         .map_err(|e| anyhow::anyhow!("loading keys: {e}"))?;
-    let app = router_one_server::app(Arc::new(state));
+    let state = Arc::new(state);
+    router_one_server::follower::spawn(state.clone());
+    let app = router_one_server::app(state);
 
     tracing::info!(%listen, data_dir = %data_dir.display(), demo = args.demo, "Router One is serving");
     if let Some(credentials) = &demo_credentials {
@@ -139,37 +156,12 @@ pub(crate) async fn simulate(args: SimulateArgs) -> Result<()> {
     let config = SimConfig {
         ttft: Duration::from_millis(args.ttft_ms),
         tpot: Duration::from_millis(args.tpot_ms),
+        payments: PaymentSimConfig {
+            api_key: args.payment_api_key,
+            webhook_secret: args.payment_webhook_secret,
+        },
     };
     router_one_simulator::serve(listener, config)
         .await
         .context("simulator failed")
-}
-
-/// Creates an account with a management key; returns `(account, management key plaintext)`.
-pub(crate) async fn new_account(store: &dyn Store, email: &str, credit: Usd) -> Result<(Account, String)> {
-    if credit < Usd::ZERO {
-        bail!("credit must not be negative");
-    }
-    let account = Account {
-        id: ids::new_id("acct"),
-        email: email.to_owned(),
-        balance: credit,
-        created_at_us: ids::now_us(),
-    };
-    let management = secret::generate(MANAGEMENT_PREFIX);
-    store
-        .create_account(&account, &management.hash)
-        .await
-        .context("creating the account")?;
-    Ok((account, management.plaintext))
-}
-
-/// `router-one admin create-account`.
-pub(crate) async fn create_account(args: CreateAccountArgs) -> Result<()> {
-    let config = Config::load(args.config.as_deref())?;
-    let credit: Usd = args.credit.parse().context("--credit")?;
-    let store = open_store(&data_dir(&config, args.data)).await?;
-    let (account, key) = new_account(store.as_ref(), &args.email, credit).await?;
-    println!("{}", json!({ "account_id": account.id, "management_key": key }));
-    Ok(())
 }

@@ -199,7 +199,7 @@ pub enum CheckoutConfigError {
 }
 
 /// A checkout quote: see the module documentation for the lines and the rounding rule.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Quote {
     /// The credit bought: exactly `amount_usd`. The only line credited to the balance.
     pub token_line_usd: Usd,

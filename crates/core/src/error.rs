@@ -52,6 +52,22 @@ pub enum ErrorKind {
     UpstreamOverloaded,
     /// No provider is configured for the model.
     ProviderUnavailable,
+    /// Sign-up with an email that already has an account.
+    EmailTaken,
+    /// Login with a wrong email or password (the same answer for both).
+    InvalidCredentials,
+    /// A referral the rules refuse (self-referral, a loop, a second inviter, too late).
+    ReferralRefused,
+    /// A webhook whose signature is missing, forged or stale.
+    InvalidSignature,
+    /// A payment that does not match its checkout session's quote: nothing was credited.
+    PaymentMismatch,
+    /// A webhook about a payment not confirmed yet (the provider retries).
+    PaymentNotConfirmed,
+    /// No payment provider is configured.
+    PaymentsUnavailable,
+    /// The payment provider could not open a payment.
+    PaymentProviderError,
     /// A bug or storage failure on our side.
     Internal,
 }
@@ -77,6 +93,14 @@ impl ErrorKind {
             UpstreamTimeout => (504, "upstream_error", "upstream_timeout"),
             UpstreamOverloaded => (503, "upstream_error", "upstream_overloaded"),
             ProviderUnavailable => (503, "server_error", "provider_unavailable"),
+            EmailTaken => (409, "invalid_request_error", "email_taken"),
+            InvalidCredentials => (401, "invalid_request_error", "invalid_credentials"),
+            ReferralRefused => (400, "invalid_request_error", "referral_refused"),
+            InvalidSignature => (400, "invalid_request_error", "invalid_signature"),
+            PaymentMismatch => (422, "invalid_request_error", "payment_mismatch"),
+            PaymentNotConfirmed => (409, "invalid_request_error", "payment_not_confirmed"),
+            PaymentsUnavailable => (503, "server_error", "payments_unavailable"),
+            PaymentProviderError => (502, "upstream_error", "payment_provider_error"),
             Internal => (500, "server_error", "internal_error"),
         }
     }

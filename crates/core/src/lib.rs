@@ -1,6 +1,7 @@
 //! Router One's domain: money, pricing, the catalog, secrets, usage records, the error table and
 //! the storage trait. No I/O happens here.
 
+pub mod billing;
 pub mod catalog;
 pub mod checkout;
 pub mod error;

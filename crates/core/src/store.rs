@@ -5,6 +5,11 @@
 use async_trait::async_trait;
 use serde::{Deserialize, Serialize};
 
+use crate::billing::{
+    AdjustOutcome, CheckoutSession, ConfirmOutcome, LedgerKind, ManagementKey, Payment, PaymentConfirmation,
+    PaymentReversal, Referral, ReferralRefusal, ReversalOutcome,
+};
+use crate::checkout::FxRate;
 use crate::money::Usd;
 use crate::usage::UsageRecord;
 
@@ -33,6 +38,13 @@ pub struct Account {
     pub balance: Usd,
     /// Creation time, µs since the epoch.
     pub created_at_us: i64,
+    /// The code others sign up with to be referred by this account (unique).
+    pub invite_code: String,
+    /// The account that referred this one, forever.
+    pub referred_by: Option<String>,
+    /// The id of the account's last ledger entry when `balance` was read (0: none): entries
+    /// after it are not in `balance` yet. Ignored when creating an account.
+    pub ledger_head: i64,
 }
 
 /// One change of an account's balance (the ledger is append-only: balance = Σ entries).
@@ -40,10 +52,12 @@ pub struct Account {
 pub struct LedgerEntry {
     /// Increasing id, the ledger's order and its page cursor.
     pub id: i64,
+    /// The account whose balance it changes.
+    pub account_id: String,
     /// When, µs since the epoch.
     pub created_at_us: i64,
-    /// `credit`, `usage`, …
-    pub kind: String,
+    /// Why.
+    pub kind: LedgerKind,
     /// Signed amount: credits positive, debits negative.
     pub amount: Usd,
     /// What it refers to (a payment id, …).
@@ -223,8 +237,73 @@ pub struct SummaryRow {
 /// Durable state: accounts, keys, usage. Implemented for SQLite and PostgreSQL.
 #[async_trait]
 pub trait Store: Send + Sync + 'static {
-    /// Creates an account with an opening credit and its first management key.
-    async fn create_account(&self, account: &Account, management_key_hash: &str) -> StoreResult<()>;
+    /// Creates an account with its first management key and, if `account.balance` is not zero, an
+    /// opening `adjustment` entry. `password_hash` is an argon2 PHC string (`None`: no login).
+    /// A taken email or invite code is a [`StoreError::Conflict`]; `account.referred_by` must
+    /// name an existing account.
+    async fn create_account(
+        &self,
+        account: &Account,
+        password_hash: Option<&str>,
+        management_key: &ManagementKey,
+    ) -> StoreResult<()>;
+    /// An account and its password hash, by email (stored lower-case; pass it lower-case).
+    async fn account_by_email(&self, email: &str) -> StoreResult<Option<(Account, Option<String>)>>;
+    /// The account with this invite code.
+    async fn account_by_invite_code(&self, code: &str) -> StoreResult<Option<Account>>;
+    /// Accounts in id order after `after`, at most `limit` (the operator's listing).
+    async fn accounts(&self, after: Option<&str>, limit: u32) -> StoreResult<Vec<Account>>;
+    /// Attaches `referrer_id` as the account's inviter, forever, in one transaction that refuses
+    /// self-referral, loops, a second referrer and an account that has already paid.
+    async fn set_referrer(&self, account_id: &str, referrer_id: &str) -> StoreResult<Result<(), ReferralRefusal>>;
+    /// The accounts `account_id` referred, oldest first, with their commissions.
+    async fn referrals(&self, account_id: &str) -> StoreResult<Vec<Referral>>;
+    /// Stores a new management key.
+    async fn insert_management_key(&self, key: &ManagementKey) -> StoreResult<()>;
+    /// An account's management keys, revoked ones included, newest first.
+    async fn management_keys(&self, account_id: &str) -> StoreResult<Vec<ManagementKey>>;
+    /// Revokes a management key (keeping the first revocation time); `None` if the account has
+    /// no such key.
+    async fn revoke_management_key(
+        &self,
+        account_id: &str,
+        key_id: &str,
+        at_us: i64,
+    ) -> StoreResult<Option<ManagementKey>>;
+    /// Posts an operator's credit (`amount` > 0) or debit (< 0) as an `adjustment` entry with
+    /// its reason. A debit larger than the committed balance is refused.
+    async fn adjust_balance(
+        &self,
+        account_id: &str,
+        amount: Usd,
+        reason: &str,
+        at_us: i64,
+    ) -> StoreResult<AdjustOutcome>;
+    /// Every account's ledger entries after entry `after`, oldest first, at most `limit`, except
+    /// `usage` debits (which the gateway settled in memory before posting them): how a running
+    /// gateway learns of credits and debits posted by webhooks, other nodes or the operator.
+    async fn ledger_since(&self, after: i64, limit: u32) -> StoreResult<Vec<LedgerEntry>>;
+    /// The id of the last ledger entry of any account (0: none).
+    async fn ledger_head(&self) -> StoreResult<i64>;
+    /// Stores a new checkout session.
+    async fn insert_checkout_session(&self, session: &CheckoutSession) -> StoreResult<()>;
+    /// One checkout session of an account.
+    async fn checkout_session(&self, account_id: &str, id: &str) -> StoreResult<Option<CheckoutSession>>;
+    /// Applies a successful payment, once per `(provider, payment_id)` whatever the retries, in
+    /// one transaction: checks the charge against the session's quote, marks the session paid,
+    /// credits the token line (`topup`) and, if the account was referred, credits the inviter
+    /// `commission_percent` of the token line (`commission`, rounded down to the unit).
+    async fn confirm_payment(&self, confirmation: &PaymentConfirmation) -> StoreResult<ConfirmOutcome>;
+    /// A confirmed payment.
+    async fn payment(&self, provider: &str, payment_id: &str) -> StoreResult<Option<Payment>>;
+    /// Reverses a confirmed payment once, in one transaction: takes back its credit (`refund` or
+    /// `chargeback`) and its commission (`commission_reversal`), each bounded as
+    /// [`PaymentReversal`] says, and marks the payment and its session.
+    async fn reverse_payment(&self, reversal: &PaymentReversal) -> StoreResult<ReversalOutcome>;
+    /// Sets (or replaces) a currency's FX rate; these override the config file's.
+    async fn set_fx_rate(&self, currency: &str, rate: &FxRate) -> StoreResult<()>;
+    /// The FX rates set with [`Store::set_fx_rate`], by currency.
+    async fn fx_rates(&self) -> StoreResult<std::collections::BTreeMap<String, FxRate>>;
     /// The account owning this (unrevoked) management key.
     async fn account_by_management_key(&self, hash: &str) -> StoreResult<Option<Account>>;
     /// One account.

@@ -146,6 +146,12 @@ impl Budget {
         self.with(|s| s.spent)
     }
 
+    /// Moves the limit by `delta` (an account credited or debited elsewhere: a top-up, a refund,
+    /// an operator adjustment). An unlimited budget stays unlimited.
+    pub fn add_to_limit(&self, delta: Usd) {
+        self.with(|s| s.limit = s.limit.map(|l| l.saturating_add(delta)));
+    }
+
     /// Replaces the limit (a key's `max_spend` edited), keeping spend and reservations.
     pub fn set_limit(&self, limit: Option<Usd>) {
         self.with(|s| s.limit = limit);

@@ -2,6 +2,7 @@
 //! the database, and a revoked key is refused by the very next request.
 
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use arc_swap::ArcSwap;
@@ -79,24 +80,30 @@ impl KeyState {
 pub struct KeyIndex {
     by_hash: DashMap<String, Arc<KeyState>>,
     by_id: DashMap<String, Arc<KeyState>>,
-    accounts: DashMap<String, Arc<Budget>>,
+    accounts: DashMap<String, LiveAccount>,
+}
+
+/// A loaded account: its budget, and the last ledger entry its limit includes.
+#[derive(Debug, Clone)]
+struct LiveAccount {
+    budget: Arc<Budget>,
+    /// Entries up to this id are in the budget's limit; later ones are applied once each by
+    /// [`KeyIndex::apply_ledger_entry`]. The lock orders two appliers of the same account.
+    ledger_head: Arc<Mutex<i64>>,
 }
 
 impl KeyIndex {
     /// Adds a key, or returns it if already loaded (two requests may race to load the same key;
-    /// both must share one budget). `balance` is the account's stored balance, used only if the
-    /// account is not loaded yet: once loaded, the in-memory budget is the truth. `spent` is what
-    /// the key's budget has already spent: its lifetime spend, or its spend in the period
-    /// containing `now_us` when it has a `budget_period`.
-    pub fn insert(&self, key: &ApiKey, balance: Usd, spent: Usd, now_us: i64) -> Arc<KeyState> {
+    /// both must share one budget). `balance` is the account's stored balance including its
+    /// ledger entries up to `ledger_head`, used only if the account is not loaded yet: once
+    /// loaded, the in-memory budget is the truth, moved by [`KeyIndex::apply_ledger_entry`].
+    /// `spent` is what the key's budget has already spent: its lifetime spend, or its spend in
+    /// the period containing `now_us` when it has a `budget_period`.
+    pub fn insert(&self, key: &ApiKey, balance: Usd, ledger_head: i64, spent: Usd, now_us: i64) -> Arc<KeyState> {
         if let Some(existing) = self.get(&key.secret_hash) {
             return existing;
         }
-        let account = self
-            .accounts
-            .entry(key.account_id.clone())
-            .or_insert_with(|| Arc::new(Budget::new(Some(balance), Usd::ZERO)))
-            .clone();
+        let account = self.load_account(&key.account_id, balance, ledger_head);
         let state = Arc::new(KeyState {
             id: key.id.clone(),
             account_id: key.account_id.clone(),
@@ -115,9 +122,42 @@ impl KeyIndex {
         self.by_hash.get(hash).map(|e| e.value().clone())
     }
 
-    /// The account's live budget, if one of its keys is loaded.
+    /// The account's live budget, loaded with `balance` (its stored balance including its ledger
+    /// entries up to `ledger_head`) if it is not live yet.
+    pub fn load_account(&self, account_id: &str, balance: Usd, ledger_head: i64) -> Arc<Budget> {
+        self.accounts
+            .entry(account_id.to_owned())
+            .or_insert_with(|| LiveAccount {
+                budget: Arc::new(Budget::new(Some(balance), Usd::ZERO)),
+                ledger_head: Arc::new(Mutex::new(ledger_head)),
+            })
+            .budget
+            .clone()
+    }
+
+    /// The account's live budget, if it is loaded.
     pub fn account(&self, account_id: &str) -> Option<Arc<Budget>> {
-        self.accounts.get(account_id).map(|e| e.value().clone())
+        self.accounts.get(account_id).map(|e| e.value().budget.clone())
+    }
+
+    /// Applies a ledger entry posted outside the usage path (a top-up, a refund, an operator's
+    /// adjustment) to the account's live budget, once: an entry at or below what the budget
+    /// already includes is skipped, and so is an account that is not loaded (it will read its
+    /// balance when it is). Returns whether the budget moved.
+    pub fn apply_ledger_entry(&self, account_id: &str, entry_id: i64, amount: Usd) -> bool {
+        let Some(account) = self.accounts.get(account_id).map(|e| e.value().clone()) else {
+            return false;
+        };
+        let mut head = account
+            .ledger_head
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if entry_id <= *head {
+            return false;
+        }
+        *head = entry_id;
+        account.budget.add_to_limit(amount);
+        true
     }
 
     /// The key with this id.
@@ -172,7 +212,7 @@ mod tests {
     #[test]
     fn checks_revocation_expiry_and_models() {
         let index = KeyIndex::default();
-        let k = index.insert(&key(Some(vec!["a".into()]), Some(100)), Usd::ZERO, Usd::ZERO, 0);
+        let k = index.insert(&key(Some(vec!["a".into()]), Some(100)), Usd::ZERO, 0, Usd::ZERO, 0);
         assert!(k.check("a", 99).is_ok());
         assert_eq!(k.check("b", 99).unwrap_err().kind, ErrorKind::ModelNotAllowed);
         assert_eq!(k.check("a", 100).unwrap_err().kind, ErrorKind::ExpiredApiKey);
@@ -186,12 +226,25 @@ mod tests {
     #[test]
     fn keys_of_one_account_share_its_budget() {
         let index = KeyIndex::default();
-        let a = index.insert(&key(None, None), Usd::from_units(10), Usd::ZERO, 0);
+        let a = index.insert(&key(None, None), Usd::from_units(10), 7, Usd::ZERO, 0);
         let mut other = key(None, None);
         other.id = "key_2".into();
         other.secret_hash = "h2".into();
-        let b = index.insert(&other, Usd::from_units(999), Usd::ZERO, 0);
+        let b = index.insert(&other, Usd::from_units(999), 9, Usd::ZERO, 0);
         assert!(Arc::ptr_eq(&a.account, &b.account));
         assert_eq!(b.account.available(), Some(Usd::from_units(10)));
+    }
+
+    #[test]
+    fn ledger_entries_apply_once_and_only_after_the_loaded_head() {
+        let index = KeyIndex::default();
+        let k = index.insert(&key(None, None), Usd::from_units(100), 7, Usd::ZERO, 0);
+        // Entry 7 is already in the loaded balance; an unknown account is skipped.
+        assert!(!index.apply_ledger_entry("acct_1", 7, Usd::from_units(50)));
+        assert!(!index.apply_ledger_entry("acct_other", 8, Usd::from_units(50)));
+        assert!(index.apply_ledger_entry("acct_1", 8, Usd::from_units(50)));
+        assert!(!index.apply_ledger_entry("acct_1", 8, Usd::from_units(50)));
+        assert!(index.apply_ledger_entry("acct_1", 9, Usd::from_units(-30)));
+        assert_eq!(k.account.available(), Some(Usd::from_units(120)));
     }
 }

@@ -223,7 +223,7 @@ mod tests {
             revoked_at_us: None,
             spend: Usd::ZERO,
         };
-        index.insert(&key, Usd::from_units(balance), Usd::ZERO, 0)
+        index.insert(&key, Usd::from_units(balance), 0, Usd::ZERO, 0)
     }
 
     fn ask(output: OutputAsk) -> CostAsk {

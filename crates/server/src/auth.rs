@@ -67,9 +67,8 @@ pub(crate) async fn load_key(app: &AppState, key: &ApiKey) -> Result<Arc<KeyStat
     let account = app.store.account(&key.account_id).await.map_err(internal)?;
     let now_us = router_one_core::ids::now_us();
     let spent = budget_spent(app.store.as_ref(), key, now_us).await.map_err(internal)?;
-    Ok(app
-        .keys
-        .insert(key, account.map(|a| a.balance).unwrap_or_default(), spent, now_us))
+    let (balance, head) = account.map(|a| (a.balance, a.ledger_head)).unwrap_or_default();
+    Ok(app.keys.insert(key, balance, head, spent, now_us))
 }
 
 /// The account whose management key presents this request.
@@ -84,7 +83,7 @@ pub(crate) async fn management_account(app: &AppState, headers: &HeaderMap) -> R
     }
     let hash = secret::hash(token);
     if let Some(account) = app.management_keys.get(&hash) {
-        return Ok(account.clone());
+        return account.clone().ok_or_else(|| invalid_key().into());
     }
     let account = app
         .store
@@ -92,6 +91,13 @@ pub(crate) async fn management_account(app: &AppState, headers: &HeaderMap) -> R
         .await
         .map_err(internal)?
         .ok_or_else(invalid_key)?;
-    app.management_keys.insert(hash, account.id.clone());
-    Ok(account.id)
+    // `or_insert`: a revocation that landed while this lookup ran left a tombstone, which wins.
+    let cached = app.management_keys.entry(hash).or_insert(Some(account.id)).clone();
+    cached.ok_or_else(|| invalid_key().into())
+}
+
+/// Marks a revoked management key: the next call with it is refused, even one whose store
+/// lookup started before the revocation.
+pub(crate) fn forget_management_key(app: &AppState, hash: &str) {
+    app.management_keys.insert(hash.to_owned(), None);
 }

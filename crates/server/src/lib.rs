@@ -5,7 +5,10 @@
 mod admission;
 mod auth;
 mod error;
+pub mod follower;
 mod metered;
+mod openapi;
+mod password;
 mod record;
 mod routes;
 mod state;
@@ -17,7 +20,7 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 
 /// The whole HTTP application.
 ///
@@ -37,8 +40,21 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/usage/summary", get(routes::usage::summary))
         .route("/v1/requests/{id}", get(routes::usage::trace))
         .route("/v1/checkout/quote", post(routes::checkout::quote))
+        .route("/v1/checkout/sessions", post(routes::checkout::create_session))
+        .route("/v1/checkout/sessions/{id}", get(routes::checkout::get_session))
         .route("/v1/account", get(routes::account::get))
         .route("/v1/account/ledger", get(routes::account::ledger))
+        .route(
+            "/v1/management-keys",
+            post(routes::management_keys::create).get(routes::management_keys::list),
+        )
+        .route("/v1/management-keys/{id}", delete(routes::management_keys::revoke))
+        .route("/v1/referrals", get(routes::referrals::get))
+        .route("/v1/referrals/claim", post(routes::referrals::claim))
+        // No key: the caller has none yet, or is a payment provider (which signs instead).
+        .route("/v1/auth/signup", post(routes::signup::signup))
+        .route("/v1/auth/login", post(routes::signup::login))
+        .route("/v1/payments/webhooks/{provider}", post(routes::payments::webhook))
         // Management calls touch the database; none may hang a client.
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             http::StatusCode::GATEWAY_TIMEOUT,
@@ -51,6 +67,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/dashboard/billing/subscription", get(routes::billing::subscription))
         .route("/v1/dashboard/billing/usage", get(routes::billing::usage))
         .route("/health", get(routes::health))
+        // The management API's OpenAPI document; no key.
+        .route("/openapi.json", get(openapi::serve))
         .merge(management)
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)

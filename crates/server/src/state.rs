@@ -4,7 +4,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use arc_swap::ArcSwap;
 use dashmap::DashMap;
+use rust_decimal::Decimal;
 
 use router_one_core::Catalog;
 use router_one_core::Usd;
@@ -12,6 +14,7 @@ use router_one_core::checkout::CheckoutConfig;
 use router_one_core::store::{ApiKey, Store, StoreResult};
 use router_one_metering::KeyIndex;
 use router_one_metering::rate::{InProcessLimiter, RateLimiter};
+use router_one_payments::PaymentProvider;
 use router_one_providers::{Provider, UpstreamClient};
 use router_one_store::UsageWriter;
 
@@ -26,8 +29,14 @@ pub struct ServerConfig {
     /// estimated, limited, reserved nor recorded. Never in production: it suspends promises 3
     /// and 5.
     pub metering: bool,
-    /// FX rates and payment-channel fees for checkout quotes.
+    /// FX rates and payment-channel fees for checkout quotes (FX rates the operator set with
+    /// `router-one admin set-fx` override these).
     pub checkout: CheckoutConfig,
+    /// The gateway's public base URL (`https://router.example.com`): invite links and the
+    /// webhook URL given to payment providers are built on it.
+    pub public_url: String,
+    /// The inviter's share of a referred account's top-up (its token line), in percent.
+    pub commission_percent: Decimal,
 }
 
 impl Default for ServerConfig {
@@ -37,6 +46,8 @@ impl Default for ServerConfig {
             upstream_timeout: Duration::from_secs(600),
             metering: true,
             checkout: CheckoutConfig::default(),
+            public_url: "http://127.0.0.1:8080".into(),
+            commission_percent: Decimal::new(5, 0),
         }
     }
 }
@@ -56,12 +67,22 @@ pub struct AppState {
     /// Per-key request, token and concurrency limits (in-process; a Redis-backed limiter
     /// slots in behind the same trait for several nodes).
     pub limiter: Arc<dyn RateLimiter>,
-    /// Management-key hash → account id, filled on first use.
-    pub management_keys: DashMap<String, String>,
+    /// Management-key hash → account id, filled on first use; `None` marks a revoked key.
+    pub management_keys: DashMap<String, Option<String>>,
     /// Durable state.
     pub store: Arc<dyn Store>,
     /// The crash-safe usage path.
     pub usage: UsageWriter,
+    /// Configured payment providers by name.
+    pub payments: HashMap<String, Arc<dyn PaymentProvider>>,
+    /// The checkout config in force: the config file's, with the operator's FX rates over it
+    /// (reloaded by the follower).
+    pub checkout: ArcSwap<CheckoutConfig>,
+    /// Where the ledger follower is.
+    pub(crate) follower: crate::follower::Follower,
+    /// Password hashing is deliberately slow: at most this many at once, on the blocking pool,
+    /// so sign-ups and logins cannot starve inference.
+    pub(crate) password_hashing: tokio::sync::Semaphore,
 }
 
 impl AppState {
@@ -72,8 +93,17 @@ impl AppState {
         providers: HashMap<String, Arc<Provider>>,
         store: Arc<dyn Store>,
         usage: UsageWriter,
+        payments: HashMap<String, Arc<dyn PaymentProvider>>,
     ) -> Result<AppState, Box<dyn std::error::Error + Send + Sync>> {
+        // Read the ledger's head before any balance: an entry posted in between is then applied
+        // by the follower, or skipped by the account's own head if its balance already has it.
+        let ledger_head = store.ledger_head().await?;
+        let checkout = crate::follower::with_fx_overrides(&config.checkout, store.fx_rates().await?);
         let state = AppState {
+            checkout: ArcSwap::from_pointee(checkout),
+            follower: crate::follower::Follower::new(ledger_head),
+            password_hashing: tokio::sync::Semaphore::new(2),
+            payments,
             config,
             catalog,
             providers,
@@ -86,14 +116,14 @@ impl AppState {
         };
         let now_us = router_one_core::ids::now_us();
         for key in state.store.active_keys().await? {
-            let balance = state
+            let (balance, head) = state
                 .store
                 .account(&key.account_id)
                 .await?
-                .map(|a| a.balance)
+                .map(|a| (a.balance, a.ledger_head))
                 .unwrap_or_default();
             let spent = budget_spent(state.store.as_ref(), &key, now_us).await?;
-            state.keys.insert(&key, balance, spent, now_us);
+            state.keys.insert(&key, balance, head, spent, now_us);
         }
         Ok(state)
     }

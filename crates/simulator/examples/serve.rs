@@ -13,6 +13,7 @@ async fn main() -> std::io::Result<()> {
     let config = SimConfig {
         ttft: millis(),
         tpot: millis(),
+        ..SimConfig::default()
     };
     let listener = tokio::net::TcpListener::bind(&addr).await?;
     println!("simulator listening on http://{}", listener.local_addr()?);

@@ -30,6 +30,7 @@ pub(crate) async fn route(
         (true, "/v1/embeddings") => openai::embeddings(request, state, control).await,
         (true, "/v1/messages") => crate::anthropic::messages(request, state, control).await,
         (_, path) if path.starts_with("/v1beta/") => crate::gemini::handle(request, state, control).await,
+        (_, path) if path.starts_with("/payments/") => crate::payments::handle(request, state).await,
         _ => openai::not_found(request.method(), request.uri().path()),
     };
     Ok(response)

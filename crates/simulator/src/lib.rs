@@ -55,6 +55,28 @@
 //! client headers. Keys: `status=NNN`, `timeout`, `reset`, `malformed`, `cut=N`, `ttft_ms=N`,
 //! `tpot_ms=N`, `cached=N`, `reasoning=N`, `words=N`, `keepalive` (open an OpenAI stream with an SSE
 //! comment); the `directives` module documents them.
+//!
+//! # Payment provider
+//! The simulator is also the project's simulated payment provider (`kind = "simulated"` in the
+//! gateway's `[payments.*]` config; `docs/accounts-and-billing.md` is the spec). Endpoints:
+//! - `POST /payments/v1/sessions` (`authorization: Bearer <PaymentSimConfig::api_key>`, else
+//!   401): `{session_id, amount, currency, channel, webhook_url}` → `{id: "sps_…", url,
+//!   status: "open"}`; `url` is where the payer pays (`GET` shows a small page with a pay button).
+//! - `POST /payments/pay/{sps_id}[?deliver=false]`: the payer pays; 404 if unknown, 409 if
+//!   already paid. A `payment.succeeded` event is signed and sent to the session's `webhook_url`.
+//! - `POST /payments/v1/payments/{pay_id}/refund` and `/chargeback` (`?deliver=false` too;
+//!   Bearer API key): `payment.refunded` / `payment.charged_back`. Repeating one re-sends the same
+//!   event (same bytes, fresh signature), as a real provider's retry would.
+//!
+//! Each of the last three answers `{payment_id, event: {body, signature}, delivery}`: `body` is
+//! the exact bytes signed, `signature` the `x-router-one-signature` value
+//! (`router_one_core::webhook::sign` with [`PaymentSimConfig::webhook_secret`] at the current
+//! time), and `delivery` is `null` with `deliver=false`, else `{status, body}`, the receiver's
+//! answer (`body` as JSON when it is JSON, else as a string), or `{status: null, body: null,
+//! error}` when it could not be delivered. Event body: `{"id": "evt_…", "type", "created",
+//! "data": {"payment_id", "session_id", "amount", "currency"}}` (`amount` and `currency` only in
+//! `payment.succeeded`). Sessions and payments live in memory, behind one mutex that the LLM
+//! endpoints never take.
 
 mod anthropic;
 mod body;
@@ -65,6 +87,7 @@ mod exchange;
 mod gemini;
 mod json;
 mod openai;
+mod payments;
 mod reply;
 mod tokens;
 
@@ -75,21 +98,50 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-/// How the simulated upstream paces its answers, unless a request overrides it with the
-/// `ttft_ms` / `tpot_ms` directives.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+/// How the simulated upstream paces its answers (unless a request overrides it with the
+/// `ttft_ms` / `tpot_ms` directives), and the simulated payment provider's secrets.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SimConfig {
     /// Time to first token: the wait before the first content chunk.
     pub ttft: Duration,
     /// Time per output token: the wait between two words of a streamed reply.
     pub tpot: Duration,
+    /// The simulated payment provider.
+    pub payments: PaymentSimConfig,
 }
 
-/// What all connections of one server share: the pacing defaults and the id counter.
+/// The simulated payment provider's secrets, shared with the gateway's `simulated` adapter.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentSimConfig {
+    /// The Bearer key its merchant API (`/payments/v1/…`) requires.
+    pub api_key: String,
+    /// The secret its webhooks are signed with.
+    pub webhook_secret: String,
+}
+
+impl PaymentSimConfig {
+    /// The default API key (`--demo` and `router-one simulate` use it unless told otherwise).
+    pub const DEFAULT_API_KEY: &'static str = "sim-pay-key";
+    /// The default webhook signing secret.
+    pub const DEFAULT_WEBHOOK_SECRET: &'static str = "whsec_router_one_simulated";
+}
+
+impl Default for PaymentSimConfig {
+    fn default() -> Self {
+        PaymentSimConfig {
+            api_key: Self::DEFAULT_API_KEY.to_owned(),
+            webhook_secret: Self::DEFAULT_WEBHOOK_SECRET.to_owned(),
+        }
+    }
+}
+
+/// What all connections of one server share: the pacing defaults, the id counter and the
+/// payment provider's state.
 #[derive(Debug)]
 struct SimState {
     config: SimConfig,
     next_id: AtomicU64,
+    payments: payments::PaymentState,
 }
 
 impl SimState {
@@ -107,6 +159,7 @@ pub async fn serve(listener: TcpListener, config: SimConfig) -> io::Result<()> {
     let state = Arc::new(SimState {
         config,
         next_id: AtomicU64::new(1),
+        payments: payments::PaymentState::new(),
     });
     loop {
         let stream = match listener.accept().await {

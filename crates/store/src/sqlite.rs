@@ -1,6 +1,8 @@
 //! [`SqliteStore`]: the embedded default store, one SQLite file in WAL mode. Accounts and keys
 //! live here; the usage path (batched inserts, debits, queries) is in [`usage`](self::usage).
 
+mod accounts;
+mod payments;
 mod usage;
 
 use std::path::Path;
@@ -8,7 +10,11 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use router_one_core::ids::new_id;
+use router_one_core::billing::{
+    AdjustOutcome, CheckoutSession, ConfirmOutcome, LedgerKind, ManagementKey, Payment, PaymentConfirmation,
+    PaymentReversal, Referral, ReferralRefusal, ReversalOutcome,
+};
+use router_one_core::checkout::FxRate;
 use router_one_core::money::Usd;
 use router_one_core::store::{
     Account, ApiKey, KeySettings, LedgerEntry, Store, StoreError, StoreResult, SummaryGroup, SummaryRow, UsageFilter,
@@ -95,7 +101,8 @@ impl SqliteStore {
 }
 
 /// The `accounts` columns, in [`account_from_row`] order.
-const ACCOUNT_COLUMNS: &str = "a.id, a.email, a.balance_units, a.created_at_us";
+const ACCOUNT_COLUMNS: &str = "a.id, a.email, a.balance_units, a.created_at_us, a.invite_code, a.referred_by, \
+     (SELECT COALESCE(MAX(l.id), 0) FROM ledger_entries l WHERE l.account_id = a.id) AS ledger_head";
 
 /// Reads an account selected with [`ACCOUNT_COLUMNS`].
 fn account_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Account> {
@@ -104,71 +111,95 @@ fn account_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Account> {
         email: row.try_get("email").map_err(db_err)?,
         balance: Usd::from_units(row.try_get("balance_units").map_err(db_err)?),
         created_at_us: row.try_get("created_at_us").map_err(db_err)?,
+        invite_code: row.try_get("invite_code").map_err(db_err)?,
+        referred_by: row.try_get("referred_by").map_err(db_err)?,
+        ledger_head: row.try_get("ledger_head").map_err(db_err)?,
     })
 }
 
-/// Inserts a ledger entry inside the caller's transaction.
-async fn insert_ledger_entry(
-    conn: &mut SqliteConnection,
-    account_id: &str,
-    at_us: i64,
-    kind: &str,
-    amount: Usd,
-    reference: Option<&str>,
-    reason: Option<&str>,
-) -> StoreResult<()> {
+/// Inserts a management key inside the caller's transaction.
+async fn insert_management_key(conn: &mut SqliteConnection, key: &ManagementKey) -> StoreResult<()> {
     sqlx::query(
-        "INSERT INTO ledger_entries (account_id, created_at_us, kind, amount_units, reference, reason) \
-         VALUES ($1, $2, $3, $4, $5, $6)",
+        "INSERT INTO management_keys (id, account_id, secret_hash, created_at_us, revoked_at_us, hint, name) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7)",
     )
-    .bind(account_id)
-    .bind(at_us)
-    .bind(kind)
-    .bind(amount.units())
-    .bind(reference)
-    .bind(reason)
+    .bind(&key.id)
+    .bind(&key.account_id)
+    .bind(&key.secret_hash)
+    .bind(key.created_at_us)
+    .bind(key.revoked_at_us)
+    .bind(&key.hint)
+    .bind(&key.name)
     .execute(conn)
     .await
     .map_err(db_err)?;
     Ok(())
 }
 
+/// Inserts a ledger entry inside the caller's transaction; returns its id. The caller keeps
+/// `accounts.balance_units` in step in the same transaction.
+async fn insert_ledger_entry(
+    conn: &mut SqliteConnection,
+    account_id: &str,
+    at_us: i64,
+    kind: LedgerKind,
+    amount: Usd,
+    reference: Option<&str>,
+    reason: Option<&str>,
+) -> StoreResult<i64> {
+    let done = sqlx::query(
+        "INSERT INTO ledger_entries (account_id, created_at_us, kind, amount_units, reference, reason) \
+         VALUES ($1, $2, $3, $4, $5, $6)",
+    )
+    .bind(account_id)
+    .bind(at_us)
+    .bind(kind.as_str())
+    .bind(amount.units())
+    .bind(reference)
+    .bind(reason)
+    .execute(conn)
+    .await
+    .map_err(db_err)?;
+    Ok(done.last_insert_rowid())
+}
+
 #[async_trait]
 impl Store for SqliteStore {
-    async fn create_account(&self, account: &Account, management_key_hash: &str) -> StoreResult<()> {
+    async fn create_account(
+        &self,
+        account: &Account,
+        password_hash: Option<&str>,
+        management_key: &ManagementKey,
+    ) -> StoreResult<()> {
         let mut tx = self.pool.begin().await.map_err(db_err)?;
-        sqlx::query("INSERT INTO accounts (id, email, balance_units, created_at_us) VALUES ($1, $2, $3, $4)")
-            .bind(&account.id)
-            .bind(&account.email)
-            .bind(account.balance.units())
-            .bind(account.created_at_us)
-            .execute(&mut *tx)
-            .await
-            .map_err(db_err)?;
+        sqlx::query(
+            "INSERT INTO accounts (id, email, balance_units, created_at_us, password_hash, invite_code, referred_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
+        )
+        .bind(&account.id)
+        .bind(&account.email)
+        .bind(account.balance.units())
+        .bind(account.created_at_us)
+        .bind(password_hash)
+        .bind(&account.invite_code)
+        .bind(&account.referred_by)
+        .execute(&mut *tx)
+        .await
+        .map_err(db_err)?;
         if account.balance != Usd::ZERO {
             let at = account.created_at_us;
             insert_ledger_entry(
                 &mut tx,
                 &account.id,
                 at,
-                "credit",
+                LedgerKind::Adjustment,
                 account.balance,
                 None,
                 Some("opening balance"),
             )
             .await?;
         }
-        sqlx::query(
-            "INSERT INTO management_keys (id, account_id, secret_hash, created_at_us, revoked_at_us) \
-             VALUES ($1, $2, $3, $4, NULL)",
-        )
-        .bind(new_id("mkey"))
-        .bind(&account.id)
-        .bind(management_key_hash)
-        .bind(account.created_at_us)
-        .execute(&mut *tx)
-        .await
-        .map_err(db_err)?;
+        insert_management_key(&mut tx, management_key).await?;
         tx.commit().await.map_err(db_err)
     }
 
@@ -329,28 +360,7 @@ impl Store for SqliteStore {
     }
 
     async fn ledger(&self, account_id: &str, after: Option<i64>, limit: u32) -> StoreResult<Vec<LedgerEntry>> {
-        let rows = sqlx::query(
-            "SELECT id, created_at_us, kind, amount_units, reference, reason FROM ledger_entries \
-             WHERE account_id = $1 AND id > $2 ORDER BY id LIMIT $3",
-        )
-        .bind(account_id)
-        .bind(after.unwrap_or(0))
-        .bind(i64::from(limit))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(db_err)?;
-        rows.iter()
-            .map(|row| {
-                Ok(LedgerEntry {
-                    id: row.try_get("id").map_err(db_err)?,
-                    created_at_us: row.try_get("created_at_us").map_err(db_err)?,
-                    kind: row.try_get("kind").map_err(db_err)?,
-                    amount: Usd::from_units(row.try_get("amount_units").map_err(db_err)?),
-                    reference: row.try_get("reference").map_err(db_err)?,
-                    reason: row.try_get("reason").map_err(db_err)?,
-                })
-            })
-            .collect()
+        accounts::ledger(&self.pool, account_id, after, limit).await
     }
 
     async fn key_spend_since(&self, key_id: &str, since_us: i64) -> StoreResult<Usd> {
@@ -363,5 +373,89 @@ impl Store for SqliteStore {
         .await
         .map_err(db_err)?;
         Ok(Usd::from_units(units))
+    }
+
+    async fn account_by_email(&self, email: &str) -> StoreResult<Option<(Account, Option<String>)>> {
+        accounts::account_by_email(&self.pool, email).await
+    }
+
+    async fn account_by_invite_code(&self, code: &str) -> StoreResult<Option<Account>> {
+        accounts::account_by_invite_code(&self.pool, code).await
+    }
+
+    async fn accounts(&self, after: Option<&str>, limit: u32) -> StoreResult<Vec<Account>> {
+        accounts::accounts(&self.pool, after, limit).await
+    }
+
+    async fn set_referrer(&self, account_id: &str, referrer_id: &str) -> StoreResult<Result<(), ReferralRefusal>> {
+        accounts::set_referrer(&self.pool, account_id, referrer_id).await
+    }
+
+    async fn referrals(&self, account_id: &str) -> StoreResult<Vec<Referral>> {
+        accounts::referrals(&self.pool, account_id).await
+    }
+
+    async fn insert_management_key(&self, key: &ManagementKey) -> StoreResult<()> {
+        let mut conn = self.pool.acquire().await.map_err(db_err)?;
+        insert_management_key(&mut conn, key).await
+    }
+
+    async fn management_keys(&self, account_id: &str) -> StoreResult<Vec<ManagementKey>> {
+        accounts::management_keys(&self.pool, account_id).await
+    }
+
+    async fn revoke_management_key(
+        &self,
+        account_id: &str,
+        key_id: &str,
+        at_us: i64,
+    ) -> StoreResult<Option<ManagementKey>> {
+        accounts::revoke_management_key(&self.pool, account_id, key_id, at_us).await
+    }
+
+    async fn adjust_balance(
+        &self,
+        account_id: &str,
+        amount: Usd,
+        reason: &str,
+        at_us: i64,
+    ) -> StoreResult<AdjustOutcome> {
+        accounts::adjust_balance(&self.pool, account_id, amount, reason, at_us).await
+    }
+
+    async fn ledger_since(&self, after: i64, limit: u32) -> StoreResult<Vec<LedgerEntry>> {
+        accounts::ledger_since(&self.pool, after, limit).await
+    }
+
+    async fn ledger_head(&self) -> StoreResult<i64> {
+        accounts::ledger_head(&self.pool).await
+    }
+
+    async fn insert_checkout_session(&self, session: &CheckoutSession) -> StoreResult<()> {
+        payments::insert_checkout_session(&self.pool, session).await
+    }
+
+    async fn checkout_session(&self, account_id: &str, id: &str) -> StoreResult<Option<CheckoutSession>> {
+        payments::checkout_session(&self.pool, account_id, id).await
+    }
+
+    async fn confirm_payment(&self, confirmation: &PaymentConfirmation) -> StoreResult<ConfirmOutcome> {
+        payments::confirm_payment(&self.pool, confirmation).await
+    }
+
+    async fn payment(&self, provider: &str, payment_id: &str) -> StoreResult<Option<Payment>> {
+        payments::payment(&self.pool, provider, payment_id).await
+    }
+
+    async fn reverse_payment(&self, reversal: &PaymentReversal) -> StoreResult<ReversalOutcome> {
+        payments::reverse_payment(&self.pool, reversal).await
+    }
+
+    async fn set_fx_rate(&self, currency: &str, rate: &FxRate) -> StoreResult<()> {
+        accounts::set_fx_rate(&self.pool, currency, rate).await
+    }
+
+    async fn fx_rates(&self) -> StoreResult<std::collections::BTreeMap<String, FxRate>> {
+        accounts::fx_rates(&self.pool).await
     }
 }

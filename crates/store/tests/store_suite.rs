@@ -6,6 +6,11 @@
 
 use std::collections::HashSet;
 
+use router_one_core::billing::{
+    AdjustOutcome, CheckoutSession, ConfirmOutcome, LedgerKind, ManagementKey, PaymentConfirmation, PaymentReversal,
+    ReferralRefusal, ReversalOutcome, SessionStatus,
+};
+use router_one_core::checkout::{FxRate, Quote};
 use router_one_core::money::Usd;
 use router_one_core::pricing::TokenUsage;
 use router_one_core::store::{
@@ -13,6 +18,7 @@ use router_one_core::store::{
 };
 use router_one_core::usage::{Endpoint, UsageRecord};
 use router_one_store::SqliteStore;
+use rust_decimal::Decimal;
 
 /// 2024-01-01T00:00:00Z in µs.
 const JAN_1: i64 = 1_704_067_200_000_000;
@@ -24,7 +30,35 @@ fn account(id: &str, email: &str, balance: i64) -> Account {
         email: email.into(),
         balance: Usd::from_units(balance),
         created_at_us: JAN_1,
+        invite_code: format!("INV-{}", id.to_uppercase()),
+        referred_by: None,
+        ledger_head: 0,
     }
+}
+
+/// A management key of `account_id` whose secret hashes to `hash`.
+fn mkey(hash: &str, account_id: &str, created_at_us: i64) -> ManagementKey {
+    ManagementKey {
+        id: format!("mkey_{hash}"),
+        account_id: account_id.into(),
+        secret_hash: hash.into(),
+        hint: "sk-rm-ab…".into(),
+        name: None,
+        created_at_us,
+        revoked_at_us: None,
+    }
+}
+
+/// Creates `account` (no password) with a management key whose secret hashes to `hash`.
+async fn create(store: &dyn Store, account: &Account, hash: &str) -> Result<(), StoreError> {
+    store
+        .create_account(account, None, &mkey(hash, &account.id, account.created_at_us))
+        .await
+}
+
+/// `account` as read back: `ledger_head` is the store's, not the caller's.
+fn head0(account: Option<Account>) -> Option<Account> {
+    account.map(|a| Account { ledger_head: 0, ..a })
 }
 
 fn key(id: &str, account_id: &str, hash: &str, created_at_us: i64) -> ApiKey {
@@ -114,12 +148,10 @@ fn filter(account_id: &str) -> UsageFilter {
 
 /// Two accounts, `acct_a` with keys `key_a1`, `key_a2` and `acct_b` with `key_b1`.
 async fn two_accounts(store: &dyn Store) {
-    store
-        .create_account(&account("acct_a", "a@example.com", 1_000_000), "mk_a")
+    create(store, &account("acct_a", "a@example.com", 1_000_000), "mk_a")
         .await
         .unwrap();
-    store
-        .create_account(&account("acct_b", "b@example.com", 500), "mk_b")
+    create(store, &account("acct_b", "b@example.com", 500), "mk_b")
         .await
         .unwrap();
     store.insert_key(&key("key_a1", "acct_a", "h_a1", JAN_1)).await.unwrap();
@@ -140,13 +172,11 @@ async fn spend(store: &dyn Store, account_id: &str, key_id: &str) -> i64 {
 
 async fn accounts_and_email_conflict(store: &dyn Store) {
     let a = account("acct_a", "a@example.com", 25_000_000_000);
-    store.create_account(&a, "mk_a").await.unwrap();
-    assert_eq!(store.account("acct_a").await.unwrap(), Some(a));
+    create(store, &a, "mk_a").await.unwrap();
+    assert_eq!(head0(store.account("acct_a").await.unwrap()), Some(a));
     assert_eq!(store.account("acct_missing").await.unwrap(), None);
 
-    let taken = store
-        .create_account(&account("acct_b", "a@example.com", 0), "mk_b")
-        .await;
+    let taken = create(store, &account("acct_b", "a@example.com", 0), "mk_b").await;
     assert!(matches!(taken, Err(StoreError::Conflict(_))), "{taken:?}");
     assert_eq!(
         store.account("acct_b").await.unwrap(),
@@ -156,19 +186,17 @@ async fn accounts_and_email_conflict(store: &dyn Store) {
     assert_eq!(store.account_by_management_key("mk_b").await.unwrap(), None);
 
     let zero = account("acct_c", "c@example.com", 0);
-    store.create_account(&zero, "mk_c").await.unwrap();
-    assert_eq!(store.account("acct_c").await.unwrap(), Some(zero));
+    create(store, &zero, "mk_c").await.unwrap();
+    assert_eq!(head0(store.account("acct_c").await.unwrap()), Some(zero));
 }
 
 async fn management_key_lookup(store: &dyn Store) {
     let a = account("acct_a", "a@example.com", 7);
-    store.create_account(&a, "mk_a").await.unwrap();
-    assert_eq!(store.account_by_management_key("mk_a").await.unwrap(), Some(a));
+    create(store, &a, "mk_a").await.unwrap();
+    assert_eq!(head0(store.account_by_management_key("mk_a").await.unwrap()), Some(a));
     assert_eq!(store.account_by_management_key("mk_unknown").await.unwrap(), None);
 
-    let reused = store
-        .create_account(&account("acct_b", "b@example.com", 7), "mk_a")
-        .await;
+    let reused = create(store, &account("acct_b", "b@example.com", 7), "mk_a").await;
     assert!(matches!(reused, Err(StoreError::Conflict(_))), "{reused:?}");
     assert_eq!(
         store.account("acct_b").await.unwrap(),
@@ -561,12 +589,12 @@ async fn ledger_pages_and_account_spend(store: &dyn Store) {
     assert_eq!(store.account_spend("acct_a").await.unwrap().units(), 18);
     assert_eq!(store.account_spend("acct_b").await.unwrap().units(), 13);
     let all = store.ledger("acct_a", None, 100).await.unwrap();
-    // The opening credit, then one usage debit for the batch.
+    // The opening adjustment, then one usage debit for the batch.
     assert_eq!(
         all.iter()
             .map(|e| (e.kind.as_str(), e.amount.units()))
             .collect::<Vec<_>>(),
-        [("credit", 1_000_000), ("usage", -18)]
+        [("adjustment", 1_000_000), ("usage", -18)]
     );
     assert_eq!(
         all.iter().map(|e| e.amount.units()).sum::<i64>(),
@@ -596,6 +624,752 @@ async fn usage_record_is_scoped_by_account(store: &dyn Store) {
     assert_eq!(store.usage_record("acct_a", "req_99999").await.unwrap(), None);
 }
 
+// ---- Accounts, payments, referrals ---------------------------------------------------------
+
+/// One USD in units.
+const USD: i64 = 10_000_000_000;
+
+/// A quote crediting `token_units` and charging `total` `currency`.
+fn quote(token_units: i64, currency: &str, total: &str) -> Quote {
+    let total: Decimal = total.parse().unwrap();
+    Quote {
+        token_line_usd: Usd::from_units(token_units),
+        currency: currency.into(),
+        channel: "card".into(),
+        fx_rate: Decimal::ONE,
+        fx_as_of: "2026-11-25T12:00:00Z".into(),
+        minor_units: 2,
+        converted: total,
+        fx_cost: Decimal::ZERO,
+        channel_fee: Decimal::ZERO,
+        total,
+    }
+}
+
+/// An open session `id` of `account_id` with provider `sim`.
+fn session(id: &str, account_id: &str, quote: Quote) -> CheckoutSession {
+    CheckoutSession {
+        id: id.into(),
+        account_id: account_id.into(),
+        provider: "sim".into(),
+        provider_session_id: format!("sps_{id}"),
+        payment_url: format!("https://pay.example/{id}"),
+        quote,
+        status: SessionStatus::Open,
+        payment_id: None,
+        created_at_us: JAN_1,
+    }
+}
+
+fn confirmation(payment_id: &str, session_id: &str, amount: &str, currency: &str) -> PaymentConfirmation {
+    PaymentConfirmation {
+        provider: "sim".into(),
+        payment_id: payment_id.into(),
+        session_id: session_id.into(),
+        amount: amount.parse().unwrap(),
+        currency: currency.into(),
+        commission_percent: "5".parse().unwrap(),
+        at_us: JAN_1 + 1_000,
+    }
+}
+
+fn reversal(payment_id: &str, kind: LedgerKind, max_debit: i64, max_commission_debit: i64) -> PaymentReversal {
+    PaymentReversal {
+        provider: "sim".into(),
+        payment_id: payment_id.into(),
+        kind,
+        max_debit: Usd::from_units(max_debit),
+        max_commission_debit: Usd::from_units(max_commission_debit),
+        at_us: JAN_1 + 2_000,
+    }
+}
+
+/// balance = Σ ledger entries, for each account.
+async fn assert_balanced(store: &dyn Store, account_ids: &[&str]) {
+    for id in account_ids {
+        let sum: i64 = store
+            .ledger(id, None, 100_000)
+            .await
+            .unwrap()
+            .iter()
+            .map(|e| e.amount.units())
+            .sum();
+        let balance = balance(store, id).await;
+        assert_eq!(balance, sum, "balance = Σ ledger ({id})");
+        assert!(balance >= 0, "{id} went negative: {balance}");
+    }
+}
+
+/// The kinds and amounts of an account's ledger entries.
+async fn entries(store: &dyn Store, account_id: &str) -> Vec<(LedgerKind, i64)> {
+    store
+        .ledger(account_id, None, 1_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.kind, e.amount.units()))
+        .collect()
+}
+
+/// `acct_r` (the inviter, 0 balance) and `acct_p` (the payer, referred by `acct_r`, 0 balance).
+async fn inviter_and_payer(store: &dyn Store) {
+    create(store, &account("acct_r", "r@example.com", 0), "mk_r")
+        .await
+        .unwrap();
+    let mut p = account("acct_p", "p@example.com", 0);
+    p.referred_by = Some("acct_r".into());
+    create(store, &p, "mk_p").await.unwrap();
+}
+
+/// Opens session `cs_id` for `account_id` crediting `token_units` for `total` USD and confirms it
+/// as `payment_id`.
+async fn pay(store: &dyn Store, account_id: &str, cs_id: &str, payment_id: &str, token_units: i64, total: &str) {
+    store
+        .insert_checkout_session(&session(cs_id, account_id, quote(token_units, "USD", total)))
+        .await
+        .unwrap();
+    let outcome = store
+        .confirm_payment(&confirmation(payment_id, cs_id, total, "USD"))
+        .await
+        .unwrap();
+    assert!(matches!(outcome, ConfirmOutcome::Applied(_)), "{outcome:?}");
+}
+
+async fn account_lookups_and_listing(store: &dyn Store) {
+    let a = account("acct_a", "a@example.com", 5);
+    store
+        .create_account(
+            &a,
+            Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA"),
+            &mkey("mk_a", "acct_a", JAN_1),
+        )
+        .await
+        .unwrap();
+    let mut b = account("acct_b", "b@example.com", 0);
+    b.referred_by = Some("acct_a".into());
+    create(store, &b, "mk_b").await.unwrap();
+    create(store, &account("acct_c", "c@example.com", 0), "mk_c")
+        .await
+        .unwrap();
+
+    let (found, hash) = store.account_by_email("a@example.com").await.unwrap().unwrap();
+    assert_eq!(head0(Some(found.clone())), Some(a.clone()));
+    assert!(found.ledger_head > 0, "the opening entry is the head");
+    assert_eq!(hash.as_deref(), Some("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA$aGFzaA"));
+    let (found_b, hash_b) = store.account_by_email("b@example.com").await.unwrap().unwrap();
+    assert_eq!(found_b.referred_by.as_deref(), Some("acct_a"));
+    assert_eq!(found_b.ledger_head, 0);
+    assert_eq!(hash_b, None);
+    assert!(store.account_by_email("nobody@example.com").await.unwrap().is_none());
+
+    assert_eq!(
+        head0(store.account_by_invite_code("INV-ACCT_B").await.unwrap()),
+        Some(b.clone())
+    );
+    assert_eq!(store.account_by_invite_code("NOPE").await.unwrap(), None);
+
+    let mut taken = account("acct_d", "d@example.com", 0);
+    taken.invite_code = a.invite_code.clone();
+    let conflict = create(store, &taken, "mk_d").await;
+    assert!(matches!(conflict, Err(StoreError::Conflict(_))), "{conflict:?}");
+
+    let ids = |v: Vec<Account>| v.into_iter().map(|a| a.id).collect::<Vec<_>>();
+    assert_eq!(
+        ids(store.accounts(None, 10).await.unwrap()),
+        ["acct_a", "acct_b", "acct_c"]
+    );
+    assert_eq!(ids(store.accounts(None, 2).await.unwrap()), ["acct_a", "acct_b"]);
+    assert_eq!(ids(store.accounts(Some("acct_b"), 10).await.unwrap()), ["acct_c"]);
+    assert!(store.accounts(Some("acct_c"), 10).await.unwrap().is_empty());
+}
+
+async fn management_keys_insert_list_revoke(store: &dyn Store) {
+    two_accounts(store).await;
+    let mut k2 = mkey("mk_a2", "acct_a", JAN_1 + 10);
+    k2.name = Some("ci".into());
+    store.insert_management_key(&k2).await.unwrap();
+    let dup = store.insert_management_key(&mkey("mk_a2", "acct_b", JAN_1 + 11)).await;
+    assert!(matches!(dup, Err(StoreError::Conflict(_))), "{dup:?}");
+
+    let listed = store.management_keys("acct_a").await.unwrap();
+    assert_eq!(
+        listed,
+        [k2.clone(), mkey("mk_a", "acct_a", JAN_1)],
+        "newest first, round-trips"
+    );
+    assert_eq!(store.management_keys("acct_b").await.unwrap().len(), 1);
+    assert_eq!(
+        store.account_by_management_key("mk_a2").await.unwrap().unwrap().id,
+        "acct_a"
+    );
+
+    assert_eq!(
+        store
+            .revoke_management_key("acct_b", "mkey_mk_a2", JAN_1 + 20)
+            .await
+            .unwrap(),
+        None,
+        "another account's key"
+    );
+    assert_eq!(
+        store.revoke_management_key("acct_a", "mkey_none", JAN_1).await.unwrap(),
+        None
+    );
+    let revoked = store
+        .revoke_management_key("acct_a", "mkey_mk_a2", JAN_1 + 20)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(revoked.revoked_at_us, Some(JAN_1 + 20));
+    let again = store
+        .revoke_management_key("acct_a", "mkey_mk_a2", JAN_1 + 30)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(again.revoked_at_us, Some(JAN_1 + 20), "the first revocation time stays");
+    assert_eq!(store.account_by_management_key("mk_a2").await.unwrap(), None);
+    assert!(store.account_by_management_key("mk_a").await.unwrap().is_some());
+    let listed = store.management_keys("acct_a").await.unwrap();
+    assert_eq!(listed.len(), 2, "revoked keys are still listed");
+    assert_eq!(listed[0].revoked_at_us, Some(JAN_1 + 20));
+}
+
+async fn confirm_payment_credits_once(store: &dyn Store) {
+    two_accounts(store).await;
+    let q = quote(10 * USD, "USD", "10.60");
+    store
+        .insert_checkout_session(&session("cs_1", "acct_a", q.clone()))
+        .await
+        .unwrap();
+    let stored = store.checkout_session("acct_a", "cs_1").await.unwrap().unwrap();
+    assert_eq!(stored, session("cs_1", "acct_a", q.clone()), "the session round-trips");
+    assert_eq!(store.checkout_session("acct_b", "cs_1").await.unwrap(), None);
+
+    let c = confirmation("pay_1", "cs_1", "10.60", "USD");
+    let applied = match store.confirm_payment(&c).await.unwrap() {
+        ConfirmOutcome::Applied(p) => p,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(applied.credited.units(), 10 * USD);
+    assert_eq!(applied.status, SessionStatus::Paid);
+    assert_eq!(applied.referrer_id, None);
+    assert_eq!(applied.commission, Usd::ZERO);
+    assert_eq!(applied.session_id, "cs_1");
+    assert_eq!(applied.account_id, "acct_a");
+    assert_eq!(balance(store, "acct_a").await, 1_000_000 + 10 * USD);
+    for _ in 0..3 {
+        match store.confirm_payment(&c).await.unwrap() {
+            ConfirmOutcome::Duplicate(p) => assert_eq!(p, applied),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(balance(store, "acct_a").await, 1_000_000 + 10 * USD, "credited once");
+    assert_eq!(store.payment("sim", "pay_1").await.unwrap(), Some(applied.clone()));
+    assert_eq!(store.payment("other", "pay_1").await.unwrap(), None);
+    let s = store.checkout_session("acct_a", "cs_1").await.unwrap().unwrap();
+    assert_eq!(
+        (s.status, s.payment_id.as_deref()),
+        (SessionStatus::Paid, Some("pay_1"))
+    );
+    let topups: Vec<_> = store
+        .ledger("acct_a", None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == LedgerKind::Topup)
+        .collect();
+    assert_eq!(topups.len(), 1);
+    assert_eq!(topups[0].amount.units(), 10 * USD);
+    assert_eq!(topups[0].reference.as_deref(), Some("pay_1"));
+
+    // The same session paid again under another id, another provider, an unknown session.
+    let other = store
+        .confirm_payment(&confirmation("pay_2", "cs_1", "10.60", "USD"))
+        .await
+        .unwrap();
+    assert!(matches!(other, ConfirmOutcome::Mismatch(_)), "{other:?}");
+    let mut wrong_provider = confirmation("pay_3", "cs_1", "10.60", "USD");
+    wrong_provider.provider = "stripe".into();
+    assert_eq!(
+        store.confirm_payment(&wrong_provider).await.unwrap(),
+        ConfirmOutcome::UnknownSession
+    );
+    assert_eq!(
+        store
+            .confirm_payment(&confirmation("pay_4", "cs_none", "10.60", "USD"))
+            .await
+            .unwrap(),
+        ConfirmOutcome::UnknownSession
+    );
+    assert_eq!(store.payment("sim", "pay_2").await.unwrap(), None);
+    assert_eq!(balance(store, "acct_a").await, 1_000_000 + 10 * USD);
+    assert_balanced(store, &["acct_a", "acct_b"]).await;
+}
+
+async fn concurrent_confirms_credit_once(store: &dyn Store) {
+    inviter_and_payer(store).await;
+    store
+        .insert_checkout_session(&session("cs_1", "acct_p", quote(20 * USD, "USD", "21.00")))
+        .await
+        .unwrap();
+    let c = confirmation("pay_1", "cs_1", "21.00", "USD");
+    let (r1, r2, r3, r4, r5, r6, r7, r8) = tokio::join!(
+        store.confirm_payment(&c),
+        store.confirm_payment(&c),
+        store.confirm_payment(&c),
+        store.confirm_payment(&c),
+        store.confirm_payment(&c),
+        store.confirm_payment(&c),
+        store.confirm_payment(&c),
+        store.confirm_payment(&c),
+    );
+    let outcomes = [r1, r2, r3, r4, r5, r6, r7, r8].map(Result::unwrap);
+    let applied = outcomes
+        .iter()
+        .filter(|o| matches!(o, ConfirmOutcome::Applied(_)))
+        .count();
+    let duplicates = outcomes
+        .iter()
+        .filter(|o| matches!(o, ConfirmOutcome::Duplicate(_)))
+        .count();
+    assert_eq!((applied, duplicates), (1, 7), "{outcomes:?}");
+    assert_eq!(balance(store, "acct_p").await, 20 * USD);
+    assert_eq!(balance(store, "acct_r").await, USD, "5% once");
+    assert_balanced(store, &["acct_p", "acct_r"]).await;
+}
+
+async fn payment_mismatch_credits_nothing(store: &dyn Store) {
+    two_accounts(store).await;
+    store
+        .insert_checkout_session(&session("cs_1", "acct_a", quote(12 * USD, "USD", "12.30")))
+        .await
+        .unwrap();
+    for (amount, currency) in [("12.31", "USD"), ("12.29", "USD"), ("12.30", "EUR"), ("0", "USD")] {
+        let outcome = store
+            .confirm_payment(&confirmation("pay_x", "cs_1", amount, currency))
+            .await
+            .unwrap();
+        assert!(
+            matches!(outcome, ConfirmOutcome::Mismatch(_)),
+            "{amount} {currency}: {outcome:?}"
+        );
+    }
+    assert_eq!(store.payment("sim", "pay_x").await.unwrap(), None);
+    assert_eq!(balance(store, "acct_a").await, 1_000_000);
+    let s = store.checkout_session("acct_a", "cs_1").await.unwrap().unwrap();
+    assert_eq!((s.status, s.payment_id), (SessionStatus::Open, None));
+    // The same value written differently is the same amount.
+    let outcome = store
+        .confirm_payment(&confirmation("pay_x", "cs_1", "12.3", "USD"))
+        .await
+        .unwrap();
+    assert!(matches!(outcome, ConfirmOutcome::Applied(_)), "{outcome:?}");
+    assert_eq!(balance(store, "acct_a").await, 1_000_000 + 12 * USD);
+    assert_balanced(store, &["acct_a", "acct_b"]).await;
+}
+
+async fn commission_rounds_down(store: &dyn Store) {
+    inviter_and_payer(store).await;
+    let token = 1_234_567_890_123; // $123.4567890123: not a whole cent, to exercise the rounding
+    store
+        .insert_checkout_session(&session("cs_1", "acct_p", quote(token, "USD", "130.00")))
+        .await
+        .unwrap();
+    let outcome = store
+        .confirm_payment(&confirmation("pay_1", "cs_1", "130", "USD"))
+        .await
+        .unwrap();
+    let ConfirmOutcome::Applied(p) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(p.referrer_id.as_deref(), Some("acct_r"));
+    assert_eq!(p.commission.units(), 61_728_394_506, "5% = …506.15, rounded down");
+    assert_eq!(balance(store, "acct_r").await, 61_728_394_506);
+
+    store
+        .insert_checkout_session(&session("cs_2", "acct_p", quote(token, "USD", "130.00")))
+        .await
+        .unwrap();
+    let mut c = confirmation("pay_2", "cs_2", "130.00", "USD");
+    c.commission_percent = "3.33".parse().unwrap();
+    let ConfirmOutcome::Applied(p2) = store.confirm_payment(&c).await.unwrap() else {
+        panic!()
+    };
+    assert_eq!(p2.commission.units(), 41_111_110_741, "3.33% = …741.0959, rounded down");
+
+    // A commission that rounds to zero posts no entry.
+    store
+        .insert_checkout_session(&session("cs_3", "acct_p", quote(19, "USD", "1.00")))
+        .await
+        .unwrap();
+    let ConfirmOutcome::Applied(p3) = store
+        .confirm_payment(&confirmation("pay_3", "cs_3", "1.00", "USD"))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(p3.commission, Usd::ZERO);
+    let commissions = store
+        .ledger("acct_r", None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.kind == LedgerKind::Commission)
+        .collect::<Vec<_>>();
+    assert_eq!(commissions.len(), 2, "no zero entry");
+    assert!(
+        commissions
+            .iter()
+            .all(|e| e.reason.as_deref().unwrap_or("").contains("acct_p"))
+    );
+    assert_eq!(
+        commissions
+            .iter()
+            .map(|e| e.reference.clone().unwrap())
+            .collect::<Vec<_>>(),
+        ["pay_1", "pay_2"]
+    );
+    assert_eq!(balance(store, "acct_p").await, 2 * token + 19);
+    assert_eq!(balance(store, "acct_r").await, 61_728_394_506 + 41_111_110_741);
+
+    let referrals = store.referrals("acct_r").await.unwrap();
+    assert_eq!(referrals.len(), 1);
+    assert_eq!(referrals[0].account_id, "acct_p");
+    assert_eq!(referrals[0].email, "p@example.com");
+    assert_eq!(referrals[0].joined_at_us, JAN_1);
+    assert_eq!(referrals[0].payments, 3);
+    assert_eq!(referrals[0].commission.units(), 61_728_394_506 + 41_111_110_741);
+    assert!(store.referrals("acct_p").await.unwrap().is_empty());
+    assert_balanced(store, &["acct_p", "acct_r"]).await;
+}
+
+async fn reversal_is_bounded_and_once(store: &dyn Store) {
+    inviter_and_payer(store).await;
+    pay(store, "acct_p", "cs_1", "pay_1", 10 * USD, "10.00").await;
+    pay(store, "acct_p", "cs_2", "pay_2", 10 * USD, "10.00").await;
+    assert_eq!(balance(store, "acct_p").await, 20 * USD);
+    assert_eq!(balance(store, "acct_r").await, USD);
+
+    // Bounded by max_debit (what the payer can spare beyond requests in flight).
+    let outcome = store
+        .reverse_payment(&reversal("pay_1", LedgerKind::Refund, 3 * USD, USD / 4))
+        .await
+        .unwrap();
+    let ReversalOutcome::Applied(p) = outcome else {
+        panic!("{outcome:?}")
+    };
+    assert_eq!(
+        (p.status, p.reversed.units(), p.commission_reversed.units()),
+        (SessionStatus::Refunded, 3 * USD, USD / 4)
+    );
+    assert_eq!(balance(store, "acct_p").await, 17 * USD);
+    assert_eq!(balance(store, "acct_r").await, USD - USD / 4);
+    assert_eq!(
+        store.checkout_session("acct_p", "cs_1").await.unwrap().unwrap().status,
+        SessionStatus::Refunded
+    );
+    // Once: a second refund or a chargeback of the same payment changes nothing.
+    for kind in [LedgerKind::Refund, LedgerKind::Chargeback] {
+        match store
+            .reverse_payment(&reversal("pay_1", kind, 100 * USD, 100 * USD))
+            .await
+            .unwrap()
+        {
+            ReversalOutcome::Duplicate(again) => assert_eq!(again, p),
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(balance(store, "acct_p").await, 17 * USD);
+
+    // Bounded by the balance: the payer spent most of it, the inviter all of it.
+    let spent = store
+        .adjust_balance("acct_p", Usd::from_units(-15 * USD), "spent", JAN_1 + 1_500)
+        .await
+        .unwrap();
+    assert!(matches!(spent, AdjustOutcome::Applied { .. }), "{spent:?}");
+    store
+        .adjust_balance("acct_r", Usd::from_units(-(USD / 2)), "spent", JAN_1 + 1_500)
+        .await
+        .unwrap();
+    assert_eq!(balance(store, "acct_r").await, USD / 4);
+    let ReversalOutcome::Applied(p2) = store
+        .reverse_payment(&reversal("pay_2", LedgerKind::Chargeback, 100 * USD, 100 * USD))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(p2.status, SessionStatus::ChargedBack);
+    assert_eq!(
+        p2.reversed.units(),
+        2 * USD,
+        "only what was left; the rest is the operator's loss"
+    );
+    assert_eq!(p2.commission_reversed.units(), USD / 4);
+    assert_eq!(balance(store, "acct_p").await, 0);
+    assert_eq!(balance(store, "acct_r").await, 0);
+    assert_eq!(
+        store.checkout_session("acct_p", "cs_2").await.unwrap().unwrap().status,
+        SessionStatus::ChargedBack
+    );
+    assert_eq!(store.payment("sim", "pay_2").await.unwrap(), Some(p2));
+    let p_kinds = entries(store, "acct_p").await;
+    assert_eq!(
+        p_kinds,
+        [
+            (LedgerKind::Topup, 10 * USD),
+            (LedgerKind::Topup, 10 * USD),
+            (LedgerKind::Refund, -3 * USD),
+            (LedgerKind::Adjustment, -15 * USD),
+            (LedgerKind::Chargeback, -2 * USD),
+        ]
+    );
+    let r_kinds = entries(store, "acct_r").await;
+    assert_eq!(
+        r_kinds,
+        [
+            (LedgerKind::Commission, USD / 2),
+            (LedgerKind::Commission, USD / 2),
+            (LedgerKind::CommissionReversal, -(USD / 4)),
+            (LedgerKind::Adjustment, -(USD / 2)),
+            (LedgerKind::CommissionReversal, -(USD / 4)),
+        ]
+    );
+    let referrals = store.referrals("acct_r").await.unwrap();
+    assert_eq!((referrals[0].payments, referrals[0].commission.units()), (2, USD / 2));
+
+    // A reversal with nothing to take posts nothing but still marks the payment.
+    pay(store, "acct_p", "cs_3", "pay_3", USD, "1.00").await;
+    let ReversalOutcome::Applied(p3) = store
+        .reverse_payment(&reversal("pay_3", LedgerKind::Refund, 0, 0))
+        .await
+        .unwrap()
+    else {
+        panic!()
+    };
+    assert_eq!(
+        (p3.status, p3.reversed, p3.commission_reversed),
+        (SessionStatus::Refunded, Usd::ZERO, Usd::ZERO)
+    );
+    assert_eq!(entries(store, "acct_p").await.len(), 6, "one topup more, no zero entry");
+
+    assert_eq!(
+        store
+            .reverse_payment(&reversal("pay_none", LedgerKind::Refund, USD, USD))
+            .await
+            .unwrap(),
+        ReversalOutcome::UnknownPayment
+    );
+    let mut other_provider = reversal("pay_3", LedgerKind::Refund, USD, USD);
+    other_provider.provider = "stripe".into();
+    assert_eq!(
+        store.reverse_payment(&other_provider).await.unwrap(),
+        ReversalOutcome::UnknownPayment
+    );
+    assert_balanced(store, &["acct_p", "acct_r"]).await;
+}
+
+async fn referral_refusals(store: &dyn Store) {
+    for (id, email) in [
+        ("acct_a", "a@example.com"),
+        ("acct_b", "b@example.com"),
+        ("acct_c", "c@example.com"),
+        ("acct_d", "d@example.com"),
+        ("acct_e", "e@example.com"),
+    ] {
+        create(store, &account(id, email, 0), &format!("mk_{id}"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        store.set_referrer("acct_a", "acct_a").await.unwrap(),
+        Err(ReferralRefusal::SelfReferral)
+    );
+    // b is referred by a, c by b.
+    assert_eq!(store.set_referrer("acct_b", "acct_a").await.unwrap(), Ok(()));
+    assert_eq!(store.set_referrer("acct_c", "acct_b").await.unwrap(), Ok(()));
+    assert_eq!(
+        store.account("acct_c").await.unwrap().unwrap().referred_by.as_deref(),
+        Some("acct_b")
+    );
+    assert_eq!(
+        store.set_referrer("acct_a", "acct_b").await.unwrap(),
+        Err(ReferralRefusal::Loop),
+        "direct"
+    );
+    assert_eq!(
+        store.set_referrer("acct_a", "acct_c").await.unwrap(),
+        Err(ReferralRefusal::Loop),
+        "through b"
+    );
+    assert_eq!(store.account("acct_a").await.unwrap().unwrap().referred_by, None);
+    assert_eq!(
+        store.set_referrer("acct_b", "acct_d").await.unwrap(),
+        Err(ReferralRefusal::AlreadyReferred)
+    );
+    assert_eq!(
+        store.set_referrer("acct_b", "acct_b").await.unwrap(),
+        Err(ReferralRefusal::SelfReferral),
+        "self-referral is checked first"
+    );
+    assert_eq!(
+        store.account("acct_b").await.unwrap().unwrap().referred_by.as_deref(),
+        Some("acct_a"),
+        "referral is forever"
+    );
+    // d has paid: too late to attach an inviter.
+    pay(store, "acct_d", "cs_d", "pay_d", USD, "1.00").await;
+    assert_eq!(
+        store.set_referrer("acct_d", "acct_a").await.unwrap(),
+        Err(ReferralRefusal::AlreadyPaid)
+    );
+    assert!(store.set_referrer("acct_e", "acct_missing").await.is_err());
+    assert!(store.set_referrer("acct_missing", "acct_a").await.is_err());
+    assert_eq!(store.account("acct_e").await.unwrap().unwrap().referred_by, None);
+    // A refused claim leaves the account free to claim later.
+    assert_eq!(store.set_referrer("acct_e", "acct_c").await.unwrap(), Ok(()));
+    let referred: Vec<String> = store
+        .referrals("acct_a")
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| r.account_id)
+        .collect();
+    assert_eq!(referred, ["acct_b"]);
+    let r = store.referrals("acct_c").await.unwrap();
+    assert_eq!((r.len(), r[0].payments, r[0].commission), (1, 0, Usd::ZERO));
+    assert_balanced(store, &["acct_a", "acct_d"]).await;
+}
+
+async fn adjust_balance_credits_and_debits(store: &dyn Store) {
+    two_accounts(store).await;
+    let credit = store
+        .adjust_balance("acct_b", Usd::from_units(1_000), "goodwill", JAN_1 + 5)
+        .await
+        .unwrap();
+    let AdjustOutcome::Applied {
+        entry_id,
+        balance: after,
+    } = credit
+    else {
+        panic!("{credit:?}")
+    };
+    assert_eq!(after.units(), 1_500);
+    assert_eq!(store.ledger_head().await.unwrap(), entry_id);
+    let last = store.ledger("acct_b", None, 100).await.unwrap().pop().unwrap();
+    assert_eq!(
+        (
+            last.id,
+            last.kind,
+            last.amount.units(),
+            last.reason.as_deref(),
+            last.created_at_us
+        ),
+        (entry_id, LedgerKind::Adjustment, 1_000, Some("goodwill"), JAN_1 + 5)
+    );
+    assert_eq!(store.account("acct_b").await.unwrap().unwrap().ledger_head, entry_id);
+
+    let refused = store
+        .adjust_balance("acct_b", Usd::from_units(-1_501), "too much", JAN_1 + 6)
+        .await
+        .unwrap();
+    assert_eq!(
+        refused,
+        AdjustOutcome::InsufficientBalance {
+            balance: Usd::from_units(1_500)
+        }
+    );
+    assert_eq!(store.ledger_head().await.unwrap(), entry_id, "nothing posted");
+    let debit = store
+        .adjust_balance("acct_b", Usd::from_units(-1_500), "all of it", JAN_1 + 7)
+        .await
+        .unwrap();
+    assert!(
+        matches!(debit, AdjustOutcome::Applied { balance, .. } if balance == Usd::ZERO),
+        "{debit:?}"
+    );
+    assert_eq!(
+        store
+            .adjust_balance("acct_none", Usd::from_units(5), "x", JAN_1)
+            .await
+            .unwrap(),
+        AdjustOutcome::UnknownAccount
+    );
+    assert_eq!(balance(store, "acct_a").await, 1_000_000);
+    assert_balanced(store, &["acct_a", "acct_b"]).await;
+}
+
+async fn ledger_since_skips_usage(store: &dyn Store) {
+    assert_eq!(store.ledger_head().await.unwrap(), 0);
+    assert!(store.ledger_since(0, 100).await.unwrap().is_empty());
+    two_accounts(store).await;
+    store
+        .record_usage(&[record(1, "acct_a", "key_a1", "m", JAN_1, 7, 200)])
+        .await
+        .unwrap();
+    store
+        .adjust_balance("acct_b", Usd::from_units(3), "x", JAN_1)
+        .await
+        .unwrap();
+    let head = store.ledger_head().await.unwrap();
+    let since = store.ledger_since(0, 100).await.unwrap();
+    assert_eq!(
+        since
+            .iter()
+            .map(|e| (e.account_id.as_str(), e.kind, e.amount.units()))
+            .collect::<Vec<_>>(),
+        [
+            ("acct_a", LedgerKind::Adjustment, 1_000_000),
+            ("acct_b", LedgerKind::Adjustment, 500),
+            ("acct_b", LedgerKind::Adjustment, 3),
+        ]
+    );
+    assert_eq!(since.last().unwrap().id, head);
+    let usage_entry = store
+        .ledger("acct_a", None, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.kind == LedgerKind::Usage)
+        .unwrap();
+    assert!(usage_entry.id < head);
+    let paged = store.ledger_since(since[0].id, 1).await.unwrap();
+    assert_eq!(paged, [since[1].clone()]);
+    assert!(store.ledger_since(head, 100).await.unwrap().is_empty());
+    assert_balanced(store, &["acct_a", "acct_b"]).await;
+}
+
+async fn fx_rates_round_trip(store: &dyn Store) {
+    assert!(store.fx_rates().await.unwrap().is_empty());
+    let eur = FxRate {
+        per_usd: "0.9234".parse().unwrap(),
+        as_of: "2026-11-25T12:00:00Z".into(),
+        markup_percent: "1.50".parse().unwrap(),
+        minor_units: 2,
+    };
+    let jpy = FxRate {
+        per_usd: "155.1234567891".parse().unwrap(),
+        as_of: "2026-11-25T12:00:00Z".into(),
+        markup_percent: Decimal::ZERO,
+        minor_units: 0,
+    };
+    store.set_fx_rate("EUR", &eur).await.unwrap();
+    store.set_fx_rate("JPY", &jpy).await.unwrap();
+    let rates = store.fx_rates().await.unwrap();
+    assert_eq!(rates.keys().collect::<Vec<_>>(), ["EUR", "JPY"]);
+    assert_eq!(rates["EUR"], eur);
+    assert_eq!(rates["JPY"], jpy);
+    assert_eq!(rates["EUR"].markup_percent.to_string(), "1.50", "the scale is kept");
+    let newer = FxRate {
+        per_usd: "0.95".parse().unwrap(),
+        ..eur
+    };
+    store.set_fx_rate("EUR", &newer).await.unwrap();
+    let rates = store.fx_rates().await.unwrap();
+    assert_eq!((rates.len(), &rates["EUR"]), (2, &newer), "replaced");
+}
+
 /// One `#[tokio::test]` per suite check, each on a fresh store from `$make`.
 macro_rules! store_suite {
     ($backend:ident, $make:expr) => {
@@ -613,6 +1387,17 @@ macro_rules! store_suite {
                 usage_record_is_scoped_by_account,
                 key_spend_since_sums_one_key_from_a_time,
                 ledger_pages_and_account_spend,
+                account_lookups_and_listing,
+                management_keys_insert_list_revoke,
+                confirm_payment_credits_once,
+                concurrent_confirms_credit_once,
+                payment_mismatch_credits_nothing,
+                commission_rounds_down,
+                reversal_is_bounded_and_once,
+                referral_refusals,
+                adjust_balance_credits_and_debits,
+                ledger_since_skips_usage,
+                fx_rates_round_trip,
             );
         }
     };
@@ -769,8 +1554,7 @@ async fn opens_in_wal_mode_and_reopens_with_data() {
         .await
         .unwrap();
     assert_eq!(fk, 1);
-    store
-        .create_account(&account("acct_a", "a@example.com", 9), "mk_a")
+    create(&store, &account("acct_a", "a@example.com", 9), "mk_a")
         .await
         .unwrap();
     store.close().await;
@@ -801,4 +1585,138 @@ async fn two_handles_on_one_file_write_concurrently() {
         w.await.unwrap();
     }
     assert_eq!(balance(&b, "acct_a").await, 1_000_000 - 40);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_confirms_from_two_handles_credit_once() {
+    // Eight webhook deliveries of one payment at once, on two handles of one file (two
+    // gateway nodes): one credit, one commission, seven duplicates.
+    let (a, dir) = sqlite_file().await;
+    let b = SqliteStore::open(&dir.path().join("router-one.db")).await.unwrap();
+    inviter_and_payer(&a).await;
+    a.insert_checkout_session(&session("cs_1", "acct_p", quote(20 * USD, "USD", "21.00")))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..8_u32)
+        .map(|n| {
+            let store = if n.is_multiple_of(2) { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                store
+                    .confirm_payment(&confirmation("pay_1", "cs_1", "21.00", "USD"))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut applied = 0;
+    let mut duplicates = 0;
+    for task in tasks {
+        match task.await.unwrap() {
+            ConfirmOutcome::Applied(_) => applied += 1,
+            ConfirmOutcome::Duplicate(_) => duplicates += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!((applied, duplicates), (1, 7));
+    assert_eq!(balance(&b, "acct_p").await, 20 * USD);
+    assert_eq!(balance(&b, "acct_r").await, USD);
+    assert_balanced(&a, &["acct_p", "acct_r"]).await;
+}
+
+#[tokio::test]
+async fn a_0001_database_migrates() {
+    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let options = SqliteConnectOptions::new()
+        .filename(&path)
+        .create_if_missing(true)
+        .foreign_keys(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(1)
+        .connect_with(options)
+        .await
+        .unwrap();
+    let all = sqlx::migrate!("./migrations/sqlite");
+    let only_first = sqlx::migrate::Migrator {
+        migrations: std::borrow::Cow::Owned(all.migrations[..1].to_vec()),
+        ..all
+    };
+    only_first.run(&pool).await.unwrap();
+    // Two ids sharing their last 8 characters, and a third.
+    for (id, email) in [
+        ("acct_x_0193abcd", "x@example.com"),
+        ("acct_y_0193abcd", "y@example.com"),
+        ("acct_0193ffff0000eeee", "z@example.com"),
+    ] {
+        sqlx::query("INSERT INTO accounts (id, email, balance_units, created_at_us) VALUES ($1, $2, 700, $3)")
+            .bind(id)
+            .bind(email)
+            .bind(JAN_1)
+            .execute(&pool)
+            .await
+            .unwrap();
+        sqlx::query(
+            "INSERT INTO ledger_entries (account_id, created_at_us, kind, amount_units, reason) \
+             VALUES ($1, $2, 'credit', 700, 'opening balance')",
+        )
+        .bind(id)
+        .bind(JAN_1)
+        .execute(&pool)
+        .await
+        .unwrap();
+        sqlx::query("INSERT INTO management_keys (id, account_id, secret_hash, created_at_us) VALUES ($1, $1, $2, $3)")
+            .bind(id)
+            .bind(format!("mk_{id}"))
+            .bind(JAN_1)
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    pool.close().await;
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    let accounts = store.accounts(None, 10).await.unwrap();
+    assert_eq!(accounts.len(), 3);
+    let codes: HashSet<&str> = accounts.iter().map(|a| a.invite_code.as_str()).collect();
+    assert_eq!(codes.len(), 3, "unique: {codes:?}");
+    assert!(codes.contains("0000EEEE"), "derived from the id: {codes:?}");
+    let nulls: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM accounts WHERE invite_code IS NULL")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(nulls, 0);
+    for a in &accounts {
+        assert_eq!(
+            store.account_by_invite_code(&a.invite_code).await.unwrap().unwrap().id,
+            a.id
+        );
+        assert_eq!(a.referred_by, None);
+        assert_eq!(entries(&store, &a.id).await, [(LedgerKind::Adjustment, 700)]);
+        assert_eq!(
+            store
+                .account_by_management_key(&format!("mk_{}", a.id))
+                .await
+                .unwrap()
+                .unwrap()
+                .id,
+            a.id
+        );
+        assert_eq!(store.management_keys(&a.id).await.unwrap()[0].name, None);
+    }
+    assert_balanced(&store, &["acct_x_0193abcd", "acct_y_0193abcd", "acct_0193ffff0000eeee"]).await;
+    let unique = create(
+        &store,
+        &{
+            let mut d = account("acct_d", "d@example.com", 0);
+            d.invite_code = accounts[0].invite_code.clone();
+            d
+        },
+        "mk_d",
+    )
+    .await;
+    assert!(
+        matches!(unique, Err(StoreError::Conflict(_))),
+        "the invite code index is unique"
+    );
 }

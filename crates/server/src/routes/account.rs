@@ -24,6 +24,19 @@ const MAX_LIMIT: u32 = 1000;
 
 /// `GET /v1/account`: the committed balance (Σ ledger) and spend (Σ usage records), and what
 /// requests in flight hold right now.
+#[utoipa::path(
+    get,
+    path = "/v1/account",
+    operation_id = "account_get",
+    tag = "account",
+    summary = "The account's balance, spend and what requests in flight hold",
+    responses(
+        (status = 200, description = "The account.", body = crate::openapi::schemas::Account),
+        (status = 401, response = crate::openapi::schemas::Error),
+        (status = 404, response = crate::openapi::schemas::Error)
+    ),
+    security(("management_key" = [])),
+)]
 pub(crate) async fn get(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ErrorResponse> {
     let account_id = auth::management_account(&app, &headers).await?;
     let account = app
@@ -41,19 +54,39 @@ pub(crate) async fn get(State(app): State<Arc<AppState>>, headers: HeaderMap) ->
         "balance": account.balance,
         "spend": spend,
         "reserved": reserved.unwrap_or_default(),
+        "invite_code": account.invite_code,
+        "referred_by": account.referred_by,
         "created_at": format_time(account.created_at_us),
     }))
     .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct LedgerQuery {
+    /// Page cursor: the previous page's `next_cursor` (an entry id).
     after: Option<i64>,
+    /// Entries per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
 }
 
 /// `GET /v1/account/ledger?after=<entry id>&limit=N`: entries oldest first, cursor pages.
+#[utoipa::path(
+    get,
+    path = "/v1/account/ledger",
+    operation_id = "account_ledger",
+    tag = "account",
+    summary = "The account's ledger, oldest first, in cursor pages",
+    params(LedgerQuery),
+    responses(
+        (status = 200, description = "One page.", body = crate::openapi::schemas::LedgerPage),
+        (status = 400, response = crate::openapi::schemas::Error),
+        (status = 401, response = crate::openapi::schemas::Error)
+    ),
+    security(("management_key" = [])),
+)]
 pub(crate) async fn ledger(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -86,7 +119,7 @@ pub(crate) async fn ledger(
                 "object": "ledger_entry",
                 "id": e.id,
                 "created_at": format_time(e.created_at_us),
-                "kind": e.kind,
+                "kind": e.kind.as_str(),
                 "amount": e.amount,
                 "reference": e.reference,
                 "reason": e.reason,

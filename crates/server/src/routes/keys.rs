@@ -198,6 +198,21 @@ fn no_such_key(id: &str) -> ErrorResponse {
 }
 
 /// `POST /v1/keys`: creates a key; the response carries its secret, once.
+#[utoipa::path(
+    post,
+    path = "/v1/keys",
+    operation_id = "keys_create",
+    tag = "keys",
+    summary = "Create an inference key; its secret is in this answer only",
+    request_body(content = crate::openapi::schemas::KeySettings, description = "Settings; the body may be empty.", content_type = "application/json"),
+    responses(
+        (status = 201, description = "The key, with its secret.", body = crate::openapi::schemas::CreatedApiKey),
+        (status = 400, response = crate::openapi::schemas::Error),
+        (status = 401, response = crate::openapi::schemas::Error),
+        (status = 413, response = crate::openapi::schemas::Error)
+    ),
+    security(("management_key" = [])),
+)]
 pub(crate) async fn create(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -225,6 +240,18 @@ pub(crate) async fn create(
 }
 
 /// `GET /v1/keys`.
+#[utoipa::path(
+    get,
+    path = "/v1/keys",
+    operation_id = "keys_list",
+    tag = "keys",
+    summary = "List the account's inference keys",
+    responses(
+        (status = 200, description = "The keys, revoked ones included.", body = crate::openapi::schemas::ApiKeyList),
+        (status = 401, response = crate::openapi::schemas::Error)
+    ),
+    security(("management_key" = [])),
+)]
 pub(crate) async fn list(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ErrorResponse> {
     let account_id = auth::management_account(&app, &headers).await?;
     let keys = app.store.keys(&account_id).await.map_err(internal)?;
@@ -233,6 +260,20 @@ pub(crate) async fn list(State(app): State<Arc<AppState>>, headers: HeaderMap) -
 }
 
 /// `GET /v1/keys/{id}`.
+#[utoipa::path(
+    get,
+    path = "/v1/keys/{id}",
+    operation_id = "keys_get",
+    tag = "keys",
+    summary = "One inference key",
+    params(("id" = String, Path, description = "The key id, `key_…`.")),
+    responses(
+        (status = 200, description = "The key.", body = crate::openapi::schemas::ApiKey),
+        (status = 401, response = crate::openapi::schemas::Error),
+        (status = 404, response = crate::openapi::schemas::Error)
+    ),
+    security(("management_key" = [])),
+)]
 pub(crate) async fn get(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -244,6 +285,23 @@ pub(crate) async fn get(
 }
 
 /// `PATCH /v1/keys/{id}`: fields present replace the current ones; `null` clears one.
+#[utoipa::path(
+    patch,
+    path = "/v1/keys/{id}",
+    operation_id = "keys_update",
+    tag = "keys",
+    summary = "Change a key's settings",
+    params(("id" = String, Path, description = "The key id, `key_…`.")),
+    request_body(content = crate::openapi::schemas::KeySettings, description = "Fields present replace the current ones; `null` clears one.", content_type = "application/json"),
+    responses(
+        (status = 200, description = "The key as updated.", body = crate::openapi::schemas::ApiKey),
+        (status = 400, response = crate::openapi::schemas::Error),
+        (status = 401, response = crate::openapi::schemas::Error),
+        (status = 404, response = crate::openapi::schemas::Error),
+        (status = 413, response = crate::openapi::schemas::Error)
+    ),
+    security(("management_key" = [])),
+)]
 pub(crate) async fn update(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -285,6 +343,20 @@ pub(crate) async fn update(
 }
 
 /// `DELETE /v1/keys/{id}`: revokes the key; its next request is refused.
+#[utoipa::path(
+    delete,
+    path = "/v1/keys/{id}",
+    operation_id = "keys_revoke",
+    tag = "keys",
+    summary = "Revoke a key; its next request is refused",
+    params(("id" = String, Path, description = "The key id, `key_…`.")),
+    responses(
+        (status = 200, description = "The key, revoked.", body = crate::openapi::schemas::ApiKey),
+        (status = 401, response = crate::openapi::schemas::Error),
+        (status = 404, response = crate::openapi::schemas::Error)
+    ),
+    security(("management_key" = [])),
+)]
 pub(crate) async fn revoke(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,

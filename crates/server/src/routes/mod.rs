@@ -6,7 +6,11 @@ pub(crate) mod chat;
 pub(crate) mod checkout;
 pub(crate) mod embeddings;
 pub(crate) mod keys;
+pub(crate) mod management_keys;
 pub(crate) mod models;
+pub(crate) mod payments;
+pub(crate) mod referrals;
+pub(crate) mod signup;
 pub(crate) mod upstream;
 pub(crate) mod usage;
 

@@ -28,21 +28,30 @@ const DEFAULT_LIMIT: u32 = 100;
 const MAX_LIMIT: u32 = 1000;
 
 /// Query parameters of the usage endpoints.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct UsageQuery {
+    /// Only this inference key's records (`key_…`).
     key_id: Option<String>,
+    /// Only this requested model.
     model: Option<String>,
     /// An HTTP status (`200`), or `success` / `error`.
     status: Option<String>,
     /// RFC 3339 or Unix seconds.
     from: Option<String>,
+    /// RFC 3339 or Unix seconds.
     to: Option<String>,
+    /// Page cursor: the previous page's `next_cursor`.
     after: Option<String>,
+    /// Records per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
     /// `json` (default), `jsonl` or `csv`.
+    #[param(pattern = "^(json|jsonl|csv)$")]
     format: Option<String>,
-    /// Summary only: `key`, `model` or `day`.
+    /// Summary only: `key`, `model` (default) or `day`.
+    #[param(pattern = "^(key|model|day)$")]
     group_by: Option<String>,
 }
 
@@ -178,6 +187,24 @@ fn with_type(body: String, content_type: &'static str) -> Response {
 }
 
 /// `GET /v1/usage`.
+#[utoipa::path(
+    get,
+    path = "/v1/usage",
+    operation_id = "usage_list",
+    tag = "usage",
+    summary = "List usage records, oldest first, in cursor pages",
+    params(UsageQuery),
+    responses(
+        (status = 200, description = "One page; `x-next-cursor` carries the next cursor when there is one.", content(
+            (crate::openapi::schemas::UsagePage = "application/json"),
+            (String = "application/jsonl", example = "one UsageRecord object per line"),
+            (String = "text/csv", example = "request_id,key_id,created_at,…")
+        )),
+        (status = 400, response = crate::openapi::schemas::Error),
+        (status = 401, response = crate::openapi::schemas::Error)
+    ),
+    security(("management_key" = [])),
+)]
 pub(crate) async fn list(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -228,6 +255,20 @@ pub(crate) async fn list(
 }
 
 /// `GET /v1/usage/summary?group_by=key|model|day`.
+#[utoipa::path(
+    get,
+    path = "/v1/usage/summary",
+    operation_id = "usage_summary",
+    tag = "usage",
+    summary = "Usage totals grouped by key, model or day",
+    params(UsageQuery),
+    responses(
+        (status = 200, description = "One row per group.", body = crate::openapi::schemas::UsageSummary),
+        (status = 400, response = crate::openapi::schemas::Error),
+        (status = 401, response = crate::openapi::schemas::Error)
+    ),
+    security(("management_key" = [])),
+)]
 pub(crate) async fn summary(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,
@@ -253,6 +294,20 @@ pub(crate) async fn summary(
 }
 
 /// `GET /v1/requests/{id}`: the record and its timeline.
+#[utoipa::path(
+    get,
+    path = "/v1/requests/{id}",
+    operation_id = "usage_trace",
+    tag = "usage",
+    summary = "One request's usage record and timeline",
+    params(("id" = String, Path, description = "The request id (`x-request-id`).")),
+    responses(
+        (status = 200, description = "The record and its timeline.", body = crate::openapi::schemas::RequestTrace),
+        (status = 401, response = crate::openapi::schemas::Error),
+        (status = 404, response = crate::openapi::schemas::Error)
+    ),
+    security(("management_key" = [])),
+)]
 pub(crate) async fn trace(
     State(app): State<Arc<AppState>>,
     headers: HeaderMap,

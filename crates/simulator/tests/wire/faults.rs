@@ -121,6 +121,7 @@ async fn latency_from_config_and_directives() {
     let addr = start(SimConfig {
         ttft: Duration::from_millis(60),
         tpot: Duration::from_millis(5),
+        ..SimConfig::default()
     })
     .await;
     let started = Instant::now();

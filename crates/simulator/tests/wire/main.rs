@@ -21,6 +21,7 @@ mod chat;
 mod embeddings;
 mod faults;
 mod gemini;
+mod payments;
 mod tools;
 
 async fn start(config: SimConfig) -> SocketAddr {

@@ -162,12 +162,13 @@ async fn debit_account(
         conn,
         account_id,
         at,
-        "usage",
+        router_one_core::billing::LedgerKind::Usage,
         Usd::from_units(amount),
         Some(&reference),
         Some(&reason),
     )
     .await
+    .map(|_| ())
 }
 
 /// Appends the `WHERE` conditions of `filter` except the cursor (the account always first).

@@ -8,6 +8,11 @@ use std::io::{BufRead, BufReader, Write};
 use std::sync::atomic::AtomicUsize;
 
 use async_trait::async_trait;
+use router_one_core::billing::{
+    AdjustOutcome, CheckoutSession, ConfirmOutcome, ManagementKey, Payment, PaymentConfirmation, PaymentReversal,
+    Referral, ReferralRefusal, ReversalOutcome,
+};
+use router_one_core::checkout::FxRate;
 use router_one_core::money::Usd;
 use router_one_core::pricing::TokenUsage;
 use router_one_core::store::{Account, ApiKey, KeySettings, LedgerEntry, SummaryGroup, SummaryRow, UsageFilter};
@@ -57,8 +62,20 @@ async fn seeded_store(dir: &Path) -> Arc<SqliteStore> {
         email: "a@example.com".into(),
         balance: Usd::from_units(OPENING_BALANCE),
         created_at_us: 0,
+        invite_code: "INVITE_A".into(),
+        referred_by: None,
+        ledger_head: 0,
     };
-    store.create_account(&account, "mk_a").await.unwrap();
+    let management_key = ManagementKey {
+        id: "mkey_a".into(),
+        account_id: "acct_a".into(),
+        secret_hash: "mk_a".into(),
+        hint: "sk-rm-a".into(),
+        name: None,
+        created_at_us: 0,
+        revoked_at_us: None,
+    };
+    store.create_account(&account, None, &management_key).await.unwrap();
     let key = ApiKey {
         id: "key_a".into(),
         account_id: "acct_a".into(),
@@ -139,8 +156,62 @@ fn take_one(n: &AtomicUsize) -> bool {
 
 #[async_trait]
 impl Store for TestStore {
-    async fn create_account(&self, a: &Account, h: &str) -> StoreResult<()> {
-        self.inner.create_account(a, h).await
+    async fn create_account(&self, a: &Account, p: Option<&str>, k: &ManagementKey) -> StoreResult<()> {
+        self.inner.create_account(a, p, k).await
+    }
+    async fn account_by_email(&self, e: &str) -> StoreResult<Option<(Account, Option<String>)>> {
+        self.inner.account_by_email(e).await
+    }
+    async fn account_by_invite_code(&self, c: &str) -> StoreResult<Option<Account>> {
+        self.inner.account_by_invite_code(c).await
+    }
+    async fn accounts(&self, after: Option<&str>, limit: u32) -> StoreResult<Vec<Account>> {
+        self.inner.accounts(after, limit).await
+    }
+    async fn set_referrer(&self, a: &str, r: &str) -> StoreResult<Result<(), ReferralRefusal>> {
+        self.inner.set_referrer(a, r).await
+    }
+    async fn referrals(&self, a: &str) -> StoreResult<Vec<Referral>> {
+        self.inner.referrals(a).await
+    }
+    async fn insert_management_key(&self, k: &ManagementKey) -> StoreResult<()> {
+        self.inner.insert_management_key(k).await
+    }
+    async fn management_keys(&self, a: &str) -> StoreResult<Vec<ManagementKey>> {
+        self.inner.management_keys(a).await
+    }
+    async fn revoke_management_key(&self, a: &str, k: &str, at: i64) -> StoreResult<Option<ManagementKey>> {
+        self.inner.revoke_management_key(a, k, at).await
+    }
+    async fn adjust_balance(&self, a: &str, amount: Usd, reason: &str, at: i64) -> StoreResult<AdjustOutcome> {
+        self.inner.adjust_balance(a, amount, reason, at).await
+    }
+    async fn ledger_since(&self, after: i64, limit: u32) -> StoreResult<Vec<LedgerEntry>> {
+        self.inner.ledger_since(after, limit).await
+    }
+    async fn ledger_head(&self) -> StoreResult<i64> {
+        self.inner.ledger_head().await
+    }
+    async fn insert_checkout_session(&self, s: &CheckoutSession) -> StoreResult<()> {
+        self.inner.insert_checkout_session(s).await
+    }
+    async fn checkout_session(&self, a: &str, id: &str) -> StoreResult<Option<CheckoutSession>> {
+        self.inner.checkout_session(a, id).await
+    }
+    async fn confirm_payment(&self, c: &PaymentConfirmation) -> StoreResult<ConfirmOutcome> {
+        self.inner.confirm_payment(c).await
+    }
+    async fn payment(&self, p: &str, id: &str) -> StoreResult<Option<Payment>> {
+        self.inner.payment(p, id).await
+    }
+    async fn reverse_payment(&self, r: &PaymentReversal) -> StoreResult<ReversalOutcome> {
+        self.inner.reverse_payment(r).await
+    }
+    async fn set_fx_rate(&self, c: &str, r: &FxRate) -> StoreResult<()> {
+        self.inner.set_fx_rate(c, r).await
+    }
+    async fn fx_rates(&self) -> StoreResult<std::collections::BTreeMap<String, FxRate>> {
+        self.inner.fx_rates().await
     }
     async fn account_by_management_key(&self, h: &str) -> StoreResult<Option<Account>> {
         self.inner.account_by_management_key(h).await
