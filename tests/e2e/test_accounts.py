@@ -628,6 +628,25 @@ def test_signup_duplicates_unknown_invites_and_login(agw):
     assert any(n and n.startswith("login ") for n in names), names
 
 
+def test_failed_logins_lock_that_email_only(agw):
+    """Ten failed logins lock the email (429 with Retry-After, no hashing) for the rest of the
+    15-minute window; the right password is refused too meanwhile; other emails are unaffected."""
+    a = signup(agw, "guess")
+    b = signup(agw, "bystander")
+    for _ in range(10):
+        r = httpx.post(f"{agw.root}/v1/auth/login", json={"email": a.email, "password": "not the password"})
+        assert_error(r, 401, "invalid_credentials")
+    for password in ("not the password", PASSWORD):
+        r = httpx.post(f"{agw.root}/v1/auth/login", json={"email": a.email, "password": password})
+        err = assert_error(r, 429, "rate_limit_exceeded")
+        assert 1 <= int(r.headers["retry-after"]) <= 900, r.headers
+        assert "credit" not in err["message"] and "balance" not in err["message"], err
+    r = httpx.post(f"{agw.root}/v1/auth/login", json={"email": b.email, "password": PASSWORD})
+    assert r.status_code == 200, r.text
+    # The account's existing management keys keep working.
+    assert a.http.get("/v1/account").status_code == 200
+
+
 def test_management_keys_create_list_revoke(agw):
     a = signup(agw, "mk")
     r = a.http.post("/v1/management-keys", json={"name": "ci"})

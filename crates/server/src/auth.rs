@@ -14,6 +14,11 @@ use router_one_metering::KeyState;
 use crate::error::{ErrorResponse, internal};
 use crate::state::{AppState, budget_spent};
 
+/// How long a management key is trusted from the cache before the store is asked again: a key
+/// revoked through another node (or the store directly) stops working within this time; one
+/// revoked through this node stops at once.
+const MANAGEMENT_KEY_RECHECK_US: i64 = 30_000_000;
+
 /// The bearer token of a request.
 fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
     let value = headers.get(http::header::AUTHORIZATION).ok_or_else(|| {
@@ -82,18 +87,31 @@ pub(crate) async fn management_account(app: &AppState, headers: &HeaderMap) -> R
         .into());
     }
     let hash = secret::hash(token);
-    if let Some(account) = app.management_keys.get(&hash) {
-        return account.clone().ok_or_else(|| invalid_key().into());
+    let now_us = router_one_core::ids::now_us();
+    let cached = app.management_keys.get(&hash).map(|e| e.value().clone());
+    match cached {
+        Some(None) => return Err(invalid_key().into()),
+        Some(Some((account, checked_at_us))) if now_us - checked_at_us < MANAGEMENT_KEY_RECHECK_US => {
+            return Ok(account);
+        }
+        _ => {}
     }
-    let account = app
-        .store
-        .account_by_management_key(&hash)
-        .await
-        .map_err(internal)?
-        .ok_or_else(invalid_key)?;
-    // `or_insert`: a revocation that landed while this lookup ran left a tombstone, which wins.
-    let cached = app.management_keys.entry(hash).or_insert(Some(account.id)).clone();
-    cached.ok_or_else(|| invalid_key().into())
+    let Some(account) = app.store.account_by_management_key(&hash).await.map_err(internal)? else {
+        // Unknown, or revoked (perhaps by another node): remember a known key's revocation.
+        if let Some(mut entry) = app.management_keys.get_mut(&hash) {
+            *entry = None;
+        }
+        return Err(invalid_key().into());
+    };
+    // A revocation that landed while this lookup ran left a tombstone, which wins.
+    let mut entry = app.management_keys.entry(hash).or_insert(Some((account.id, now_us)));
+    match entry.value_mut() {
+        Some(cached) => {
+            cached.1 = now_us;
+            Ok(cached.0.clone())
+        }
+        None => Err(invalid_key().into()),
+    }
 }
 
 /// Marks a revoked management key: the next call with it is refused, even one whose store

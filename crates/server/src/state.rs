@@ -67,8 +67,11 @@ pub struct AppState {
     /// Per-key request, token and concurrency limits (in-process; a Redis-backed limiter
     /// slots in behind the same trait for several nodes).
     pub limiter: Arc<dyn RateLimiter>,
-    /// Management-key hash → account id, filled on first use; `None` marks a revoked key.
-    pub management_keys: DashMap<String, Option<String>>,
+    /// Management-key hash → (account id, when the store last vouched for it, µs), filled on
+    /// first use; `None` marks a revoked key.
+    pub management_keys: DashMap<String, Option<(String, i64)>>,
+    /// Failed logins per email, to slow password guessing.
+    pub(crate) failed_logins: crate::password::FailedLogins,
     /// Durable state.
     pub store: Arc<dyn Store>,
     /// The crash-safe usage path.
@@ -111,6 +114,7 @@ impl AppState {
             keys: KeyIndex::default(),
             limiter: Arc::new(InProcessLimiter::default()),
             management_keys: DashMap::new(),
+            failed_logins: crate::password::FailedLogins::default(),
             store,
             usage,
         };

@@ -158,7 +158,8 @@ pub(crate) async fn signup(
         (status = 200, description = "A new management key.", body = crate::openapi::schemas::Login),
         (status = 400, response = crate::openapi::schemas::Error),
         (status = 401, response = crate::openapi::schemas::Error),
-        (status = 413, response = crate::openapi::schemas::Error)
+        (status = 413, response = crate::openapi::schemas::Error),
+        (status = 429, response = crate::openapi::schemas::Error)
     ),
 )]
 pub(crate) async fn login(
@@ -167,8 +168,13 @@ pub(crate) async fn login(
 ) -> Result<Response, ErrorResponse> {
     let body = routes::body(body, app.config.max_body_bytes)?;
     let request: Login = parse(&body, r#"{"email", "password"}"#)?;
-    let found = match billing::normalize_email(&request.email) {
-        Some(email) => app.store.account_by_email(&email).await.map_err(internal)?,
+    let email = billing::normalize_email(&request.email);
+    let now_s = ids::now_us() / 1_000_000;
+    if let Some(email) = &email {
+        app.failed_logins.check(email, now_s)?;
+    }
+    let found = match &email {
+        Some(email) => app.store.account_by_email(email).await.map_err(internal)?,
         None => None,
     };
     let (account, stored) = match found {
@@ -177,8 +183,12 @@ pub(crate) async fn login(
     };
     let matches = password::verify(&app, request.password, stored).await?;
     let Some(account) = account.filter(|_| matches) else {
+        if let Some(email) = &email {
+            app.failed_logins.failed(email, now_s);
+        }
         return Err(ApiError::new(ErrorKind::InvalidCredentials, "Incorrect email or password.").into());
     };
+    app.failed_logins.succeeded(&account.email);
     let now = ids::now_us();
     let name = format!(
         "login {}",
