@@ -188,14 +188,6 @@ async fn post_adjustment(store: &dyn Store, who: &str, amount: Usd, reason: &str
     }
 }
 
-/// An RFC 3339 timestamp (UTC) from µs since the epoch.
-fn rfc3339(us: i64) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_else(|| us.to_string())
-}
-
 /// Writes `rows` as a table with left-aligned columns under `header`.
 fn table(header: &[&str], rows: &[Vec<String>]) -> String {
     let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
@@ -237,7 +229,7 @@ async fn list_accounts(args: ListAccountsArgs) -> Result<()> {
                     "balance": account.balance,
                     "referred_by": account.referred_by,
                     "invite_code": account.invite_code,
-                    "created_at": rfc3339(account.created_at_us),
+                    "created_at": ids::rfc3339(account.created_at_us),
                 })
             );
         }
@@ -250,7 +242,7 @@ async fn list_accounts(args: ListAccountsArgs) -> Result<()> {
                     a.email.clone(),
                     a.balance.to_string(),
                     a.referred_by.clone().unwrap_or_else(|| "-".into()),
-                    rfc3339(a.created_at_us),
+                    ids::rfc3339(a.created_at_us),
                 ]
             })
             .collect();
@@ -309,7 +301,7 @@ async fn ledger(args: LedgerArgs) -> Result<()> {
                 "{}",
                 json!({
                     "id": e.id,
-                    "created_at": rfc3339(e.created_at_us),
+                    "created_at": ids::rfc3339(e.created_at_us),
                     "kind": e.kind,
                     "amount": e.amount,
                     "reference": e.reference,
@@ -333,7 +325,7 @@ async fn ledger(args: LedgerArgs) -> Result<()> {
             .map(|e| {
                 vec![
                     e.id.to_string(),
-                    rfc3339(e.created_at_us),
+                    ids::rfc3339(e.created_at_us),
                     e.kind.as_str().to_owned(),
                     e.amount.to_string(),
                     e.reference.clone().unwrap_or_else(|| "-".into()),

@@ -18,6 +18,15 @@ pub fn new_id(prefix: &str) -> String {
     s
 }
 
+/// An RFC 3339 timestamp (UTC) of µs since the epoch, as the API shows times (empty if out of
+/// the representable range, which our own clock never is).
+pub fn rfc3339(us: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)
+        .ok()
+        .and_then(|t| t.format(&time::format_description::well_known::Rfc3339).ok())
+        .unwrap_or_default()
+}
+
 /// Current time as microseconds since the Unix epoch.
 pub fn now_us() -> i64 {
     let now = time::OffsetDateTime::now_utc();

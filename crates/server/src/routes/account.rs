@@ -11,11 +11,11 @@ use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::json;
 
+use router_one_core::ids::rfc3339;
 use router_one_core::{ApiError, ErrorKind};
 
 use crate::auth;
 use crate::error::{ErrorResponse, internal};
-use crate::routes::keys::format_time;
 use crate::state::AppState;
 
 /// Entries per page unless `limit` says otherwise, and the most a page may hold.
@@ -56,7 +56,7 @@ pub(crate) async fn get(State(app): State<Arc<AppState>>, headers: HeaderMap) ->
         "reserved": reserved.unwrap_or_default(),
         "invite_code": account.invite_code,
         "referred_by": account.referred_by,
-        "created_at": format_time(account.created_at_us),
+        "created_at": rfc3339(account.created_at_us),
     }))
     .into_response())
 }
@@ -118,7 +118,7 @@ pub(crate) async fn ledger(
             json!({
                 "object": "ledger_entry",
                 "id": e.id,
-                "created_at": format_time(e.created_at_us),
+                "created_at": rfc3339(e.created_at_us),
                 "kind": e.kind.as_str(),
                 "amount": e.amount,
                 "reference": e.reference,

@@ -210,7 +210,7 @@ fn session_json(session: &CheckoutSession) -> Result<Value, ErrorResponse> {
         "payment_url": session.payment_url,
         "quote": quote_json(&session.quote)?,
         "payment_id": session.payment_id,
-        "created_at": routes::keys::format_time(session.created_at_us),
+        "created_at": ids::rfc3339(session.created_at_us),
     }))
 }
 

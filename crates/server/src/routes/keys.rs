@@ -14,6 +14,7 @@ use serde_json::{Map, Value};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use router_one_core::ids::rfc3339;
 use router_one_core::secret::{self, INFERENCE_PREFIX};
 use router_one_core::store::{ApiKey, BudgetPeriod, KeySettings};
 use router_one_core::{ApiError, ErrorKind, Usd};
@@ -112,18 +113,10 @@ impl KeyFields {
             tpm_limit: s.tpm_limit,
             max_concurrency: s.max_concurrency,
             models: s.models.clone(),
-            expires_at: s.expires_at_us.map(format_time),
+            expires_at: s.expires_at_us.map(rfc3339),
             metadata: Some(s.metadata.clone()),
         }
     }
-}
-
-/// RFC 3339 of µs since the epoch.
-pub(crate) fn format_time(us: i64) -> String {
-    OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1_000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_default()
 }
 
 /// The key as the API shows it: settings, spend so far, spend in the current budget period,
@@ -165,14 +158,14 @@ fn key_json(app: &AppState, key: &ApiKey) -> Value {
         "tpm_limit": s.tpm_limit,
         "max_concurrency": s.max_concurrency,
         "models": s.models,
-        "expires_at": s.expires_at_us.map(format_time),
+        "expires_at": s.expires_at_us.map(rfc3339),
         "metadata": s.metadata,
-        "created_at": format_time(key.created_at_us),
-        "revoked_at": key.revoked_at_us.map(format_time),
+        "created_at": rfc3339(key.created_at_us),
+        "revoked_at": key.revoked_at_us.map(rfc3339),
         "spend": spend,
         "period": period.map(|(start, end)| serde_json::json!({
-            "start": format_time(start),
-            "end": format_time(end),
+            "start": rfc3339(start),
+            "end": rfc3339(end),
             "spend": budget.map(|b| b.spent),
         })),
         "reserved": budget.map_or(Usd::ZERO, |b| b.reserved),

@@ -16,7 +16,6 @@ use router_one_core::billing::ManagementKey;
 use router_one_core::{ApiError, ErrorKind, ids};
 
 use crate::error::{ErrorResponse, internal};
-use crate::routes::keys::format_time;
 use crate::state::AppState;
 use crate::{auth, routes};
 
@@ -36,8 +35,8 @@ fn key_json(key: &ManagementKey) -> Value {
         "id": key.id,
         "name": key.name,
         "hint": key.hint,
-        "created_at": format_time(key.created_at_us),
-        "revoked_at": key.revoked_at_us.map(format_time),
+        "created_at": ids::rfc3339(key.created_at_us),
+        "revoked_at": key.revoked_at_us.map(ids::rfc3339),
     })
 }
 

@@ -69,10 +69,7 @@ pub(crate) async fn webhook(
             return Err(ApiError::new(ErrorKind::InvalidRequest, e.to_string()).into());
         }
     };
-    let outcome = apply(&app, provider.as_ref(), event).await?;
-    // Whatever was posted is live in the budgets before the provider hears back.
-    follower::sync(&app).await.map_err(internal)?;
-    Ok(answer(outcome))
+    Ok(answer(apply(&app, provider.as_ref(), event).await?))
 }
 
 fn answer(outcome: &'static str) -> Response {
@@ -101,6 +98,8 @@ async fn apply(
             };
             return match app.store.confirm_payment(&confirmation).await.map_err(internal)? {
                 ConfirmOutcome::Applied(payment) => {
+                    // The credit is live in the budgets before the provider hears back.
+                    follower::sync(app).await.map_err(internal)?;
                     tracing::info!(
                         payment = %payment.payment_id,
                         account = %payment.account_id,

@@ -15,10 +15,11 @@ use serde::Deserialize;
 use serde_json::json;
 
 use router_one_core::billing::{self, ReferralRefusal};
+use router_one_core::ids::rfc3339;
+use router_one_core::store::Account;
 use router_one_core::{ApiError, ErrorKind, Usd};
 
 use crate::error::{ErrorResponse, internal};
-use crate::routes::keys::format_time;
 use crate::routes::signup::invite_link;
 use crate::state::AppState;
 use crate::{auth, routes};
@@ -54,7 +55,7 @@ pub(crate) async fn get(State(app): State<Arc<AppState>>, headers: HeaderMap) ->
             json!({
                 "account_id": r.account_id,
                 "email": billing::mask_email(&r.email),
-                "joined_at": format_time(r.joined_at_us),
+                "joined_at": rfc3339(r.joined_at_us),
                 "payments": r.payments,
                 "commission": r.commission,
             })
@@ -106,28 +107,13 @@ pub(crate) async fn claim(
             format!("The body must be {{\"invite_code\"}}: {e}"),
         )
     })?;
-    let refused = |message: &'static str| -> ErrorResponse {
-        ApiError::new(ErrorKind::ReferralRefused, message)
-            .with_param("invite_code")
-            .into()
-    };
-    let inviter = app
-        .store
-        .account_by_invite_code(&billing::normalize_invite_code(&request.invite_code))
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| {
-            ApiError::new(ErrorKind::InvalidRequest, "No account has this invite code.").with_param("invite_code")
-        })?;
     let me = app
         .store
         .account(&account_id)
         .await
         .map_err(internal)?
         .ok_or_else(|| internal("management key of a missing account"))?;
-    if inviter.id != me.id && billing::same_mailbox(&inviter.email, &me.email) {
-        return Err(refused("Self-referral: this invite code belongs to the same mailbox."));
-    }
+    let inviter = inviter(&app, &request.invite_code, &me.email).await?;
     match app
         .store
         .set_referrer(&account_id, &inviter.id)
@@ -144,4 +130,28 @@ pub(crate) async fn claim(
         }
         Err(ReferralRefusal::AlreadyPaid) => Err(refused("An inviter can only be added before the first top-up.")),
     }
+}
+
+/// The account behind an invite code, as the inviter of an account with `email` (signing up or
+/// claiming): an unknown code is 400, and so is one of the same mailbox, `+tag` aliases included
+/// (self-referral).
+pub(crate) async fn inviter(app: &AppState, code: &str, email: &str) -> Result<Account, ErrorResponse> {
+    let inviter = app
+        .store
+        .account_by_invite_code(&billing::normalize_invite_code(code))
+        .await
+        .map_err(internal)?
+        .ok_or_else(|| {
+            ApiError::new(ErrorKind::InvalidRequest, "No account has this invite code.").with_param("invite_code")
+        })?;
+    if billing::same_mailbox(&inviter.email, email) {
+        return Err(refused("Self-referral: this invite code belongs to the same mailbox."));
+    }
+    Ok(inviter)
+}
+
+fn refused(message: &'static str) -> ErrorResponse {
+    ApiError::new(ErrorKind::ReferralRefused, message)
+        .with_param("invite_code")
+        .into()
 }

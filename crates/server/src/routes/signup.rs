@@ -17,6 +17,7 @@ use router_one_core::store::{Account, StoreError};
 use router_one_core::{ApiError, ErrorKind, Usd, ids};
 
 use crate::error::{ErrorResponse, internal};
+use crate::routes::referrals;
 use crate::state::AppState;
 use crate::{password, routes};
 
@@ -78,27 +79,8 @@ pub(crate) async fn signup(
     let email = email(&request.email)?;
     password::check_rule(&request.password)?;
     let referrer = match request.invite_code.as_deref() {
+        Some(code) => Some(referrals::inviter(&app, code, &email).await?.id),
         None => None,
-        Some(code) => {
-            let inviter = app
-                .store
-                .account_by_invite_code(&billing::normalize_invite_code(code))
-                .await
-                .map_err(internal)?
-                .ok_or_else(|| {
-                    ApiError::new(ErrorKind::InvalidRequest, "No account has this invite code.")
-                        .with_param("invite_code")
-                })?;
-            if billing::same_mailbox(&inviter.email, &email) {
-                return Err(ApiError::new(
-                    ErrorKind::ReferralRefused,
-                    "Self-referral: this invite code belongs to the same mailbox.",
-                )
-                .with_param("invite_code")
-                .into());
-            }
-            Some(inviter.id)
-        }
     };
     let password_hash = password::hash(&app, request.password).await?;
     let now = ids::now_us();
@@ -190,10 +172,7 @@ pub(crate) async fn login(
     };
     app.failed_logins.succeeded(&account.email);
     let now = ids::now_us();
-    let name = format!(
-        "login {}",
-        &routes::keys::format_time(now).get(..10).unwrap_or_default()
-    );
+    let name = format!("login {}", &ids::rfc3339(now).get(..10).unwrap_or_default());
     let (key, plaintext) = ManagementKey::generate(&account.id, Some(name), now);
     app.store.insert_management_key(&key).await.map_err(internal)?;
     Ok(Json(json!({

@@ -16,12 +16,12 @@ use serde_json::{Value, json};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 
+use router_one_core::ids::rfc3339;
 use router_one_core::store::{SummaryGroup, UsageFilter};
 use router_one_core::{ApiError, ErrorKind, UsageRecord};
 
 use crate::auth;
 use crate::error::{ErrorResponse, internal};
-use crate::routes::keys::format_time;
 use crate::state::AppState;
 
 const DEFAULT_LIMIT: u32 = 100;
@@ -114,7 +114,7 @@ pub(crate) fn record_json(r: &UsageRecord) -> Value {
     json!({
         "request_id": r.request_id,
         "key_id": r.key_id,
-        "created_at": format_time(r.created_at_us),
+        "created_at": rfc3339(r.created_at_us),
         "endpoint": r.endpoint,
         "requested_model": r.requested_model,
         "served_model": r.served_model,
@@ -150,7 +150,7 @@ fn csv_row(out: &mut String, r: &UsageRecord) {
     for (i, field) in [
         r.request_id.clone(),
         r.key_id.clone(),
-        format_time(r.created_at_us),
+        rfc3339(r.created_at_us),
         r.endpoint.as_str().to_owned(),
         r.requested_model.clone(),
         r.served_model.clone().unwrap_or_default(),
