@@ -27,6 +27,7 @@ pub(crate) struct Config {
     pub(crate) max_body_bytes: usize,
     pub(crate) upstream_timeout_secs: u64,
     pub(crate) usage_batch: usize,
+    pub(crate) default_output_tokens: u64,
     pub(crate) providers: BTreeMap<String, ProviderConfig>,
     #[serde(default)]
     pub(crate) checkout: CheckoutConfig,

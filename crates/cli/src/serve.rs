@@ -81,6 +81,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     let server_config = ServerConfig {
         max_body_bytes: config.max_body_bytes,
         upstream_timeout: Duration::from_secs(config.upstream_timeout_secs),
+        default_output_tokens: config.default_output_tokens,
         metering,
         checkout: config.checkout.clone(),
         public_url,

@@ -46,6 +46,10 @@ pub struct Model {
     pub context_window: u64,
     /// Maximum output tokens.
     pub max_output: u64,
+    /// Output tokens reserved for (and sent upstream as the limit of) a request that names no
+    /// `max_tokens`; absent: the operator's `default_output_tokens`. Never above `max_output`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_output: Option<u64>,
     /// USD per 1M input tokens (a decimal string in TOML: a float is refused).
     #[serde(deserialize_with = "decimal_string")]
     pub input_per_mtok: Decimal,

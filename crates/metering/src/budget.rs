@@ -38,6 +38,9 @@ struct BudgetState {
 pub struct Exhausted {
     /// What was left when the reservation was refused.
     pub available: Usd,
+    /// What requests in flight held then: released (or spent) when they finish, so a request
+    /// that fits in `available + held` may fit shortly.
+    pub held: Usd,
     /// When a periodic budget starts again (`None`: a lifetime budget, used up for good).
     pub resets_at_us: Option<i64>,
 }
@@ -91,6 +94,7 @@ impl Budget {
             let available = s.available();
             let refused = Exhausted {
                 available: available.unwrap_or(Usd::ZERO),
+                held: s.reserved,
                 resets_at_us: (s.period != BudgetPeriod::None).then_some(s.period_end_us),
             };
             match fit(available) {
@@ -200,6 +204,7 @@ mod tests {
             b.reserve(Usd::from_units(1), 0),
             Err(Exhausted {
                 available: Usd::ZERO,
+                held: Usd::from_units(70),
                 resets_at_us: None
             })
         );

@@ -78,6 +78,26 @@ pub enum OutputAsk {
     },
 }
 
+impl OutputAsk {
+    /// The most output tokens this ask can be granted.
+    pub fn most(self) -> u64 {
+        match self {
+            OutputAsk::Exactly(n) | OutputAsk::UpTo { max: n, .. } => n,
+        }
+    }
+
+    /// The same ask for `choices` outputs at once (`n` choices, each up to this ask).
+    pub fn times(self, choices: u64) -> OutputAsk {
+        match self {
+            OutputAsk::Exactly(n) => OutputAsk::Exactly(n.saturating_mul(choices)),
+            OutputAsk::UpTo { max, min } => OutputAsk::UpTo {
+                max: max.saturating_mul(choices),
+                min: min.saturating_mul(choices),
+            },
+        }
+    }
+}
+
 /// The tokens a request asks for at admission.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct TokenAsk {

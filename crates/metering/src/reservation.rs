@@ -1,6 +1,12 @@
 //! A reservation: the worst-case cost of one request, held against the key's `max_spend` and the
 //! account's balance until settled. Dropping it unsettled releases it, so an early return or a
 //! panic never leaks reserved money.
+//!
+//! Settling is where promise 3 meets the upstream's word: the usage an upstream reports is
+//! bounded by what the request could have used (prompt: the larger of the estimate and the
+//! model's context window; output: the limit sent upstream × the choices asked for), and the bill
+//! never exceeds what was reserved. A report beyond those bounds is an upstream fault, billed at
+//! the reservation and flagged ([`UsageFault`]), so the cap holds even against a lying upstream.
 
 use std::cell::Cell;
 use std::sync::Arc;
@@ -8,7 +14,7 @@ use std::sync::Arc;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
-use router_one_core::{ApiError, ErrorKind, PostedRates, Usd};
+use router_one_core::{ApiError, ErrorKind, PostedRates, TokenUsage, Usd};
 
 use crate::budget::Exhausted;
 use crate::index::KeyState;
@@ -21,8 +27,13 @@ pub struct CostAsk {
     pub rates: PostedRates,
     /// An upper bound of the prompt's tokens.
     pub prompt_tokens: u64,
-    /// The output: exactly the client's `max_tokens`, or up to what can be paid for.
+    /// The output per choice: exactly the client's `max_tokens`, or up to a default that fits.
     pub output: OutputAsk,
+    /// How many choices the upstream generates (`n`), each up to the output.
+    pub choices: u64,
+    /// The most prompt tokens the upstream can truly count (the model's context window); a
+    /// report above both this and `prompt_tokens` is impossible.
+    pub context_window: u64,
 }
 
 /// Money held for one request in flight.
@@ -30,14 +41,47 @@ pub struct CostAsk {
 pub struct Reservation {
     key: Arc<KeyState>,
     amount: Usd,
+    ask: CostAsk,
     output_tokens: u64,
     settled: bool,
+}
+
+/// Why a settlement did not take the upstream's report at its word.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UsageFault {
+    /// A count the request cannot have produced (beyond its bounds, or a cost past any storable
+    /// amount): the bill is the reservation.
+    Implausible,
+    /// Believable counts that cost more than the worst case reserved (the prompt estimate was
+    /// below the upstream's count): the bill is the reservation, the rest is the operator's.
+    OverReservation,
+}
+
+impl UsageFault {
+    /// The error code the usage record carries, for the operator.
+    pub fn code(self) -> &'static str {
+        match self {
+            UsageFault::Implausible => "upstream_usage_implausible",
+            UsageFault::OverReservation => "upstream_usage_over_reservation",
+        }
+    }
+}
+
+/// What a request is billed, after checking the upstream's report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Settlement {
+    /// The usage to record: the report, each count within what the request could have used.
+    pub usage: TokenUsage,
+    /// What the request costs: the usage at the posted rates, never more than was reserved.
+    pub cost: Usd,
+    /// Set when the report could not be billed as it was.
+    pub fault: Option<UsageFault>,
 }
 
 impl Reservation {
     /// Reserves the request's worst case against the key's budget, then the account's. An
     /// output of `UpTo` is clamped to what both can pay for (and refused below its `min`);
-    /// [`Reservation::output_tokens`] says what the reservation covers.
+    /// [`Reservation::output_tokens`] says what the reservation covers, per choice.
     pub fn new(key: Arc<KeyState>, ask: CostAsk, now_us: i64) -> Result<Reservation, ApiError> {
         let fitted = Cell::new(0u64);
         let fit = |output: OutputAsk| {
@@ -69,19 +113,50 @@ impl Reservation {
         Ok(Reservation {
             key,
             amount: on_account,
+            ask,
             output_tokens: fitted.get(),
             settled: false,
         })
     }
 
-    /// The output tokens this reservation pays for.
+    /// The output tokens per choice this reservation pays for.
     pub fn output_tokens(&self) -> u64 {
         self.output_tokens
     }
 
-    /// Ends the reservation, spending `actual`.
-    pub fn settle(mut self, actual: Usd) {
-        self.finish(actual);
+    /// What is held.
+    pub fn amount(&self) -> Usd {
+        self.amount
+    }
+
+    /// Ends the reservation with the usage the upstream reported: bounded, priced, and billed
+    /// at most the amount reserved (see the module doc).
+    pub fn settle(mut self, reported: TokenUsage) -> Settlement {
+        let settlement = self.check(reported);
+        self.finish(settlement.cost);
+        settlement
+    }
+
+    fn check(&self, reported: TokenUsage) -> Settlement {
+        let prompt = reported
+            .prompt_tokens
+            .min(self.ask.prompt_tokens.max(self.ask.context_window));
+        let completion = reported
+            .completion_tokens
+            .min(self.output_tokens.saturating_mul(self.ask.choices));
+        let usage = TokenUsage {
+            prompt_tokens: prompt,
+            cached_tokens: reported.cached_tokens.min(prompt),
+            completion_tokens: completion,
+            reasoning_tokens: reported.reasoning_tokens.min(completion),
+        };
+        let (cost, fault) = match self.ask.rates.cost(&usage) {
+            _ if usage != reported => (self.amount, Some(UsageFault::Implausible)),
+            None => (self.amount, Some(UsageFault::Implausible)),
+            Some(cost) if cost > self.amount => (self.amount, Some(UsageFault::OverReservation)),
+            Some(cost) => (cost, None),
+        };
+        Settlement { usage, cost, fault }
     }
 
     fn finish(&mut self, actual: Usd) {
@@ -93,9 +168,10 @@ impl Reservation {
     }
 }
 
-/// The most output tokens (within the ask) whose worst case fits in `available`, and that cost.
+/// The most output tokens per choice (within the ask) whose worst case fits in `available`, and
+/// that cost.
 fn fit(ask: &CostAsk, output: OutputAsk, available: Option<Usd>) -> Option<(u64, Usd)> {
-    let cost = |tokens: u64| ask.rates.worst_case(ask.prompt_tokens, tokens);
+    let cost = |tokens: u64| worst_case(ask, tokens);
     let (max, min) = match output {
         OutputAsk::Exactly(n) => (n, n),
         OutputAsk::UpTo { max, min } => (max, min.min(max)),
@@ -107,7 +183,7 @@ fn fit(ask: &CostAsk, output: OutputAsk, available: Option<Usd>) -> Option<(u64,
     if prompt_cost > available {
         return None;
     }
-    let per_token = ask.rates.output_per_mtok / Decimal::from(1_000_000);
+    let per_token = ask.rates.output_per_mtok * Decimal::from(ask.choices) / Decimal::from(1_000_000);
     let mut tokens = if per_token.is_zero() {
         max
     } else {
@@ -128,7 +204,40 @@ fn fit(ask: &CostAsk, output: OutputAsk, available: Option<Usd>) -> Option<(u64,
     None
 }
 
+/// The most the prompt and `output` tokens per choice can cost (`None`: past any storable amount).
+fn worst_case(ask: &CostAsk, output: u64) -> Option<Usd> {
+    ask.rates
+        .worst_case(ask.prompt_tokens, output.checked_mul(ask.choices)?)
+}
+
+/// A request that what is held by requests in flight keeps out, but that would fit once they
+/// finish: transient (429 with `Retry-After`), never a used-up budget — relays disable a channel
+/// on a 402, so one must mean "used up for good".
+fn held_refusal(ask: &CostAsk, e: Exhausted, whose: &str) -> Option<ApiError> {
+    let free_later = e.available.checked_add(e.held)?;
+    fit(ask, ask.output, Some(free_later))?;
+    Some(
+        ApiError::new(
+            ErrorKind::RateLimited,
+            format!(
+                "Requests already in flight hold what {whose} can spend (${} is held, the request needs {}); \
+                 retry when they finish.",
+                e.held,
+                needs(ask)
+            ),
+        )
+        .with_retry_after(HELD_RETRY_AFTER_S),
+    )
+}
+
+/// `Retry-After` of a request refused only because of what requests in flight hold: most
+/// finish within seconds.
+const HELD_RETRY_AFTER_S: u64 = 1;
+
 fn key_refusal(ask: &CostAsk, e: Exhausted, now_us: i64) -> ApiError {
+    if let Some(refusal) = held_refusal(ask, e, "this API key") {
+        return refusal;
+    }
     match e.resets_at_us {
         // A periodic budget comes back: transient, like a rate limit (relays retry, and must not
         // read money words and disable the channel).
@@ -160,6 +269,9 @@ fn key_refusal(ask: &CostAsk, e: Exhausted, now_us: i64) -> ApiError {
 }
 
 fn account_refusal(ask: &CostAsk, e: Exhausted) -> ApiError {
+    if let Some(refusal) = held_refusal(ask, e, "this account") {
+        return refusal;
+    }
     ApiError::new(
         ErrorKind::InsufficientQuota,
         format!(
@@ -177,7 +289,7 @@ fn needs(ask: &CostAsk) -> String {
         OutputAsk::Exactly(n) => (n, "up to"),
         OutputAsk::UpTo { max, min } => (min.min(max), "at least"),
     };
-    match ask.rates.worst_case(ask.prompt_tokens, tokens) {
+    match worst_case(ask, tokens) {
         Some(cost) => format!("{what} ${cost}"),
         None => "more than can be stored".to_owned(),
     }
@@ -231,6 +343,15 @@ mod tests {
             rates: rates(),
             prompt_tokens: 0,
             output,
+            choices: 1,
+            context_window: 1_000_000,
+        }
+    }
+
+    fn output_tokens(n: u64) -> TokenUsage {
+        TokenUsage {
+            completion_tokens: n,
+            ..TokenUsage::default()
         }
     }
 
@@ -241,7 +362,7 @@ mod tests {
         assert_eq!(key.account.available(), Some(Usd::from_units(100 * TOKEN)));
         Reservation::new(key.clone(), ask(OutputAsk::Exactly(60)), 0)
             .unwrap()
-            .settle(Usd::from_units(10 * TOKEN));
+            .settle(output_tokens(10));
         assert_eq!(key.account.available(), Some(Usd::from_units(90 * TOKEN)));
     }
 
@@ -270,10 +391,15 @@ mod tests {
         assert_eq!(r.output_tokens(), 20);
         assert_eq!(key.spend.reserved(), Usd::from_units(20 * TOKEN));
         assert_eq!(key.account.available(), Some(Usd::from_units(5)));
-        // Not even the minimal answer: refused, nothing held.
+        // Not even the minimal answer, but the first request holds enough: retry later.
+        let e = Reservation::new(key.clone(), ask(OutputAsk::UpTo { max: 128_000, min: 16 }), 0).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::RateLimited);
+        assert_eq!(key.spend.reserved(), Usd::from_units(20 * TOKEN));
+        // Once it spent what it held, not even the minimal answer fits: refused, nothing held.
+        r.settle(output_tokens(20));
         let e = Reservation::new(key.clone(), ask(OutputAsk::UpTo { max: 128_000, min: 16 }), 0).unwrap_err();
         assert_eq!(e.kind, ErrorKind::InsufficientQuota);
-        assert_eq!(key.spend.reserved(), Usd::from_units(20 * TOKEN));
+        assert_eq!(key.spend.reserved(), Usd::ZERO);
     }
 
     #[test]
@@ -302,6 +428,8 @@ mod tests {
                 rates,
                 prompt_tokens: 7,
                 output: OutputAsk::UpTo { max: 1_000, min: 0 },
+                choices: 1,
+                context_window: 1_000,
             };
             match fit(&ask, ask.output, Some(Usd::from_units(available))) {
                 Some((tokens, amount)) => {
@@ -314,5 +442,101 @@ mod tests {
                 None => assert!(rates.worst_case(7, 0).unwrap().units() > available),
             }
         }
+    }
+
+    #[test]
+    fn every_choice_is_reserved() {
+        // n = 2 at 60 tokens each needs 120 tokens' worth: a 100-token key refuses it.
+        let key = key_with(1_000 * TOKEN, Some(100 * TOKEN), BudgetPeriod::None);
+        let two = CostAsk {
+            choices: 2,
+            ..ask(OutputAsk::Exactly(60))
+        };
+        let e = Reservation::new(key.clone(), two, 0).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InsufficientQuota);
+        // Unbounded output is clamped per choice: 4 choices share the 100 tokens.
+        let four = CostAsk {
+            choices: 4,
+            ..ask(OutputAsk::UpTo { max: 128_000, min: 16 })
+        };
+        let r = Reservation::new(key.clone(), four, 0).unwrap();
+        assert_eq!((r.output_tokens(), r.amount()), (25, Usd::from_units(100 * TOKEN)));
+        // The upstream's report of all four choices is billed as it is.
+        let settled = r.settle(output_tokens(90));
+        assert_eq!((settled.cost, settled.fault), (Usd::from_units(90 * TOKEN), None));
+    }
+
+    #[test]
+    fn an_impossible_report_is_billed_at_the_reservation_and_flagged() {
+        let key = key_with(1_000 * TOKEN, Some(500 * TOKEN), BudgetPeriod::None);
+        for reported in [
+            output_tokens(20_000),
+            output_tokens(u64::MAX),
+            TokenUsage {
+                prompt_tokens: u64::MAX,
+                ..TokenUsage::default()
+            },
+            TokenUsage {
+                completion_tokens: 10,
+                reasoning_tokens: 11,
+                ..TokenUsage::default()
+            },
+        ] {
+            let r = Reservation::new(key.clone(), ask(OutputAsk::Exactly(50)), 0).unwrap();
+            let held = r.amount();
+            let settled = r.settle(reported);
+            assert_eq!(
+                (settled.cost, settled.fault),
+                (held, Some(UsageFault::Implausible)),
+                "{reported:?}"
+            );
+            assert!(settled.usage.completion_tokens <= 50 && settled.usage.prompt_tokens <= 1_000_000);
+            assert!(settled.usage.reasoning_tokens <= settled.usage.completion_tokens);
+        }
+        // The cap held: 4 × 50 tokens spent of 500, whatever was reported.
+        assert_eq!(key.spend.spent(), Usd::from_units(200 * TOKEN));
+    }
+
+    #[test]
+    fn a_believable_report_above_the_reservation_is_billed_at_the_reservation() {
+        // $1 per 1M input tokens: a 10-token estimate, an upstream that counted 5,000.
+        let key = key_with(1_000 * TOKEN, None, BudgetPeriod::None);
+        let ask = CostAsk {
+            rates: PostedRates {
+                input_per_mtok: Decimal::ONE,
+                ..rates()
+            },
+            prompt_tokens: 10,
+            ..ask(OutputAsk::Exactly(5))
+        };
+        let r = Reservation::new(key.clone(), ask, 0).unwrap();
+        let held = r.amount();
+        let settled = r.settle(TokenUsage {
+            prompt_tokens: 5_000,
+            completion_tokens: 5,
+            ..TokenUsage::default()
+        });
+        assert_eq!((settled.cost, settled.fault), (held, Some(UsageFault::OverReservation)));
+        assert_eq!(settled.usage.prompt_tokens, 5_000);
+    }
+
+    #[test]
+    fn money_held_by_requests_in_flight_is_a_transient_429() {
+        let key = key_with(1_000 * TOKEN, Some(100 * TOKEN), BudgetPeriod::None);
+        let first = Reservation::new(key.clone(), ask(OutputAsk::Exactly(60)), 0).unwrap();
+        let e = Reservation::new(key.clone(), ask(OutputAsk::Exactly(60)), 0).unwrap_err();
+        assert_eq!((e.kind, e.retry_after_s), (ErrorKind::RateLimited, Some(1)));
+        for word in ["credit", "balance", "quota"] {
+            assert!(!e.message.contains(word), "{}", e.message);
+        }
+        // Once the first settles, what it spent is gone for good: now it is a 402.
+        first.settle(output_tokens(60));
+        let e = Reservation::new(key.clone(), ask(OutputAsk::Exactly(60)), 0).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InsufficientQuota);
+        // The same for the account.
+        let key = key_with(100 * TOKEN, None, BudgetPeriod::None);
+        let _first = Reservation::new(key.clone(), ask(OutputAsk::Exactly(60)), 0).unwrap();
+        let e = Reservation::new(key.clone(), ask(OutputAsk::Exactly(60)), 0).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::RateLimited);
     }
 }

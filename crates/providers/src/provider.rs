@@ -62,6 +62,14 @@ impl OutputLimitField {
             OutputLimitField::MaxCompletionTokens => "max_completion_tokens",
         }
     }
+
+    /// The other field, which an upstream reading this one may ignore.
+    pub fn other(self) -> OutputLimitField {
+        match self {
+            OutputLimitField::MaxTokens => OutputLimitField::MaxCompletionTokens,
+            OutputLimitField::MaxCompletionTokens => OutputLimitField::MaxTokens,
+        }
+    }
 }
 
 /// A request body rewritten for the upstream.
@@ -103,15 +111,17 @@ pub struct Target<'a> {
     pub model: &'a Model,
     /// The model id the upstream knows.
     pub upstream_id: &'a str,
-    /// An output limit to send when the client named none: admission clamped the request to
-    /// what its key and account can pay for.
-    pub output_cap: Option<u64>,
+    /// The output limit per choice that admission reserved for (the client's, within the model's
+    /// maximum, or a default clamped to what the key and account can pay for): the upstream is
+    /// sent exactly this limit, so it cannot produce more than was metered. `None` for embeddings.
+    pub output_limit: Option<u64>,
 }
 
 impl ChatRequest<'_> {
-    /// The output limit to send upstream: the client's, else admission's clamp.
+    /// The output limit to send upstream: admission's, else (a request prepared outside
+    /// admission) the client's.
     pub fn output_limit(&self, target: Target<'_>) -> Option<u64> {
-        self.view.max_output.or(target.output_cap)
+        target.output_limit.or(self.view.max_output())
     }
 }
 

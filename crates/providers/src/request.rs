@@ -37,14 +37,40 @@ impl<'de> Deserialize<'de> for TopLevel<'de> {
 }
 
 impl<'a> TopLevel<'a> {
-    /// Splits `body`, or says precisely why it is not a JSON object.
+    /// Splits `body`, or says precisely why it is not a JSON object. A field that appears twice
+    /// is refused: the gateway and the upstream must read the same value (parsers disagree on
+    /// which duplicate wins, and an upstream keeping the last one would be served something
+    /// other than what was metered).
     pub fn parse(body: &'a [u8]) -> Result<TopLevel<'a>, ApiError> {
-        serde_json::from_slice(body).map_err(|e| {
+        let top: TopLevel<'a> = serde_json::from_slice(body).map_err(|e| {
             ApiError::new(
                 ErrorKind::InvalidJson,
                 format!("The request body is not a valid JSON object: {e}"),
             )
-        })
+        })?;
+        if let Some(key) = top.first_duplicate() {
+            return Err(ApiError::new(
+                ErrorKind::InvalidRequest,
+                format!("The field '{key}' appears more than once in the request body; send each field once."),
+            )
+            .with_param(key.to_owned()));
+        }
+        Ok(top)
+    }
+
+    /// The first key that appears twice. Real requests have a dozen fields: compared pairwise;
+    /// a body with thousands of keys goes through a set, so it cannot cost quadratic time.
+    fn first_duplicate(&self) -> Option<&str> {
+        const PAIRWISE: usize = 32;
+        let keys = || self.0.iter().map(|(k, _)| k.as_ref());
+        if self.0.len() <= PAIRWISE {
+            return keys()
+                .enumerate()
+                .find(|&(i, key)| keys().take(i).any(|earlier| earlier == key))
+                .map(|(_, key)| key);
+        }
+        let mut seen = std::collections::HashSet::with_capacity(self.0.len());
+        keys().find(|key| !seen.insert(*key))
     }
 
     /// The raw value of a top-level field.
@@ -52,9 +78,10 @@ impl<'a> TopLevel<'a> {
         self.0.iter().find(|(k, _)| k == key).map(|(_, v)| *v)
     }
 
-    /// Writes the object back, replacing or adding the given fields.
-    pub fn write_with(&self, replace: &[(&str, &str)]) -> Bytes {
-        let extra: usize = replace.iter().map(|(k, v)| k.len() + v.len() + 4).sum();
+    /// Writes the object back with the given edits: `(key, Some(json))` replaces the field's value
+    /// or adds the field at the end, `(key, None)` removes it. Every other field keeps its bytes.
+    pub fn write_with(&self, edits: &[(&str, Option<&str>)]) -> Bytes {
+        let extra: usize = edits.iter().map(|(k, v)| k.len() + v.map_or(0, str::len) + 4).sum();
         let mut out =
             Vec::with_capacity(self.0.iter().map(|(k, v)| k.len() + v.get().len() + 4).sum::<usize>() + extra + 2);
         out.push(b'{');
@@ -69,14 +96,17 @@ impl<'a> TopLevel<'a> {
             out.extend_from_slice(v.as_bytes());
         };
         for (k, v) in &self.0 {
-            match replace.iter().find(|(rk, _)| rk == k) {
-                Some((_, rv)) => push(&mut out, k, rv),
+            match edits.iter().find(|(ek, _)| ek == k) {
+                Some((_, Some(ev))) => push(&mut out, k, ev),
+                Some((_, None)) => {}
                 None => push(&mut out, k, v.get()),
             }
         }
-        for (rk, rv) in replace {
-            if !self.0.iter().any(|(k, _)| k == rk) {
-                push(&mut out, rk, rv);
+        for (ek, ev) in edits {
+            if let Some(ev) = ev
+                && !self.0.iter().any(|(k, _)| k == ek)
+            {
+                push(&mut out, ek, ev);
             }
         }
         out.push(b'}');
@@ -98,9 +128,30 @@ pub struct ChatView<'a> {
     pub stream: bool,
     /// `stream_options.include_usage: true`.
     pub include_usage: bool,
-    /// `max_completion_tokens`, else `max_tokens`.
-    pub max_output: Option<u64>,
+    /// `max_tokens`.
+    pub max_tokens: Option<u64>,
+    /// `max_completion_tokens`.
+    pub max_completion_tokens: Option<u64>,
+    /// `n`: how many choices the upstream generates, each up to the output limit (1 when absent).
+    pub choices: u64,
 }
+
+impl ChatView<'_> {
+    /// The output limit the client named: the larger of `max_tokens` and `max_completion_tokens`
+    /// when it names both, since an upstream may honour either one.
+    pub fn max_output(&self) -> Option<u64> {
+        match (self.max_tokens, self.max_completion_tokens) {
+            (Some(a), Some(b)) => Some(a.max(b)),
+            (a, b) => a.or(b),
+        }
+    }
+}
+
+/// The most choices one request may ask for (OpenAI's own limit).
+pub const MAX_CHOICES: u64 = 128;
+
+/// The longest model id accepted, in bytes; a longer one is refused before anything is recorded.
+pub const MAX_MODEL_ID_BYTES: usize = 256;
 
 #[derive(Deserialize)]
 struct StreamOptions {
@@ -121,30 +172,97 @@ pub fn chat_view<'a>(top: &TopLevel<'a>) -> Result<ChatView<'a>, ApiError> {
             .and_then(|o| o.include_usage)
             .unwrap_or(false),
     };
-    let max_output = match (top.get("max_completion_tokens"), top.get("max_tokens")) {
-        (Some(v), _) => field::<Option<u64>>(v, "max_completion_tokens", "a non-negative integer")?,
-        (None, Some(v)) => field::<Option<u64>>(v, "max_tokens", "a non-negative integer")?,
-        (None, None) => None,
+    let count = |name: &'static str| match top.get(name) {
+        None => Ok(None),
+        Some(v) => field::<Option<u64>>(v, name, "a non-negative integer"),
     };
+    let max_tokens = count("max_tokens")?;
+    let max_completion_tokens = count("max_completion_tokens")?;
+    let choices = count("n")?.unwrap_or(1);
+    if !(1..=MAX_CHOICES).contains(&choices) {
+        return Err(ApiError::new(
+            ErrorKind::InvalidRequest,
+            format!("'n' must be between 1 and {MAX_CHOICES}."),
+        )
+        .with_param("n"));
+    }
     if top.get("messages").is_none() {
         return Err(
             ApiError::new(ErrorKind::InvalidRequest, "Missing required parameter: 'messages'.").with_param("messages"),
         );
     }
+    refuse_off_rate(top)?;
     Ok(ChatView {
         model,
         stream,
         include_usage,
-        max_output,
+        max_tokens,
+        max_completion_tokens,
+        choices,
     })
 }
 
-/// The `model` field, required and a string.
+/// Refuses the fields that make an upstream bill beyond the model's posted token rates by an
+/// amount the request does not bound (promise 3: the worst case must be known before the request
+/// is sent, and it is priced at the posted rates): a 400 naming the field.
+fn refuse_off_rate(top: &TopLevel<'_>) -> Result<(), ApiError> {
+    let refuse = |name: &'static str, why: &str| {
+        Err(ApiError::new(ErrorKind::InvalidRequest, format!("'{name}' is not supported: {why}")).with_param(name))
+    };
+    let is_set = |name: &str| top.get(name).is_some_and(|v| v.get().trim() != "null");
+    if let Some(v) = top.get("service_tier") {
+        match field::<Option<Cow<'_, str>>>(v, "service_tier", "a string")?.as_deref() {
+            None | Some("auto" | "default" | "flex") => {}
+            Some(_) => {
+                return refuse(
+                    "service_tier",
+                    "that tier is billed above the posted rates; use \"auto\", \"default\" or \"flex\".",
+                );
+            }
+        }
+    }
+    if let Some(v) = top.get("modalities") {
+        let modalities = field::<Option<Vec<Cow<'_, str>>>>(v, "modalities", "an array of strings")?;
+        if modalities.iter().flatten().any(|m| m != "text") {
+            return refuse(
+                "modalities",
+                "only text output is priced; audio is billed at rates not posted here.",
+            );
+        }
+    }
+    if is_set("audio") {
+        return refuse("audio", "audio output is billed at rates not posted here.");
+    }
+    if is_set("web_search_options") {
+        return refuse(
+            "web_search_options",
+            "web search is billed per call, outside the posted token rates.",
+        );
+    }
+    if is_set("prediction") {
+        return refuse(
+            "prediction",
+            "rejected prediction tokens are billed beyond max_tokens, so the cost cannot be bounded before \
+             the request is sent.",
+        );
+    }
+    Ok(())
+}
+
+/// The `model` field, required, a string, and at most [`MAX_MODEL_ID_BYTES`] long.
 pub fn model_field<'a>(top: &TopLevel<'a>) -> Result<Cow<'a, str>, ApiError> {
     let raw = top.get("model").ok_or_else(|| {
         ApiError::new(ErrorKind::InvalidRequest, "Missing required parameter: 'model'.").with_param("model")
     })?;
-    field::<Cow<'a, str>>(raw, "model", "a string")
+    let model = field::<Cow<'a, str>>(raw, "model", "a string")?;
+    if model.len() > MAX_MODEL_ID_BYTES {
+        return Err(ApiError::new(
+            ErrorKind::InvalidRequest,
+            format!("The model id is longer than {MAX_MODEL_ID_BYTES} bytes; GET /v1/models lists the models."),
+        )
+        .with_param("model"));
+    }
+    Ok(model)
 }
 
 fn field<'a, T: Deserialize<'a>>(raw: &'a RawValue, name: &'static str, what: &str) -> Result<T, ApiError> {
@@ -174,7 +292,9 @@ mod tests {
                 model: "gpt-4o".into(),
                 stream: true,
                 include_usage: true,
-                max_output: Some(5)
+                max_tokens: Some(5),
+                max_completion_tokens: None,
+                choices: 1,
             }
         );
     }
@@ -195,10 +315,109 @@ mod tests {
     fn rewrites_only_named_fields() {
         let body = br#"{"model":"a","x":{"deep":[1, 2]},"m\"k":"v"}"#;
         let top = TopLevel::parse(body).unwrap();
-        let out = top.write_with(&[("model", "\"b\""), ("stream_options", r#"{"include_usage":true}"#)]);
+        let out = top.write_with(&[
+            ("model", Some("\"b\"")),
+            ("stream_options", Some(r#"{"include_usage":true}"#)),
+        ]);
         assert_eq!(
             &out[..],
             br#"{"model":"b","x":{"deep":[1, 2]},"m\"k":"v","stream_options":{"include_usage":true}}"#
         );
+    }
+
+    #[test]
+    fn a_duplicate_field_is_refused_naming_it() {
+        for (body, field) in [
+            (r#"{"model":"cheap","messages":[],"model":"dear"}"#, "model"),
+            (
+                r#"{"model":"m","messages":[],"max_tokens":1,"max_tokens":1000}"#,
+                "max_tokens",
+            ),
+            (
+                r#"{"stream":true,"stream_options":{"include_usage":true},"model":"m","stream_options":{}}"#,
+                "stream_options",
+            ),
+        ] {
+            let e = TopLevel::parse(body.as_bytes()).unwrap_err();
+            assert_eq!(
+                (e.kind, e.param.as_deref()),
+                (ErrorKind::InvalidRequest, Some(field)),
+                "{body}"
+            );
+        }
+        // Many keys go through the set, and still find the repeat.
+        let mut many: String = (0..5_000).map(|i| format!("\"k{i}\":{i},")).collect();
+        many.insert(0, '{');
+        many.push_str("\"k4999\":0}");
+        let e = TopLevel::parse(many.as_bytes()).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("k4999"));
+        // A repeated key inside a nested object is the nested reader's business, not the split's.
+        assert!(TopLevel::parse(br#"{"a":{"b":1,"b":2}}"#).is_ok());
+    }
+
+    #[test]
+    fn reads_choices_and_both_output_limits() {
+        let top =
+            TopLevel::parse(br#"{"model":"m","messages":[],"n":8,"max_tokens":5,"max_completion_tokens":50}"#).unwrap();
+        let v = chat_view(&top).unwrap();
+        assert_eq!((v.choices, v.max_output()), (8, Some(50)));
+        for bad in [r#""n":0"#, r#""n":129"#, r#""n":-1"#, r#""n":"2""#, r#""n":1.5"#] {
+            let body = format!(r#"{{"model":"m","messages":[],{bad}}}"#);
+            let e = chat_view(&TopLevel::parse(body.as_bytes()).unwrap()).unwrap_err();
+            assert_eq!(e.param.as_deref(), Some("n"), "{bad}");
+        }
+        let top = TopLevel::parse(br#"{"model":"m","messages":[],"n":null}"#).unwrap();
+        assert_eq!(chat_view(&top).unwrap().choices, 1);
+    }
+
+    #[test]
+    fn fields_billed_off_the_posted_rates_are_refused() {
+        for (extra, field) in [
+            (r#""service_tier":"priority""#, "service_tier"),
+            (r#""service_tier":"scale""#, "service_tier"),
+            (r#""modalities":["text","audio"]"#, "modalities"),
+            (r#""audio":{"voice":"alloy","format":"mp3"}"#, "audio"),
+            (r#""web_search_options":{}"#, "web_search_options"),
+            (r#""prediction":{"type":"content","content":"x"}"#, "prediction"),
+        ] {
+            let body = format!(r#"{{"model":"m","messages":[],{extra}}}"#);
+            let e = chat_view(&TopLevel::parse(body.as_bytes()).unwrap()).unwrap_err();
+            assert_eq!(
+                (e.kind, e.param.as_deref()),
+                (ErrorKind::InvalidRequest, Some(field)),
+                "{extra}"
+            );
+        }
+        for fine in [
+            r#""service_tier":"auto""#,
+            r#""service_tier":"flex""#,
+            r#""service_tier":null"#,
+            r#""modalities":["text"]"#,
+            r#""audio":null"#,
+        ] {
+            let body = format!(r#"{{"model":"m","messages":[],{fine}}}"#);
+            assert!(chat_view(&TopLevel::parse(body.as_bytes()).unwrap()).is_ok(), "{fine}");
+        }
+    }
+
+    #[test]
+    fn an_overlong_model_id_is_refused() {
+        let long = "m".repeat(MAX_MODEL_ID_BYTES + 1);
+        let body = format!(r#"{{"model":"{long}","messages":[]}}"#);
+        let e = chat_view(&TopLevel::parse(body.as_bytes()).unwrap()).unwrap_err();
+        assert_eq!(e.param.as_deref(), Some("model"));
+        let body = format!(r#"{{"model":"{}","messages":[]}}"#, &long[1..]);
+        assert!(chat_view(&TopLevel::parse(body.as_bytes()).unwrap()).is_ok());
+    }
+
+    #[test]
+    fn removes_fields_on_request() {
+        let top = TopLevel::parse(br#"{"model":"a","max_tokens":5,"x":1}"#).unwrap();
+        let out = top.write_with(&[
+            ("max_tokens", None),
+            ("max_completion_tokens", Some("5")),
+            ("gone", None),
+        ]);
+        assert_eq!(&out[..], br#"{"model":"a","x":1,"max_completion_tokens":5}"#);
     }
 }

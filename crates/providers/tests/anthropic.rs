@@ -62,7 +62,7 @@ fn prepare(body: &[u8], model: &Model) -> Result<Bytes, ApiError> {
     let target = Target {
         model,
         upstream_id: UPSTREAM,
-        output_cap: None,
+        output_limit: None,
     };
     let prepared = Anthropic.prepare_chat(&request, target)?;
     assert_eq!(prepared.path, "/messages");
@@ -386,7 +386,7 @@ fn headers_and_embeddings() {
             Target {
                 model: &m,
                 upstream_id: "e",
-                output_cap: None,
+                output_limit: None,
             },
         )
         .unwrap_err();

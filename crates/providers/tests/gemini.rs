@@ -69,7 +69,7 @@ fn prepare_with(body: &[u8], model: &Model) -> Result<PreparedRequest, ApiError>
         Target {
             model,
             upstream_id: UPSTREAM,
-            output_cap: None,
+            output_limit: None,
         },
     )
 }
@@ -483,7 +483,7 @@ fn embed_request(body: &[u8]) -> Result<PreparedRequest, ApiError> {
         Target {
             model: &model,
             upstream_id: "text-embedding-004",
-            output_cap: None,
+            output_limit: None,
         },
     )
 }

@@ -66,40 +66,56 @@ pub(crate) fn route<'a>(app: &'a AppState, model_id: &str, kind: ModelKind) -> R
 /// output is clamped to what remains: below this, the request is refused instead.
 pub(crate) const MIN_OUTPUT_TOKENS: u64 = 16;
 
-/// Admits a request with an upper bound of `prompt_tokens` that may produce `max_output` tokens
-/// (`None`: the client named no limit): the key's rate limits first (transient), then its money
-/// (promise 3, in `metering`). Returns the output limit to send upstream when the client named
-/// none and the request was clamped to what remains (`None`: nothing to add).
+/// What a request may produce, as the client asked.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct OutputRequest {
+    /// The client's output limit per choice (`None`: it named none, and the model's default
+    /// applies, clamped to what can be paid for).
+    pub(crate) max_tokens: Option<u64>,
+    /// How many choices the upstream generates, each up to that limit (`n`).
+    pub(crate) choices: u64,
+}
+
+/// Admits a request with an upper bound of `prompt_tokens`: the key's rate limits first
+/// (transient), then its money (promise 3, in `metering`). Returns the output limit per choice
+/// that was reserved for, which is what the upstream must be sent: the client's limit within the
+/// model's maximum, or — when it named none — the model's default output, clamped to what the
+/// key, its account and its TPM window can still pay for.
 pub(crate) fn reserve(
     app: &AppState,
     meter: &mut RequestMeter,
     model: &Model,
     prompt_tokens: impl FnOnce() -> Result<u64, ApiError>,
-    max_output: Option<u64>,
-) -> Result<Option<u64>, ApiError> {
-    meter.rates = Some(model.rates());
-    if !meter.metering {
-        return Ok(None);
-    }
-    let prompt_tokens = prompt_tokens()?;
-    let mut output = match max_output {
+    request: OutputRequest,
+) -> Result<u64, ApiError> {
+    let default_output = model
+        .default_output
+        .unwrap_or(app.config.default_output_tokens)
+        .min(model.max_output);
+    let mut output = match request.max_tokens {
         Some(n) => OutputAsk::Exactly(n.min(model.max_output)),
         None => OutputAsk::UpTo {
-            max: model.max_output,
-            min: MIN_OUTPUT_TOKENS.min(model.max_output),
+            max: default_output,
+            min: MIN_OUTPUT_TOKENS.min(default_output),
         },
     };
+    if !meter.metering {
+        return Ok(output.most());
+    }
+    let prompt_tokens = prompt_tokens()?;
+    let choices = request.choices.max(1);
     let limits = meter.key.rate_limits();
     if limits.is_limited() {
+        // The window counts every choice's tokens; the grant is shared out per choice.
         let ask = TokenAsk {
             prompt: prompt_tokens,
-            output,
+            output: output.times(choices),
         };
         match app.limiter.acquire(&meter.key.id, &limits, ask, Instant::now()) {
             Ok(grant) => {
                 if let OutputAsk::UpTo { min, .. } = output {
                     output = OutputAsk::UpTo {
-                        max: grant.granted_output(),
+                        max: grant.granted_output() / choices,
                         min,
                     };
                 }
@@ -117,13 +133,15 @@ pub(crate) fn reserve(
         rates: model.rates(),
         prompt_tokens,
         output,
+        choices,
+        context_window: model.context_window,
     };
     let reservation = Reservation::new(meter.key.clone(), ask, meter.created_at_us)?;
     let granted = reservation.output_tokens();
     if let Some(grant) = meter.rate.as_mut() {
-        grant.shrink_output(granted);
+        grant.shrink_output(granted.saturating_mul(choices));
         meter.rate_snapshot = Some(*grant.snapshot());
     }
     meter.reservation = Some(reservation);
-    Ok((max_output.is_none() && granted < model.max_output).then_some(granted))
+    Ok(granted)
 }

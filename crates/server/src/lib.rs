@@ -11,6 +11,7 @@ mod openapi;
 mod password;
 mod record;
 mod routes;
+mod run_to_completion;
 mod state;
 
 pub use state::{AppState, ServerConfig};

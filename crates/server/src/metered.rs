@@ -328,7 +328,11 @@ impl Drop for MeteredStream {
         state.client_gone = true;
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
-                runtime.spawn(async move { while std::future::poll_fn(|cx| state.poll_next(cx)).await.is_some() {} });
+                let tasks = state.app.tasks.clone();
+                tasks.spawn_on(
+                    async move { while std::future::poll_fn(|cx| state.poll_next(cx)).await.is_some() {} },
+                    &runtime,
+                );
             }
             Err(_) => state.end(Ending::Cut),
         }

@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use router_one_core::usage::{Endpoint, UsageRecord};
-use router_one_core::{ApiError, ErrorKind, PostedRates, TokenUsage, Usd};
+use router_one_core::{ApiError, ErrorKind, TokenUsage, Usd};
 use router_one_metering::rate::{RateGrant, RateSnapshot};
+use router_one_metering::reservation::{Settlement, UsageFault};
 use router_one_metering::{KeyState, Reservation};
 use router_one_store::UsageWriter;
 
@@ -37,7 +38,6 @@ pub(crate) struct RequestMeter {
     pub(crate) streamed: bool,
     pub(crate) upstream_sent_us: Option<u64>,
     pub(crate) ttft_us: Option<u64>,
-    pub(crate) rates: Option<PostedRates>,
     pub(crate) reservation: Option<Reservation>,
     /// The key's request/token/concurrency grant; its slot is freed when the meter finishes.
     pub(crate) rate: Option<RateGrant>,
@@ -61,7 +61,6 @@ impl RequestMeter {
             streamed: false,
             upstream_sent_us: None,
             ttft_us: None,
-            rates: None,
             reservation: None,
             rate: None,
             rate_snapshot: None,
@@ -86,12 +85,26 @@ impl RequestMeter {
         }
     }
 
-    /// Prices the usage, settles the reservation, and writes the usage record. Returns the cost.
+    /// Settles the reservation with the usage the upstream reported (bounded and priced there,
+    /// never billed above what was reserved) and writes the usage record. Returns the cost.
     pub(crate) fn finish(mut self, writer: &UsageWriter, outcome: Outcome) -> Result<Usd, ApiError> {
-        let cost = match self.rates {
-            Some(rates) => rates.cost(&outcome.usage).unwrap_or(Usd::from_units(i64::MAX)),
-            None => Usd::ZERO,
+        let Settlement { usage, cost, fault } = match self.reservation.take() {
+            Some(reservation) => reservation.settle(outcome.usage),
+            // Refused before anything was reserved (or unmetered): nothing to bill.
+            None => Settlement {
+                usage: outcome.usage,
+                cost: Usd::ZERO,
+                fault: None,
+            },
         };
+        if let Some(fault) = fault {
+            tracing::warn!(
+                request_id = %self.request_id,
+                provider = %self.provider,
+                fault = fault.code(),
+                "upstream usage report not billed as reported"
+            );
+        }
         let record = UsageRecord {
             request_id: std::mem::take(&mut self.request_id),
             account_id: self.key.account_id.clone(),
@@ -101,33 +114,20 @@ impl RequestMeter {
             requested_model: std::mem::take(&mut self.requested_model),
             served_model: outcome.served_model,
             provider: std::mem::take(&mut self.provider),
-            usage: outcome.usage,
+            usage,
             cost,
             latency_us: self.elapsed_us(),
             upstream_sent_us: self.upstream_sent_us,
             ttft_us: self.ttft_us,
             status: outcome.status,
-            error_code: outcome.error_code.map(str::to_owned),
+            // The operator must see an upstream that was not believed, whatever else happened.
+            error_code: fault.map(UsageFault::code).or(outcome.error_code).map(str::to_owned),
             streamed: self.streamed,
         };
         if let Some(grant) = self.rate.take() {
-            grant.settle(
-                outcome
-                    .usage
-                    .prompt_tokens
-                    .saturating_add(outcome.usage.completion_tokens),
-            );
+            grant.settle(usage.prompt_tokens.saturating_add(usage.completion_tokens));
         }
         let written = if self.metering { writer.record(record) } else { Ok(()) };
-        // Settle even if the journal failed: the money was spent upstream either way.
-        match self.reservation.take() {
-            Some(reservation) => reservation.settle(cost),
-            None if !self.metering => {}
-            None => {
-                self.key.spend.settle(Usd::ZERO, cost);
-                self.key.account.settle(Usd::ZERO, cost);
-            }
-        }
         written.map_err(|e| {
             tracing::error!(error = %e, "usage journal write failed");
             ApiError::new(

@@ -25,6 +25,9 @@ pub struct ServerConfig {
     pub max_body_bytes: usize,
     /// How long to wait for an upstream's response head, and between stream events.
     pub upstream_timeout: Duration,
+    /// Output tokens reserved for (and sent upstream with) a request that names no `max_tokens`,
+    /// unless its catalog entry sets `default_output`.
+    pub default_output_tokens: u64,
     /// `false` only to measure what metering costs (`bench/run.sh`): requests are then neither
     /// estimated, limited, reserved nor recorded. Never in production: it suspends promises 3
     /// and 5.
@@ -44,6 +47,7 @@ impl Default for ServerConfig {
         ServerConfig {
             max_body_bytes: 32 * 1024 * 1024,
             upstream_timeout: Duration::from_secs(600),
+            default_output_tokens: 8192,
             metering: true,
             checkout: CheckoutConfig::default(),
             public_url: "http://127.0.0.1:8080".into(),
@@ -76,6 +80,9 @@ pub struct AppState {
     pub store: Arc<dyn Store>,
     /// The crash-safe usage path.
     pub usage: UsageWriter,
+    /// Work that outlives its request: the rest of an exchange whose client hung up, draining it
+    /// so it is still metered and recorded. Shutdown closes it and waits for it.
+    pub tasks: tokio_util::task::TaskTracker,
     /// Configured payment providers by name.
     pub payments: HashMap<String, Arc<dyn PaymentProvider>>,
     /// The checkout config in force: the config file's, with the operator's FX rates over it
@@ -117,6 +124,7 @@ impl AppState {
             failed_logins: crate::password::FailedLogins::default(),
             store,
             usage,
+            tasks: tokio_util::task::TaskTracker::new(),
         };
         let now_us = router_one_core::ids::now_us();
         for key in state.store.active_keys().await? {

@@ -31,25 +31,38 @@ pub struct OpenAi {
 
 impl ChatApi for OpenAi {
     fn prepare_chat(&self, request: &ChatRequest<'_>, target: Target<'_>) -> Result<PreparedRequest, ApiError> {
-        let rename = request.view.model != target.upstream_id;
-        // Streams always ask for usage so they can be metered, asked for by the client or not.
-        let force_usage = request.view.stream && !request.view.include_usage;
-        // A request with no output limit that admission clamped gets the clamp.
-        let cap = target.output_cap.filter(|_| request.view.max_output.is_none());
-        let body = if rename || force_usage || cap.is_some() {
-            let model = serde_json::Value::from(target.upstream_id).to_string();
-            let cap = cap.map(|c| c.to_string());
-            let mut replace = Vec::with_capacity(3);
-            if rename {
-                replace.push(("model", model.as_str()));
+        let view = request.view;
+        // What goes upstream is exactly what was metered: the model the key was checked and
+        // priced for, a stream that reports usage whatever the client asked, and the output
+        // limit admission reserved for, in the one field this provider reads.
+        let model = (view.model != target.upstream_id).then(|| serde_json::Value::from(target.upstream_id).to_string());
+        let force_usage = view.stream && !view.include_usage;
+        let field = self.output_limit_field;
+        let sent = match field {
+            OutputLimitField::MaxTokens => view.max_tokens,
+            OutputLimitField::MaxCompletionTokens => view.max_completion_tokens,
+        };
+        let limit = request
+            .output_limit(target)
+            .filter(|limit| sent != Some(*limit))
+            .map(|limit| limit.to_string());
+        let other = field.other().as_str();
+        let drop_other = request.top.get(other).is_some();
+        let body = if model.is_some() || force_usage || limit.is_some() || drop_other {
+            let mut edits = Vec::with_capacity(4);
+            if let Some(model) = &model {
+                edits.push(("model", Some(model.as_str())));
             }
             if force_usage {
-                replace.push(("stream_options", r#"{"include_usage":true}"#));
+                edits.push(("stream_options", Some(r#"{"include_usage":true}"#)));
             }
-            if let Some(cap) = &cap {
-                replace.push((self.output_limit_field.as_str(), cap.as_str()));
+            if let Some(limit) = &limit {
+                edits.push((field.as_str(), Some(limit.as_str())));
             }
-            request.top.write_with(&replace)
+            if drop_other {
+                edits.push((other, None));
+            }
+            request.top.write_with(&edits)
         } else {
             request.body.clone()
         };
@@ -63,7 +76,7 @@ impl ChatApi for OpenAi {
     fn prepare_embeddings(&self, request: &TopLevel<'_>, target: Target<'_>) -> Result<PreparedRequest, ApiError> {
         let model = serde_json::Value::from(target.upstream_id).to_string();
         Ok(PreparedRequest {
-            body: request.write_with(&[("model", &model)]),
+            body: request.write_with(&[("model", Some(&model))]),
             path: Cow::Borrowed("/embeddings"),
             hints: ReadHints::default(),
         })

@@ -14,7 +14,7 @@ use router_one_providers::estimate;
 use router_one_providers::request::{TopLevel, chat_view};
 use router_one_providers::{ChatRequest, Target};
 
-use crate::admission;
+use crate::admission::{self, OutputRequest};
 use crate::record::RequestMeter;
 use crate::routes::upstream::{Admitted, serve_inference};
 use crate::state::AppState;
@@ -38,7 +38,11 @@ fn admit(app: &AppState, meter: &mut RequestMeter, body: &Bytes) -> Result<Admit
     meter.provider.clone_from(&routed.provider.name);
     let tokenizer = estimate::tokenizer_for(&routed.model.family);
     let prompt_tokens = || estimate::prompt_tokens(&top, tokenizer);
-    let output_cap = admission::reserve(app, meter, routed.model, prompt_tokens, view.max_output)?;
+    let output = OutputRequest {
+        max_tokens: view.max_output(),
+        choices: view.choices,
+    };
+    let output_limit = admission::reserve(app, meter, routed.model, prompt_tokens, output)?;
     let request = ChatRequest {
         body,
         top: &top,
@@ -47,7 +51,7 @@ fn admit(app: &AppState, meter: &mut RequestMeter, body: &Bytes) -> Result<Admit
     let target = Target {
         model: routed.model,
         upstream_id: routed.upstream_id,
-        output_cap,
+        output_limit: Some(output_limit),
     };
     let prepared = routed.provider.api.prepare_chat(&request, target)?;
     Ok(Admitted {

@@ -14,7 +14,7 @@ use router_one_providers::Target;
 use router_one_providers::estimate;
 use router_one_providers::request::{TopLevel, model_field};
 
-use crate::admission;
+use crate::admission::{self, OutputRequest};
 use crate::record::RequestMeter;
 use crate::routes::upstream::{Admitted, serve_inference};
 use crate::state::AppState;
@@ -46,12 +46,15 @@ fn admit(app: &AppState, meter: &mut RequestMeter, body: &Bytes) -> Result<Admit
         meter,
         routed.model,
         || estimate::embedding_tokens(&top, tokenizer),
-        Some(0),
+        OutputRequest {
+            max_tokens: Some(0),
+            choices: 1,
+        },
     )?;
     let target = Target {
         model: routed.model,
         upstream_id: routed.upstream_id,
-        output_cap: None,
+        output_limit: None,
     };
     let prepared = routed.provider.api.prepare_embeddings(&top, target)?;
     Ok(Admitted {

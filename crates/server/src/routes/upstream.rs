@@ -21,6 +21,7 @@ use crate::error::ErrorResponse;
 use crate::metered::MeteredStream;
 use crate::record::{Outcome, RequestMeter};
 use crate::routes;
+use crate::run_to_completion::RunToCompletion;
 use crate::state::AppState;
 
 /// The most of an upstream's complete answer the gateway will hold.
@@ -58,7 +59,8 @@ pub(crate) async fn serve_inference(
     let admitted = admit(&app, &mut meter, &body);
     let rate = meter.rate_snapshot.take();
     let mut response = match admitted {
-        Ok(admitted) => forward(&app, meter, admitted).await,
+        // Once sent, the exchange is metered and recorded even if the client hangs up first.
+        Ok(admitted) => RunToCompletion::new(forward(app.clone(), meter, admitted), &app.tasks).await,
         Err(e) => fail(&app, meter, e),
     };
     // Every response of a limited key says where its limits stand (OpenAI's headers, which
@@ -75,7 +77,8 @@ pub(crate) async fn serve_inference(
 }
 
 /// Sends an admitted request and turns the upstream's answer into the client's response.
-async fn forward(app: &Arc<AppState>, mut meter: RequestMeter, admitted: Admitted) -> Response {
+async fn forward(app: Arc<AppState>, mut meter: RequestMeter, admitted: Admitted) -> Response {
+    let app = &app;
     let Admitted {
         provider,
         upstream_id,
