@@ -13,6 +13,9 @@
 //!
 //! Both need `authorization: Bearer <anything non-empty>`, else 401. Served over HTTP/1.1 with
 //! keep-alive (`cargo run -p router-one-simulator --example serve -- 127.0.0.1:8089` runs one).
+//! A key repeated in a JSON object keeps its last value, at every level, as Python's `json` and
+//! JavaScript's `JSON.parse` do (`{"model":"a","model":"b"}` is model `b`); the `lenient` module
+//! says how (and the one exception, inside `tool_choice`).
 //!
 //! # Endpoints (Gemini wire format)
 //! `POST /v1beta/models/{model}:generateContent`, `:streamGenerateContent` (`?alt=sse` for SSE
@@ -86,6 +89,7 @@ mod embedding;
 mod exchange;
 mod gemini;
 mod json;
+mod lenient;
 mod openai;
 mod payments;
 mod reply;

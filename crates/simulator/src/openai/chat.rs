@@ -10,6 +10,7 @@ use crate::SimState;
 use crate::body::SimBody;
 use crate::conn::ConnControl;
 use crate::exchange;
+use crate::lenient;
 use crate::reply::{self, Prompt, Turn};
 
 /// What every response of one exchange repeats: its id, time and model.
@@ -39,7 +40,8 @@ pub(crate) async fn handle(request: Request<Incoming>, state: &SimState, control
     let Some(body) = exchange::read_body(request.into_body()).await else {
         return error::unreadable_body();
     };
-    let chat: ChatRequest<'_> = match serde_json::from_slice(&body) {
+    let mut rewritten = None;
+    let chat: ChatRequest<'_> = match lenient::from_slice(&body, &mut rewritten) {
         Ok(chat) => chat,
         Err(err) => return error::bad_body(&err),
     };

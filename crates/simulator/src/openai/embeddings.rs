@@ -16,6 +16,7 @@ use crate::conn::ConnControl;
 use crate::directives::Directives;
 use crate::embedding;
 use crate::exchange;
+use crate::lenient;
 use crate::tokens::count_words;
 
 /// The most dimensions a request may ask for.
@@ -62,7 +63,8 @@ pub(crate) async fn handle(request: Request<Incoming>, state: &SimState, control
     let Some(body) = exchange::read_body(request.into_body()).await else {
         return error::unreadable_body();
     };
-    let parsed: EmbeddingRequest<'_> = match serde_json::from_slice(&body) {
+    let mut rewritten = None;
+    let parsed: EmbeddingRequest<'_> = match lenient::from_slice(&body, &mut rewritten) {
         Ok(parsed) => parsed,
         Err(err) => return error::bad_body(&err),
     };
