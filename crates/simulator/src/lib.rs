@@ -7,7 +7,10 @@
 //! buffer, there is no per-request logging and no lock on the request path.
 //!
 //! # Endpoints (OpenAI wire format)
-//! - `POST /v1/chat/completions`, streaming (SSE) or not, with tools and JSON mode.
+//! - `POST /v1/chat/completions`, streaming (SSE) or not, with tools and JSON mode, and `n`
+//!   choices (1..=128, absent or null is 1, else OpenAI's 400 `integer_below_min_value` /
+//!   `integer_above_max_value` with `param` `n`): every choice is the same answer, capped on its
+//!   own; streamed, each choice's chunks come in turn, each with its finish chunk.
 //! - `POST /v1/embeddings`, `encoding_format` `float` or `base64`.
 //! - anything else: 404 with an OpenAI-style error.
 //!
@@ -48,9 +51,10 @@
 //! # Token rule
 //! The `tokens` module documents it in full; in short:
 //! - `prompt_tokens` = Σ over messages of (4 + whitespace-separated words of its text) + 3;
-//! - `completion_tokens` = words of the reply (10 per tool call) + reasoning tokens;
-//! - `max_completion_tokens` (else `max_tokens`) truncates the reply to that many words, and
-//!   `finish_reason` becomes `"length"`.
+//! - `completion_tokens` = words of the reply (10 per tool call) + reasoning tokens; with `n`
+//!   choices, the sum of every choice's words plus the reasoning tokens once;
+//! - `max_completion_tokens` (else `max_tokens`) truncates each choice's text to that many words,
+//!   and `finish_reason` becomes `"length"` (tool calls and reasoning tokens are not capped).
 //!
 //! # Directives (fault injection and test control)
 //! Read from the request header `x-sim: k=v,k=v` and from `[[sim:k=v,k=v]]` anywhere in the last

@@ -6,10 +6,17 @@
 //!   message's text is its string content, or its `text` parts concatenated as they are (no
 //!   separator); a message without text (an assistant turn with only tool calls) counts 4.
 //!   Embeddings: the words of all input strings, or the number of tokens of token-array inputs.
-//! - **completion tokens** = words of the reply, or 10 per tool call, plus `reasoning=N`.
+//! - **completion tokens** = words of the reply, or 10 per tool call, plus `reasoning=N`. With
+//!   OpenAI's `n` choices: the sum over the choices of their words (or 10 per tool call), plus
+//!   `reasoning=N` once for the whole response.
 //! - **cap**: `max_completion_tokens` (else `max_tokens`) truncates a text reply to that many
-//!   words; the finish reason is then "length". Tool calls and reasoning tokens are not capped.
+//!   words; the finish reason is then "length". Each of `n` choices is capped on its own, so a
+//!   response of text is at most n × cap completion tokens. Tool calls and reasoning tokens are
+//!   not capped: a choice that calls tools is 10 tokens per call (at most two calls, so 20) even
+//!   under a smaller cap, and `reasoning=N` adds N whatever the cap.
 //! - **cached tokens** = `cached=N`, at most the prompt tokens; **reasoning tokens** = `reasoning=N`.
+//! - **reported** numbers are these, unless a `report_*` directive replaces one field of the wire
+//!   usage (see `directives`).
 //!
 //! Example: one user message `"Hi there"` costs 4 + 2 + 3 = 9 prompt tokens, and the reply
 //! `Simulated reply from m. You said: Hi there` is 8 completion tokens.

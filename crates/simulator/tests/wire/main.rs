@@ -18,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 mod anthropic;
 mod chat;
+mod choices;
 mod duplicates;
 mod embeddings;
 mod faults;
