@@ -61,7 +61,9 @@
 //! user message (or in any embeddings input string), because a gateway under test does not forward
 //! client headers. Keys: `status=NNN`, `timeout`, `reset`, `malformed`, `cut=N`, `ttft_ms=N`,
 //! `tpot_ms=N`, `cached=N`, `reasoning=N`, `words=N`, `keepalive` (open an OpenAI stream with an SSE
-//! comment); the `directives` module documents them.
+//! comment), and `report_prompt=N`, `report_completion=N`, `report_cached=N`, `report_reasoning=N`
+//! (a lying upstream: each replaces one field of the usage reported, in every format, up to
+//! 18446744073709551615, and changes nothing else); the `directives` module documents them.
 //!
 //! # Payment provider
 //! The simulator is also the project's simulated payment provider (`kind = "simulated"` in the

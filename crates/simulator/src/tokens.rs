@@ -67,6 +67,34 @@ impl Usage {
     }
 }
 
+/// The `report_*` directives: usage to report instead of the real one, as a hostile or broken
+/// upstream would. Each replaces one field of the wire usage (every format maps them in its own
+/// module); what the simulator generates, and the usage it is paced and capped by, stay real.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Reported {
+    /// `report_prompt=N`: the prompt (OpenAI, Gemini) or uncached input (Anthropic) tokens.
+    pub(crate) prompt: Option<u64>,
+    /// `report_completion=N`: the completion (OpenAI), output (Anthropic) or candidates
+    /// (Gemini) tokens.
+    pub(crate) completion: Option<u64>,
+    /// `report_cached=N`: the cached prompt tokens.
+    pub(crate) cached: Option<u64>,
+    /// `report_reasoning=N`: the reasoning (OpenAI) or thoughts (Gemini) tokens.
+    pub(crate) reasoning: Option<u64>,
+}
+
+impl Usage {
+    /// This usage with every field a `report_*` directive names replaced by its value.
+    pub(crate) fn reported(self, report: &Reported) -> Usage {
+        Usage {
+            prompt: report.prompt.unwrap_or(self.prompt),
+            completion: report.completion.unwrap_or(self.completion),
+            cached: report.cached.unwrap_or(self.cached),
+            reasoning: report.reasoning.unwrap_or(self.reasoning),
+        }
+    }
+}
+
 /// A text reply rewritten to its final form: words joined by single spaces, padded or trimmed to
 /// `words` if given, then truncated to `cap` words.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -146,6 +174,28 @@ mod tests {
             }
         );
         assert_eq!(u.total(), 22);
+    }
+
+    #[test]
+    fn reports_replace_only_the_fields_they_name() {
+        let real = Usage::new(10, 5, Some(2), Some(1));
+        assert_eq!(real.reported(&Reported::default()), real);
+        let report = Reported {
+            prompt: Some(u64::MAX),
+            reasoning: Some(20_000),
+            ..Reported::default()
+        };
+        let reported = real.reported(&report);
+        assert_eq!(
+            reported,
+            Usage {
+                prompt: u64::MAX,
+                completion: 6,
+                cached: 2,
+                reasoning: 20_000
+            }
+        );
+        assert_eq!(reported.total(), u64::MAX, "the total saturates");
     }
 
     #[test]

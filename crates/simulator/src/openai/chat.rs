@@ -117,8 +117,9 @@ fn n_out_of_range(n: i64) -> Response<SimBody> {
 pub(super) struct Choices<'a> {
     /// One reply per choice, in index order; never empty.
     pub(super) replies: Vec<Reply<'a>>,
-    /// The prompt once, the completion tokens of every choice, and the `cached` and
-    /// `reasoning` directives once for the whole response.
+    /// The usage the response reports: the prompt once, the completion tokens of every choice,
+    /// and the `cached` and `reasoning` directives once for the whole response; each field a
+    /// `report_*` directive names replaced by its value.
     pub(super) usage: Usage,
     /// Σ of the choices' completion tokens without reasoning: the number of paced chunks.
     pub(super) visible_tokens: u64,
@@ -135,7 +136,8 @@ impl<'a> Choices<'a> {
             .fold(0u64, |sum, reply| sum.saturating_add(reply.visible_tokens));
         let prompt_tokens = replies.first().map_or(0, |reply| reply.usage.prompt);
         Choices {
-            usage: Usage::new(prompt_tokens, visible_tokens, directives.cached, directives.reasoning),
+            usage: Usage::new(prompt_tokens, visible_tokens, directives.cached, directives.reasoning)
+                .reported(&directives.report),
             replies,
             visible_tokens,
         }

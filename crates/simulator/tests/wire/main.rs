@@ -24,6 +24,7 @@ mod embeddings;
 mod faults;
 mod gemini;
 mod payments;
+mod reports;
 mod tools;
 
 async fn start(config: SimConfig) -> SocketAddr {
