@@ -18,7 +18,7 @@
 //! | `ttft_ms=N`, `tpot_ms=N` | override the server's pacing for this request |
 //! | `cached=N` | N of the prompt tokens were served from cache (at most the prompt tokens) |
 //! | `reasoning=N` | the model also reasoned N tokens: added to the completion tokens (once per response, whatever OpenAI's `n`), not capped by max tokens, so it is the way to make a response cost more than its cap allows |
-//! | `words=N` | make the reply exactly N words (padded with `lorem`) before any max-tokens cap |
+//! | `words=N` | make the reply exactly N words (padded with `lorem`) before any max-tokens cap; at most 100,000 words, shared by OpenAI's `n` choices (each gets at most 100,000 / n) |
 //! | `report_prompt=N`, `report_completion=N`, `report_cached=N`, `report_reasoning=N` | a lying upstream: the usage *reported* says N instead of the real count, field by field (table below); the answer, its pacing and its cap stay what they would be |
 //!
 //! Bare flags also accept `=1`/`=true` (and `=0`/`=false` to switch them off). Unknown keys and
@@ -50,7 +50,8 @@ use http::StatusCode;
 use crate::SimConfig;
 use crate::tokens::Reported;
 
-/// The largest `words=N` honoured, so a typo cannot make us allocate gigabytes.
+/// The largest `words=N` honoured, for all the choices of a response together, so a typo
+/// cannot make us allocate gigabytes.
 const MAX_WORDS: u64 = 100_000;
 /// The longest per-request delay honoured (`ttft_ms`, `tpot_ms`), also the `timeout` sleep.
 pub(crate) const MAX_DELAY: Duration = Duration::from_secs(3600);
@@ -167,6 +168,16 @@ impl Directives {
         }
     }
 
+    /// These directives for each of `choices` choices of one response: `words=N` shrunk so that
+    /// together they stay within [`MAX_WORDS`].
+    pub(crate) fn per_choice(&self, choices: usize) -> Directives {
+        let share = MAX_WORDS / u64::try_from(choices.max(1)).unwrap_or(u64::MAX);
+        Directives {
+            words: self.words.map(|words| words.min(share)),
+            ..*self
+        }
+    }
+
     /// The fault to inject, if any; reset beats timeout beats status beats malformed.
     pub(crate) fn fault(&self) -> Option<Fault> {
         if self.reset {
@@ -250,6 +261,16 @@ mod tests {
         assert_eq!(d.fault(), None);
         let d = parse("[[sim:report_prompt=18446744073709551616,report_cached=-1,report_reasoning]]");
         assert_eq!(d, Directives::default());
+    }
+
+    #[test]
+    fn choices_share_the_word_limit() {
+        let d = parse("[[sim:words=99999999,reasoning=5]]");
+        assert_eq!(d.per_choice(1), d);
+        assert_eq!(d.per_choice(0), d);
+        let shared = d.per_choice(128);
+        assert_eq!((shared.words, shared.reasoning), (Some(MAX_WORDS / 128), Some(5)));
+        assert_eq!(parse("[[sim:words=3]]").per_choice(128).words, Some(3));
     }
 
     #[test]

@@ -128,9 +128,8 @@ pub(super) struct Choices<'a> {
 impl<'a> Choices<'a> {
     /// Answers `prompt` `count` times; each choice numbers its own tool calls with `next_id`.
     fn answer(prompt: &Prompt<'a>, directives: &Directives, count: usize, mut next_id: impl FnMut() -> u64) -> Self {
-        let replies: Vec<Reply<'a>> = (0..count)
-            .map(|_| reply::answer(prompt, directives, &mut next_id))
-            .collect();
+        let each = directives.per_choice(count);
+        let replies: Vec<Reply<'a>> = (0..count).map(|_| reply::answer(prompt, &each, &mut next_id)).collect();
         let visible_tokens = replies
             .iter()
             .fold(0u64, |sum, reply| sum.saturating_add(reply.visible_tokens));

@@ -183,3 +183,16 @@ async fn n_out_of_range_is_an_openai_400() {
     assert_eq!(status, StatusCode::OK);
     assert_eq!(body["choices"].as_array().unwrap().len(), 128);
 }
+
+#[tokio::test]
+async fn choices_share_the_word_limit() {
+    let addr = start(SimConfig::default()).await;
+    let request = with(chat("hi [[sim:words=99999999]]"), json!({"n": 4}));
+    let (status, _, body) = post(addr, "/v1/chat/completions", &request).await;
+    assert_eq!(status, StatusCode::OK);
+    for choice in body["choices"].as_array().unwrap() {
+        let words = choice["message"]["content"].as_str().unwrap().split(' ').count();
+        assert_eq!(words, 25_000);
+    }
+    assert_eq!(body["usage"]["completion_tokens"], 100_000);
+}
