@@ -53,11 +53,7 @@ async fn openai_usage_is_replaced_field_by_field() {
     )
     .await;
     let lying: Value = serde_json::from_str(&raw).unwrap();
-    assert_eq!(lying["usage"], {
-        let mut u = usage(17, 18, 0, 20000);
-        u["completion_tokens_details"]["reasoning_tokens"] = json!(20000);
-        u
-    });
+    assert_eq!(lying["usage"], usage(17, 18, 0, 20000));
 }
 
 #[tokio::test]
