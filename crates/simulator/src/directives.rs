@@ -16,19 +16,42 @@
 //! | `malformed` | 200 with a truncated, invalid JSON body (streams: `data: {not json` then `[DONE]`) |
 //! | `cut=N` | streams only: after N content chunks (or all, if fewer), drop the connection: no finish chunk, no usage, no `[DONE]` |
 //! | `ttft_ms=N`, `tpot_ms=N` | override the server's pacing for this request |
-//! | `cached=N`, `reasoning=N` | report that many cached prompt / reasoning tokens |
-//! | `words=N` | make the reply exactly N words (padded with `lorem`) before any max-tokens cap |
+//! | `cached=N` | N of the prompt tokens were served from cache (at most the prompt tokens) |
+//! | `reasoning=N` | the model also reasoned N tokens: added to the completion tokens (once per response, whatever OpenAI's `n`), not capped by max tokens, so it is the way to make a response cost more than its cap allows |
+//! | `words=N` | make the reply exactly N words (padded with `lorem`) before any max-tokens cap; at most 100,000 words, shared by OpenAI's `n` choices (each gets at most 100,000 / n) |
+//! | `report_prompt=N`, `report_completion=N`, `report_cached=N`, `report_reasoning=N` | a lying upstream: the usage *reported* says N instead of the real count, field by field (table below); the answer, its pacing and its cap stay what they would be |
 //!
 //! Bare flags also accept `=1`/`=true` (and `=0`/`=false` to switch them off). Unknown keys and
-//! unparsable values are ignored; parsing never fails.
+//! unparsable values are ignored (a number above 18446744073709551615 is unparsable); parsing
+//! never fails.
+//!
+//! # Reported usage
+//! Each `report_*` directive replaces exactly one wire field with N (any u64, written as its
+//! exact digits); every other field is the real count, and totals are recomputed from the
+//! reported fields, saturating at 18446744073709551615.
+//!
+//! | directive | OpenAI chat `usage` | OpenAI embeddings `usage` | Anthropic `usage` | Gemini `usageMetadata` |
+//! | --- | --- | --- | --- | --- |
+//! | `report_prompt` | `prompt_tokens` | `prompt_tokens` (and `total_tokens`) | `input_tokens` (the uncached input; in the body and `message_start`) | `promptTokenCount` |
+//! | `report_completion` | `completion_tokens` | — | `output_tokens` (in the body and `message_delta`; `message_start` keeps its 1) | `candidatesTokenCount` |
+//! | `report_cached` | `prompt_tokens_details.cached_tokens` | — | `cache_read_input_tokens` (body and `message_start`) | `cachedContentTokenCount` |
+//! | `report_reasoning` | `completion_tokens_details.reasoning_tokens` | — | — (Anthropic has no such field: thinking is part of `output_tokens`) | `thoughtsTokenCount` |
+//! | totals | `total_tokens` = prompt + completion | `total_tokens` = prompt | — | `totalTokenCount` = prompt + candidates + thoughts |
+//!
+//! OpenAI streams report in the usage chunk (with `include_usage`); Gemini streams in every
+//! chunk's `usageMetadata`. So `report_reasoning=20000` alone makes `reasoning_tokens` 20000
+//! while `completion_tokens` stays the real count (an impossible report), whereas
+//! `reasoning=20000` adds 20000 real tokens to both.
 
 use std::time::Duration;
 
 use http::StatusCode;
 
 use crate::SimConfig;
+use crate::tokens::Reported;
 
-/// The largest `words=N` honoured, so a typo cannot make us allocate gigabytes.
+/// The largest `words=N` honoured, for all the choices of a response together, so a typo
+/// cannot make us allocate gigabytes.
 const MAX_WORDS: u64 = 100_000;
 /// The longest per-request delay honoured (`ttft_ms`, `tpot_ms`), also the `timeout` sleep.
 pub(crate) const MAX_DELAY: Duration = Duration::from_secs(3600);
@@ -56,6 +79,8 @@ pub(crate) struct Directives {
     pub(crate) reasoning: Option<u64>,
     /// `words=N`: exact reply length in words.
     pub(crate) words: Option<u64>,
+    /// `report_*=N`: usage fields to report instead of the real ones.
+    pub(crate) report: Reported,
     /// `keepalive`: open a stream with an SSE comment line, as some hosts do.
     pub(crate) keepalive: bool,
 }
@@ -134,8 +159,22 @@ impl Directives {
             "cached" => self.cached = number,
             "reasoning" => self.reasoning = number,
             "words" => self.words = number.map(|n| n.min(MAX_WORDS)),
+            "report_prompt" => self.report.prompt = number,
+            "report_completion" => self.report.completion = number,
+            "report_cached" => self.report.cached = number,
+            "report_reasoning" => self.report.reasoning = number,
             "keepalive" => self.keepalive = flag(value),
             _ => {}
+        }
+    }
+
+    /// These directives for each of `choices` choices of one response: `words=N` shrunk so that
+    /// together they stay within [`MAX_WORDS`].
+    pub(crate) fn per_choice(&self, choices: usize) -> Directives {
+        let share = MAX_WORDS / u64::try_from(choices.max(1)).unwrap_or(u64::MAX);
+        Directives {
+            words: self.words.map(|words| words.min(share)),
+            ..*self
         }
     }
 
@@ -202,6 +241,36 @@ mod tests {
         let pacing = d.pacing(&SimConfig::default());
         assert_eq!(pacing.ttft, Duration::from_millis(1));
         assert_eq!(pacing.tpot, Duration::ZERO);
+    }
+
+    #[test]
+    fn report_directives_take_any_u64() {
+        let d = parse(
+            "[[sim:report_prompt=18446744073709551615,report_completion=0]] \
+             [[sim:report_cached=7, report_reasoning=20000]]",
+        );
+        assert_eq!(
+            d.report,
+            Reported {
+                prompt: Some(u64::MAX),
+                completion: Some(0),
+                cached: Some(7),
+                reasoning: Some(20_000),
+            }
+        );
+        assert_eq!(d.fault(), None);
+        let d = parse("[[sim:report_prompt=18446744073709551616,report_cached=-1,report_reasoning]]");
+        assert_eq!(d, Directives::default());
+    }
+
+    #[test]
+    fn choices_share_the_word_limit() {
+        let d = parse("[[sim:words=99999999,reasoning=5]]");
+        assert_eq!(d.per_choice(1), d);
+        assert_eq!(d.per_choice(0), d);
+        let shared = d.per_choice(128);
+        assert_eq!((shared.words, shared.reasoning), (Some(MAX_WORDS / 128), Some(5)));
+        assert_eq!(parse("[[sim:words=3]]").per_choice(128).words, Some(3));
     }
 
     #[test]

@@ -7,12 +7,18 @@
 //! buffer, there is no per-request logging and no lock on the request path.
 //!
 //! # Endpoints (OpenAI wire format)
-//! - `POST /v1/chat/completions`, streaming (SSE) or not, with tools and JSON mode.
+//! - `POST /v1/chat/completions`, streaming (SSE) or not, with tools and JSON mode, and `n`
+//!   choices (1..=128, absent or null is 1, else OpenAI's 400 `integer_below_min_value` /
+//!   `integer_above_max_value` with `param` `n`): every choice is the same answer, capped on its
+//!   own; streamed, each choice's chunks come in turn, each with its finish chunk.
 //! - `POST /v1/embeddings`, `encoding_format` `float` or `base64`.
 //! - anything else: 404 with an OpenAI-style error.
 //!
 //! Both need `authorization: Bearer <anything non-empty>`, else 401. Served over HTTP/1.1 with
 //! keep-alive (`cargo run -p router-one-simulator --example serve -- 127.0.0.1:8089` runs one).
+//! A key repeated in a JSON object keeps its last value, at every level, as Python's `json` and
+//! JavaScript's `JSON.parse` do (`{"model":"a","model":"b"}` is model `b`); the `lenient` module
+//! says how (and the one exception, inside `tool_choice`).
 //!
 //! # Endpoints (Gemini wire format)
 //! `POST /v1beta/models/{model}:generateContent`, `:streamGenerateContent` (`?alt=sse` for SSE
@@ -45,16 +51,19 @@
 //! # Token rule
 //! The `tokens` module documents it in full; in short:
 //! - `prompt_tokens` = Σ over messages of (4 + whitespace-separated words of its text) + 3;
-//! - `completion_tokens` = words of the reply (10 per tool call) + reasoning tokens;
-//! - `max_completion_tokens` (else `max_tokens`) truncates the reply to that many words, and
-//!   `finish_reason` becomes `"length"`.
+//! - `completion_tokens` = words of the reply (10 per tool call) + reasoning tokens; with `n`
+//!   choices, the sum of every choice's words plus the reasoning tokens once;
+//! - `max_completion_tokens` (else `max_tokens`) truncates each choice's text to that many words,
+//!   and `finish_reason` becomes `"length"` (tool calls and reasoning tokens are not capped).
 //!
 //! # Directives (fault injection and test control)
 //! Read from the request header `x-sim: k=v,k=v` and from `[[sim:k=v,k=v]]` anywhere in the last
 //! user message (or in any embeddings input string), because a gateway under test does not forward
 //! client headers. Keys: `status=NNN`, `timeout`, `reset`, `malformed`, `cut=N`, `ttft_ms=N`,
 //! `tpot_ms=N`, `cached=N`, `reasoning=N`, `words=N`, `keepalive` (open an OpenAI stream with an SSE
-//! comment); the `directives` module documents them.
+//! comment), and `report_prompt=N`, `report_completion=N`, `report_cached=N`, `report_reasoning=N`
+//! (a lying upstream: each replaces one field of the usage reported, in every format, up to
+//! 18446744073709551615, and changes nothing else); the `directives` module documents them.
 //!
 //! # Payment provider
 //! The simulator is also the project's simulated payment provider (`kind = "simulated"` in the
@@ -86,6 +95,7 @@ mod embedding;
 mod exchange;
 mod gemini;
 mod json;
+mod lenient;
 mod openai;
 mod payments;
 mod reply;

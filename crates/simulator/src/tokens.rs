@@ -6,10 +6,17 @@
 //!   message's text is its string content, or its `text` parts concatenated as they are (no
 //!   separator); a message without text (an assistant turn with only tool calls) counts 4.
 //!   Embeddings: the words of all input strings, or the number of tokens of token-array inputs.
-//! - **completion tokens** = words of the reply, or 10 per tool call, plus `reasoning=N`.
+//! - **completion tokens** = words of the reply, or 10 per tool call, plus `reasoning=N`. With
+//!   OpenAI's `n` choices: the sum over the choices of their words (or 10 per tool call), plus
+//!   `reasoning=N` once for the whole response.
 //! - **cap**: `max_completion_tokens` (else `max_tokens`) truncates a text reply to that many
-//!   words; the finish reason is then "length". Tool calls and reasoning tokens are not capped.
+//!   words; the finish reason is then "length". Each of `n` choices is capped on its own, so a
+//!   response of text is at most n × cap completion tokens. Tool calls and reasoning tokens are
+//!   not capped: a choice that calls tools is 10 tokens per call (at most two calls, so 20) even
+//!   under a smaller cap, and `reasoning=N` adds N whatever the cap.
 //! - **cached tokens** = `cached=N`, at most the prompt tokens; **reasoning tokens** = `reasoning=N`.
+//! - **reported** numbers are these, unless a `report_*` directive replaces one field of the wire
+//!   usage (see `directives`).
 //!
 //! Example: one user message `"Hi there"` costs 4 + 2 + 3 = 9 prompt tokens, and the reply
 //! `Simulated reply from m. You said: Hi there` is 8 completion tokens.
@@ -57,6 +64,34 @@ impl Usage {
     /// Prompt plus completion tokens.
     pub(crate) fn total(&self) -> u64 {
         self.prompt.saturating_add(self.completion)
+    }
+}
+
+/// The `report_*` directives: usage to report instead of the real one, as a hostile or broken
+/// upstream would. Each replaces one field of the wire usage (every format maps them in its own
+/// module); what the simulator generates, and the usage it is paced and capped by, stay real.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Reported {
+    /// `report_prompt=N`: the prompt (OpenAI, Gemini) or uncached input (Anthropic) tokens.
+    pub(crate) prompt: Option<u64>,
+    /// `report_completion=N`: the completion (OpenAI), output (Anthropic) or candidates
+    /// (Gemini) tokens.
+    pub(crate) completion: Option<u64>,
+    /// `report_cached=N`: the cached prompt tokens.
+    pub(crate) cached: Option<u64>,
+    /// `report_reasoning=N`: the reasoning (OpenAI) or thoughts (Gemini) tokens.
+    pub(crate) reasoning: Option<u64>,
+}
+
+impl Usage {
+    /// This usage with every field a `report_*` directive names replaced by its value.
+    pub(crate) fn reported(self, report: &Reported) -> Usage {
+        Usage {
+            prompt: report.prompt.unwrap_or(self.prompt),
+            completion: report.completion.unwrap_or(self.completion),
+            cached: report.cached.unwrap_or(self.cached),
+            reasoning: report.reasoning.unwrap_or(self.reasoning),
+        }
     }
 }
 
@@ -139,6 +174,28 @@ mod tests {
             }
         );
         assert_eq!(u.total(), 22);
+    }
+
+    #[test]
+    fn reports_replace_only_the_fields_they_name() {
+        let real = Usage::new(10, 5, Some(2), Some(1));
+        assert_eq!(real.reported(&Reported::default()), real);
+        let report = Reported {
+            prompt: Some(u64::MAX),
+            reasoning: Some(20_000),
+            ..Reported::default()
+        };
+        let reported = real.reported(&report);
+        assert_eq!(
+            reported,
+            Usage {
+                prompt: u64::MAX,
+                completion: 6,
+                cached: 2,
+                reasoning: 20_000
+            }
+        );
+        assert_eq!(reported.total(), u64::MAX, "the total saturates");
     }
 
     #[test]

@@ -13,7 +13,7 @@ use crate::body::SimBody;
 use crate::conn::ConnControl;
 use crate::exchange;
 use crate::reply::{self, Answer, Finish, Prompt, Reply};
-use crate::tokens::count_words;
+use crate::tokens::{Reported, count_words};
 
 /// The prefix of every message id.
 pub(super) const ID_PREFIX: &str = "msg_sim_";
@@ -33,6 +33,15 @@ pub(super) struct Outcome<'a> {
     pub(super) stop_reason: &'static str,
     /// The stop sequence that ended the text, if one did.
     pub(super) stop_sequence: Option<&'a str>,
+    /// The usage fields to report instead of the real ones.
+    pub(super) report: Reported,
+}
+
+impl Outcome<'_> {
+    /// The final `output_tokens`: the real completion tokens, or `report_completion=N`.
+    pub(super) fn output_tokens(&self) -> u64 {
+        self.report.completion.unwrap_or(self.reply.usage.completion)
+    }
 }
 
 /// Handles one Messages request.
@@ -93,6 +102,7 @@ pub(crate) async fn handle(request: Request<Incoming>, state: &SimState, control
         reply,
         stop_reason,
         stop_sequence,
+        report: directives.report,
     };
     let pacing = directives.pacing(&state.config);
     if streamed {

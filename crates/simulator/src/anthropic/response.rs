@@ -8,7 +8,7 @@ use crate::body::SimBody;
 use crate::exchange;
 use crate::json::{push_str, push_u64};
 use crate::reply::{Answer, ToolCall};
-use crate::tokens::Usage;
+use crate::tokens::{Reported, Usage};
 
 /// A `message` response for `outcome`.
 pub(super) fn response(outcome: &Outcome<'_>) -> Response<SimBody> {
@@ -35,7 +35,7 @@ pub(super) fn response(outcome: &Outcome<'_>) -> Response<SimBody> {
     buf.extend_from_slice(br#","stop_sequence":"#);
     push_stop_sequence(&mut buf, outcome.stop_sequence);
     buf.extend_from_slice(br#","usage":"#);
-    push_usage(&mut buf, &outcome.reply.usage, outcome.reply.usage.completion);
+    push_usage(&mut buf, &outcome.reply.usage, &outcome.report, outcome.output_tokens());
     buf.push(b'}');
     exchange::json(StatusCode::OK, buf)
 }
@@ -68,12 +68,13 @@ pub(super) fn push_stop_sequence(buf: &mut Vec<u8>, sequence: Option<&str>) {
 }
 
 /// Anthropic's `usage` object with `output` output tokens. `input_tokens` excludes the tokens
-/// read from cache, which Anthropic reports apart in `cache_read_input_tokens`.
-pub(super) fn push_usage(buf: &mut Vec<u8>, usage: &Usage, output: u64) {
+/// read from cache, which Anthropic reports apart in `cache_read_input_tokens`; `report_prompt`
+/// and `report_cached` replace those two as they are written.
+pub(super) fn push_usage(buf: &mut Vec<u8>, usage: &Usage, report: &Reported, output: u64) {
     buf.extend_from_slice(br#"{"input_tokens":"#);
-    push_u64(buf, usage.prompt.saturating_sub(usage.cached));
+    push_u64(buf, report.prompt.unwrap_or(usage.prompt.saturating_sub(usage.cached)));
     buf.extend_from_slice(br#","cache_creation_input_tokens":0,"cache_read_input_tokens":"#);
-    push_u64(buf, usage.cached);
+    push_u64(buf, report.cached.unwrap_or(usage.cached));
     buf.extend_from_slice(br#","output_tokens":"#);
     push_u64(buf, output);
     buf.push(b'}');

@@ -47,7 +47,7 @@ pub(super) fn response(outcome: &Outcome<'_>, pacing: Pacing, cut: Option<u64>) 
         buf.extend_from_slice(br#","stop_sequence":"#);
         push_stop_sequence(buf, outcome.stop_sequence);
         buf.extend_from_slice(br#"},"usage":{"output_tokens":"#);
-        push_u64(buf, outcome.reply.usage.completion);
+        push_u64(buf, outcome.output_tokens());
         buf.extend_from_slice(b"}}");
     });
     events.event(Duration::ZERO, "message_stop", |buf| {
@@ -73,7 +73,7 @@ fn message_start(buf: &mut Vec<u8>, outcome: &Outcome<'_>) {
     buf.extend_from_slice(br#"","type":"message","role":"assistant","model":"#);
     push_str(buf, outcome.model);
     buf.extend_from_slice(br#","content":[],"stop_reason":null,"stop_sequence":null,"usage":"#);
-    push_usage(buf, &outcome.reply.usage, 1);
+    push_usage(buf, &outcome.reply.usage, &outcome.report, 1);
     buf.extend_from_slice(b"}}");
 }
 

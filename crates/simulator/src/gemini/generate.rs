@@ -26,7 +26,7 @@ use crate::conn::ConnControl;
 use crate::directives::Pacing;
 use crate::exchange;
 use crate::reply::{self, Answer, Finish, Prompt, Reply, ToolCall, Turn};
-use crate::tokens::{PER_PROMPT, Usage};
+use crate::tokens::{PER_PROMPT, Reported, Usage};
 
 /// Handles one generate request; `stream` is `None` for `generateContent`, else whether SSE.
 pub(super) async fn handle(
@@ -83,6 +83,7 @@ pub(super) async fn handle(
         id: state.next_id(),
         model,
         safety,
+        report: directives.report,
     };
     let pacing = directives.pacing(&state.config);
     match stream {
@@ -102,6 +103,8 @@ struct Meta<'a> {
     model: &'a str,
     /// Whether the answer is blocked for safety.
     safety: bool,
+    /// The usage fields to report instead of the real ones.
+    report: Reported,
 }
 
 /// The reply to a prompt blocked by the `safety` directive: no text, only prompt tokens.
@@ -325,7 +328,7 @@ impl<'a> GenerateResponse<'a> {
                 safety_ratings: (meta.safety && finish.is_some()).then_some(BLOCKED),
                 index: 0,
             }],
-            usage_metadata: UsageMetadata::new(usage, visible),
+            usage_metadata: UsageMetadata::new(usage.reported(&meta.report), meta.report.completion.unwrap_or(visible)),
             model_version: meta.model,
             response_id: ResponseId(meta.id),
         }
@@ -382,9 +385,9 @@ const BLOCKED: &[SafetyRating] = &[SafetyRating {
     blocked: true,
 }];
 
-/// `usageMetadata`: thoughts are not part of the candidates' count but are part of the total;
-/// cached tokens are part of the prompt's count. Zero cached / thoughts counts are omitted, as
-/// the API omits them.
+/// `usageMetadata`: thoughts are not part of the candidates' count but are part of the total
+/// (which saturates, should a `report_*` directive make it overflow); cached tokens are part of
+/// the prompt's count. Zero cached / thoughts counts are omitted, as the API omits them.
 #[derive(Serialize)]
 #[serde(rename_all = "camelCase")]
 struct UsageMetadata {

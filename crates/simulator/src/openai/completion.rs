@@ -3,36 +3,21 @@
 use http::{Response, StatusCode};
 use serde::{Serialize, Serializer};
 
-use super::chat::{CALL_PREFIX, FINGERPRINT, ID_PREFIX, Meta};
+use super::chat::{CALL_PREFIX, Choices, FINGERPRINT, ID_PREFIX, Meta};
 use crate::body::SimBody;
 use crate::exchange;
 use crate::reply::{Answer, Finish, Reply, ToolCall};
 use crate::tokens::Usage;
 
-/// A `chat.completion` response for `reply`.
-pub(super) fn response(meta: &Meta<'_>, reply: &Reply<'_>) -> Response<SimBody> {
-    let (content, tool_calls) = match &reply.answer {
-        Answer::Text(text) => (Some(text.as_str()), None),
-        Answer::ToolCalls(calls) => (None, Some(ToolCalls(calls))),
-    };
+/// A `chat.completion` response with one choice per reply of `choices`.
+pub(super) fn response(meta: &Meta<'_>, choices: &Choices<'_>) -> Response<SimBody> {
     let completion = Completion {
         id: Id(ID_PREFIX, meta.id),
         object: "chat.completion",
         created: meta.created,
         model: meta.model,
-        choices: [Choice {
-            index: 0,
-            message: Message {
-                role: "assistant",
-                content,
-                refusal: None,
-                tool_calls,
-                annotations: [],
-            },
-            logprobs: None,
-            finish_reason: finish_reason(reply.finish),
-        }],
-        usage: WireUsage::from(reply.usage),
+        choices: WireChoices(&choices.replies),
+        usage: WireUsage::from(choices.usage),
         service_tier: "default",
         system_fingerprint: FINGERPRINT,
     };
@@ -57,10 +42,36 @@ struct Completion<'a> {
     object: &'static str,
     created: u64,
     model: &'a str,
-    choices: [Choice<'a>; 1],
+    choices: WireChoices<'a>,
     usage: WireUsage,
     service_tier: &'static str,
     system_fingerprint: &'static str,
+}
+
+/// The `choices` array, indexed in order, written without an intermediate `Vec`.
+struct WireChoices<'a>(&'a [Reply<'a>]);
+
+impl Serialize for WireChoices<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_seq(self.0.iter().zip(0u32..).map(|(reply, index)| {
+            let (content, tool_calls) = match &reply.answer {
+                Answer::Text(text) => (Some(text.as_str()), None),
+                Answer::ToolCalls(calls) => (None, Some(ToolCalls(calls))),
+            };
+            Choice {
+                index,
+                message: Message {
+                    role: "assistant",
+                    content,
+                    refusal: None,
+                    tool_calls,
+                    annotations: [],
+                },
+                logprobs: None,
+                finish_reason: finish_reason(reply.finish),
+            }
+        }))
+    }
 }
 
 #[derive(Serialize)]

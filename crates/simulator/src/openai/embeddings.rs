@@ -16,6 +16,7 @@ use crate::conn::ConnControl;
 use crate::directives::Directives;
 use crate::embedding;
 use crate::exchange;
+use crate::lenient;
 use crate::tokens::count_words;
 
 /// The most dimensions a request may ask for.
@@ -62,7 +63,8 @@ pub(crate) async fn handle(request: Request<Incoming>, state: &SimState, control
     let Some(body) = exchange::read_body(request.into_body()).await else {
         return error::unreadable_body();
     };
-    let parsed: EmbeddingRequest<'_> = match serde_json::from_slice(&body) {
+    let mut rewritten = None;
+    let parsed: EmbeddingRequest<'_> = match lenient::from_slice(&body, &mut rewritten) {
         Ok(parsed) => parsed,
         Err(err) => return error::bad_body(&err),
     };
@@ -101,7 +103,7 @@ pub(crate) async fn handle(request: Request<Incoming>, state: &SimState, control
         return exchange::inject(fault, control, &OpenAiFaults { stream: false }).await;
     }
     exchange::pause(directives.pacing(&state.config).ttft).await;
-    respond(model, &pieces, dims, base64)
+    respond(model, &pieces, dims, base64, directives.report.prompt)
 }
 
 /// The inputs to embed, reading directives from their text; `None` if empty or mixed.
@@ -181,7 +183,15 @@ struct EmbeddingUsage {
     total_tokens: u64,
 }
 
-fn respond(model: &str, pieces: &[Piece], dims: usize, base64: bool) -> Response<SimBody> {
+/// The embeddings of `pieces`; `reported_prompt` (`report_prompt=N`) replaces their token count
+/// in `usage`.
+fn respond(
+    model: &str,
+    pieces: &[Piece],
+    dims: usize,
+    base64: bool,
+    reported_prompt: Option<u64>,
+) -> Response<SimBody> {
     let data = pieces
         .iter()
         .enumerate()
@@ -199,7 +209,7 @@ fn respond(model: &str, pieces: &[Piece], dims: usize, base64: bool) -> Response
             }
         })
         .collect();
-    let tokens = pieces.iter().map(|p| p.tokens).sum();
+    let tokens = reported_prompt.unwrap_or_else(|| pieces.iter().map(|p| p.tokens).sum());
     let list = EmbeddingList {
         object: "list",
         data,

@@ -24,6 +24,8 @@ pub(super) struct ChatRequest<'a> {
     pub(super) stream_options: Option<StreamOptions>,
     pub(super) max_tokens: Option<u64>,
     pub(super) max_completion_tokens: Option<u64>,
+    /// How many choices to answer; signed, so that a negative `n` gets OpenAI's range message.
+    pub(super) n: Option<i64>,
     #[serde(borrow)]
     pub(super) tools: Option<Tools<'a>>,
     #[serde(borrow)]

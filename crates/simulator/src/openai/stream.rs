@@ -1,33 +1,38 @@
 //! The streamed answer: `chat.completion.chunk` events over SSE, written by hand into one paced
 //! buffer (see [`crate::body`]).
 //!
-//! Order of events: a role chunk (`{"role":"assistant","content":""}`) after `ttft`; one chunk
-//! per word (each but the first with a leading space), or for tool calls a header chunk per call
+//! Order of events, for each choice in turn (`"index": i` in every chunk of choice i): a role
+//! chunk (`{"role":"assistant","content":""}`, after `ttft` for the first choice); one chunk per
+//! word (each but the first with a leading space), or for tool calls a header chunk per call
 //! (index, id, type, name, empty arguments) followed by argument fragments, `tpot` apart; a chunk
-//! with an empty delta and the finish reason; with `include_usage`, a chunk with `"choices":[]`
-//! and the usage (every other chunk then carries `"usage":null`); then `data: [DONE]`.
-//! With `cut=N`, the stream stops after N content chunks and the connection is dropped; with
-//! `keepalive`, it opens with an SSE comment line (`: keep-alive`).
+//! with an empty delta and the choice's finish reason. Then, with `include_usage`, a chunk with
+//! `"choices":[]` and the usage of all choices (every other chunk then carries `"usage":null`);
+//! then `data: [DONE]`. With `cut=N`, the stream stops after N content chunks (counted over all
+//! choices, or all of them if fewer), no choice gets its finish chunk, and the connection is
+//! dropped; with `keepalive`, it opens with an SSE comment line (`: keep-alive`).
 
 use std::time::Duration;
 
 use http::Response;
 
-use super::chat::{CALL_PREFIX, FINGERPRINT, ID_PREFIX, Meta};
+use super::chat::{CALL_PREFIX, Choices, FINGERPRINT, ID_PREFIX, Meta};
 use super::completion::{WireUsage, finish_reason};
 use crate::body::{PacedBuilder, SimBody};
 use crate::directives::{Directives, Pacing};
 use crate::exchange;
 use crate::json::{push_str, push_u64};
-use crate::reply::{Answer, Reply, ToolCall, fragments};
+use crate::reply::{Answer, ToolCall, fragments};
 
 /// Characters per streamed fragment of tool-call arguments.
 const ARGUMENT_FRAGMENT_CHARS: usize = 8;
 
-/// A streamed response for `reply`.
+/// The delta of the first chunk of each choice.
+const ROLE_DELTA: &[u8] = br#"{"role":"assistant","content":"","refusal":null}"#;
+
+/// A streamed response for `choices`.
 pub(super) fn response(
     meta: &Meta<'_>,
-    reply: &Reply<'_>,
+    choices: &Choices<'_>,
     include_usage: bool,
     pacing: Pacing,
     directives: &Directives,
@@ -35,8 +40,9 @@ pub(super) fn response(
     let cut = directives.cut;
     let writer = ChunkWriter::new(meta, include_usage);
     let mut events = Events {
-        out: PacedBuilder::with_capacity(estimate(reply)),
+        out: PacedBuilder::with_capacity(estimate(choices)),
         writer: &writer,
+        choice: 0,
         sent: 0,
         cut,
     };
@@ -45,21 +51,26 @@ pub(super) fn response(
             .out
             .segment(Duration::ZERO, |buf| buf.extend_from_slice(b": keep-alive\n\n"));
     }
-    events.chunk(
-        pacing.ttft,
-        br#"{"role":"assistant","content":"","refusal":null}"#,
-        None,
-    );
-    let complete = match &reply.answer {
-        Answer::Text(text) => events.words(text, pacing.tpot),
-        Answer::ToolCalls(calls) => events.tool_calls(calls, pacing.tpot),
-    };
-    if !complete || cut.is_some() {
+    for (index, reply) in choices.replies.iter().enumerate() {
+        events.choice = index;
+        let delay = if index == 0 { pacing.ttft } else { Duration::ZERO };
+        events.chunk(delay, ROLE_DELTA, None);
+        let complete = match &reply.answer {
+            Answer::Text(text) => events.words(text, pacing.tpot),
+            Answer::ToolCalls(calls) => events.tool_calls(calls, pacing.tpot),
+        };
+        if !complete {
+            return exchange::event_stream(events.out.finish(true));
+        }
+        if cut.is_none() {
+            events.chunk(Duration::ZERO, b"{}", Some(finish_reason(reply.finish)));
+        }
+    }
+    if cut.is_some() {
         return exchange::event_stream(events.out.finish(true));
     }
-    events.chunk(Duration::ZERO, b"{}", Some(finish_reason(reply.finish)));
     if include_usage {
-        let usage = WireUsage::from(reply.usage);
+        let usage = WireUsage::from(choices.usage);
         events.out.segment(Duration::ZERO, |buf| writer.usage(buf, &usage));
     }
     events
@@ -69,10 +80,11 @@ pub(super) fn response(
 }
 
 /// A rough size of the whole stream, so the buffer is allocated once.
-fn estimate(reply: &Reply<'_>) -> usize {
+fn estimate(choices: &Choices<'_>) -> usize {
     const PER_CHUNK: usize = 240;
-    let chunks = usize::try_from(reply.visible_tokens).unwrap_or(usize::MAX);
-    chunks.saturating_add(4).saturating_mul(PER_CHUNK)
+    let chunks = usize::try_from(choices.visible_tokens).unwrap_or(usize::MAX);
+    let framing = choices.replies.len().saturating_mul(2).saturating_add(2);
+    chunks.saturating_add(framing).saturating_mul(PER_CHUNK)
 }
 
 /// Writes the parts of a chunk that never change within one stream.
@@ -104,10 +116,12 @@ impl ChunkWriter {
         ChunkWriter { prefix, suffix }
     }
 
-    /// One chunk whose only choice has `delta` (written by `delta`) and `finish`.
-    fn choice(&self, buf: &mut Vec<u8>, delta: impl FnOnce(&mut Vec<u8>), finish: Option<&str>) {
+    /// One chunk whose only choice, number `index`, has `delta` (written by `delta`) and `finish`.
+    fn choice(&self, buf: &mut Vec<u8>, index: usize, delta: impl FnOnce(&mut Vec<u8>), finish: Option<&str>) {
         buf.extend_from_slice(&self.prefix);
-        buf.extend_from_slice(br#"{"index":0,"delta":"#);
+        buf.extend_from_slice(br#"{"index":"#);
+        push_u64(buf, index as u64);
+        buf.extend_from_slice(br#","delta":"#);
         delta(buf);
         buf.extend_from_slice(br#","logprobs":null,"finish_reason":"#);
         match finish {
@@ -133,15 +147,18 @@ impl ChunkWriter {
 struct Events<'w> {
     out: PacedBuilder,
     writer: &'w ChunkWriter,
+    /// The index of the choice being written.
+    choice: usize,
     sent: u64,
     cut: Option<u64>,
 }
 
 impl Events<'_> {
     fn chunk(&mut self, delay: Duration, delta: &[u8], finish: Option<&str>) {
-        let writer = self.writer;
-        self.out
-            .segment(delay, |buf| writer.choice(buf, |b| b.extend_from_slice(delta), finish));
+        let (writer, choice) = (self.writer, self.choice);
+        self.out.segment(delay, |buf| {
+            writer.choice(buf, choice, |b| b.extend_from_slice(delta), finish)
+        });
     }
 
     /// Adds one content chunk unless `cut` says the stream ends before it; false once cut.
@@ -150,8 +167,8 @@ impl Events<'_> {
             return false;
         }
         self.sent += 1;
-        let writer = self.writer;
-        self.out.segment(delay, |buf| writer.choice(buf, delta, None));
+        let (writer, choice) = (self.writer, self.choice);
+        self.out.segment(delay, |buf| writer.choice(buf, choice, delta, None));
         true
     }
 

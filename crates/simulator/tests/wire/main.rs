@@ -18,10 +18,13 @@ use tokio::net::{TcpListener, TcpStream};
 
 mod anthropic;
 mod chat;
+mod choices;
+mod duplicates;
 mod embeddings;
 mod faults;
 mod gemini;
 mod payments;
+mod reports;
 mod tools;
 
 async fn start(config: SimConfig) -> SocketAddr {
