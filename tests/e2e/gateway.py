@@ -196,6 +196,24 @@ def words(text: str) -> int:
     return len(text.split())
 
 
+# -------------------------------------------------------------------- refusals
+
+#: Words one-api / new-api read as "this channel is dead" in an error message.
+RELAY_DEAD_WORDS = ("credit", "balance", "quota")
+
+
+def assert_money_refusal(status: int, error: dict, headers, permanent: tuple[int, str]) -> None:
+    """A request a budget refused: either `permanent` (status, code) — the money is used up — or,
+    while requests in flight still hold what is left, a transient 429 with `Retry-After` whose
+    message never uses the words relays read as a dead channel."""
+    if (status, error["code"]) == (429, "rate_limit_exceeded"):
+        assert "in flight" in error["message"], error
+        assert not any(w in error["message"].lower() for w in RELAY_DEAD_WORDS), error
+        assert headers.get("retry-after"), dict(headers)
+        return
+    assert (status, error["code"]) == permanent, (status, error)
+
+
 # -------------------------------------------------------------------- usage
 
 

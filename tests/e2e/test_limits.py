@@ -15,7 +15,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from gateway import D, check_record_cost, get_record, list_usage
+from gateway import D, assert_money_refusal, check_record_cost, get_record, list_usage
 
 OUT = 200  # output tokens per request in the budget tests: the simulator writes exactly this many
 
@@ -75,9 +75,8 @@ def check_hard_cap(mgmt, models, results, records, cap: Decimal, code: str, stat
     ok = [r for r in results if r[0] == 200]
     refused = [r for r in results if r[0] != 200]
     assert ok and refused, f"{len(ok)} admitted, {len(refused)} refused: the test proves nothing"
-    for st, _, _, data in refused:
-        err = json.loads(data)["error"]
-        assert (st, err["code"]) == (status, code), (st, err)
+    for st, headers, _, data in refused:
+        assert_money_refusal(st, json.loads(data)["error"], headers, (status, code))
     ok_ids = {r[2] for r in ok}
     for rid in ok_ids:
         get_record(mgmt, rid)

@@ -12,6 +12,12 @@ use router_one_metering::reservation::{Settlement, UsageFault};
 use router_one_metering::{KeyState, Reservation};
 use router_one_store::UsageWriter;
 
+use crate::run_to_completion::HungUp;
+
+/// The status recorded for an answer nobody received: the client hung up before its head
+/// (nginx's "client closed request").
+const CLIENT_CLOSED_REQUEST: u16 = 499;
+
 /// How a request ended, as far as metering cares.
 #[derive(Debug, Default)]
 pub(crate) struct Outcome {
@@ -45,6 +51,9 @@ pub(crate) struct RequestMeter {
     pub(crate) rate_snapshot: Option<RateSnapshot>,
     /// Whether the request is metered (always, except in a benchmark of metering's cost).
     pub(crate) metering: bool,
+    /// Set if the client hung up before the response head: the exchange still finishes and is
+    /// recorded, as 499 `client_disconnected` if it succeeded.
+    pub(crate) hung_up: HungUp,
 }
 
 impl RequestMeter {
@@ -65,6 +74,7 @@ impl RequestMeter {
             rate: None,
             rate_snapshot: None,
             metering,
+            hung_up: HungUp::default(),
         }
     }
 
@@ -87,7 +97,11 @@ impl RequestMeter {
 
     /// Settles the reservation with the usage the upstream reported (bounded and priced there,
     /// never billed above what was reserved) and writes the usage record. Returns the cost.
-    pub(crate) fn finish(mut self, writer: &UsageWriter, outcome: Outcome) -> Result<Usd, ApiError> {
+    pub(crate) fn finish(mut self, writer: &UsageWriter, mut outcome: Outcome) -> Result<Usd, ApiError> {
+        if self.hung_up.get() && (200..300).contains(&outcome.status) {
+            outcome.status = CLIENT_CLOSED_REQUEST;
+            outcome.error_code = Some("client_disconnected");
+        }
         let Settlement { usage, cost, fault } = match self.reservation.take() {
             Some(reservation) => reservation.settle(outcome.usage),
             // Refused before anything was reserved (or unmetered): nothing to bill.

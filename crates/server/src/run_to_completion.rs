@@ -6,23 +6,39 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 
 use tokio_util::task::TaskTracker;
+
+/// Set once the caller of a [`RunToCompletion`] went away: whatever the future produces then
+/// reaches nobody (the usage record says so).
+#[derive(Debug, Clone, Default)]
+pub(crate) struct HungUp(Arc<AtomicBool>);
+
+impl HungUp {
+    /// Whether the caller went away before the future completed.
+    pub(crate) fn get(&self) -> bool {
+        self.0.load(Ordering::Acquire)
+    }
+}
 
 /// A future that finishes even if its caller stops polling it.
 pub(crate) struct RunToCompletion<F: Future<Output = T> + Send + 'static, T: Send + 'static> {
     future: Option<Pin<Box<F>>>,
     tasks: TaskTracker,
+    hung_up: HungUp,
 }
 
 impl<F: Future<Output = T> + Send + 'static, T: Send + 'static> RunToCompletion<F, T> {
-    /// Wraps `future`; if dropped before it completes, the rest runs on `tasks` (which shutdown
-    /// waits for), and its output is dropped there.
-    pub(crate) fn new(future: F, tasks: &TaskTracker) -> Self {
+    /// Wraps `future`; if dropped before it completes, `hung_up` is set and the rest runs on
+    /// `tasks` (which shutdown waits for), its output dropped there.
+    pub(crate) fn new(future: F, tasks: &TaskTracker, hung_up: HungUp) -> Self {
         RunToCompletion {
             future: Some(Box::pin(future)),
             tasks: tasks.clone(),
+            hung_up,
         }
     }
 }
@@ -46,6 +62,7 @@ impl<F: Future<Output = T> + Send + 'static, T: Send + 'static> Drop for RunToCo
         let Some(future) = self.future.take() else {
             return;
         };
+        self.hung_up.0.store(true, Ordering::Release);
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 self.tasks.spawn_on(
@@ -74,16 +91,20 @@ mod tests {
         let tasks = TaskTracker::new();
         let done = Arc::new(AtomicBool::new(false));
         let flag = done.clone();
+        let hung_up = HungUp::default();
+        let seen = hung_up.clone();
         let work = RunToCompletion::new(
             async move {
                 tokio::time::sleep(Duration::from_millis(20)).await;
-                flag.store(true, Ordering::SeqCst);
+                // What the work sees when it ends: its caller is gone.
+                flag.store(seen.get(), Ordering::SeqCst);
             },
             &tasks,
+            hung_up.clone(),
         );
         // The caller gives up long before the work is done.
         assert!(tokio::time::timeout(Duration::from_millis(1), work).await.is_err());
-        assert!(!done.load(Ordering::SeqCst));
+        assert!(hung_up.get() && !done.load(Ordering::SeqCst));
         tasks.close();
         tasks.wait().await;
         assert!(done.load(Ordering::SeqCst));
@@ -92,7 +113,8 @@ mod tests {
     #[tokio::test]
     async fn spawns_nothing_when_polled_to_the_end() {
         let tasks = TaskTracker::new();
-        assert_eq!(RunToCompletion::new(async { 7 }, &tasks).await, 7);
-        assert!(tasks.is_empty());
+        let hung_up = HungUp::default();
+        assert_eq!(RunToCompletion::new(async { 7 }, &tasks, hung_up.clone()).await, 7);
+        assert!(tasks.is_empty() && !hung_up.get());
     }
 }

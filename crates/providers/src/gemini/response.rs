@@ -26,7 +26,8 @@ pub(crate) fn usage(meta: &UsageMetadata) -> TokenUsage {
     let prompt = meta.prompt_token_count.saturating_add(meta.tool_use_prompt_token_count);
     TokenUsage {
         prompt_tokens: prompt,
-        cached_tokens: meta.cached_content_token_count.min(prompt),
+        // As reported: settlement bounds it (cached above prompt is an implausible report).
+        cached_tokens: meta.cached_content_token_count,
         completion_tokens: meta.candidates_token_count.saturating_add(meta.thoughts_token_count),
         reasoning_tokens: meta.thoughts_token_count,
     }

@@ -49,7 +49,8 @@ impl WireUsage {
             .unwrap_or(0);
         TokenUsage {
             prompt_tokens: self.prompt_tokens,
-            cached_tokens: cached.min(self.prompt_tokens),
+            // As reported: settlement bounds it (cached above prompt is an implausible report).
+            cached_tokens: cached,
             completion_tokens: self.completion_tokens,
             reasoning_tokens: self
                 .completion_tokens_details

@@ -60,7 +60,10 @@ pub(crate) async fn serve_inference(
     let rate = meter.rate_snapshot.take();
     let mut response = match admitted {
         // Once sent, the exchange is metered and recorded even if the client hangs up first.
-        Ok(admitted) => RunToCompletion::new(forward(app.clone(), meter, admitted), &app.tasks).await,
+        Ok(admitted) => {
+            let hung_up = meter.hung_up.clone();
+            RunToCompletion::new(forward(app.clone(), meter, admitted), &app.tasks, hung_up).await
+        }
         Err(e) => fail(&app, meter, e),
     };
     // Every response of a limited key says where its limits stand (OpenAI's headers, which
