@@ -1,5 +1,14 @@
 //! [`SqliteStore`]: the embedded default store, one SQLite file in WAL mode. Accounts and keys
 //! live here; the usage path (batched inserts, debits, queries) is in [`usage`](self::usage).
+//!
+//! **A failed transaction never poisons the pool.** When a statement fails with `SQLITE_FULL`
+//! (a full disk), SQLite may roll the whole transaction back by itself; sqlx's `ROLLBACK` on
+//! drop then fails, so sqlx still counts the connection as inside a transaction, and its next
+//! `BEGIN` becomes a `SAVEPOINT` and its `COMMIT` a `RELEASE` — which neither commits nor ends
+//! the transaction SQLite opened. That connection went back to the pool holding the write lock:
+//! every other writer waited out the busy timeout ("database is locked") until a restart, and
+//! what it "committed" was lost. The pool now closes any connection returned inside a
+//! transaction, and the next use opens a fresh one.
 
 mod accounts;
 mod payments;
@@ -21,7 +30,7 @@ use router_one_core::store::{
 };
 use router_one_core::usage::UsageRecord;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqliteConnection};
+use sqlx::{Connection, Row, SqliteConnection};
 
 use crate::convert::{KEY_COLUMNS, KeyRow, SettingsColumns, db_err};
 
@@ -44,20 +53,12 @@ impl SqliteStore {
     /// kill; the last ones may be lost on power loss), a 5 s busy timeout so the admin CLI can
     /// write to the same file while the server runs, foreign keys enforced.
     pub async fn open(path: &Path) -> StoreResult<SqliteStore> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true)
-            // The usage writer touches the same index pages batch after batch: keep them in
-            // memory (32 MiB of page cache, reads through mmap) instead of a pread per page.
-            .pragma("cache_size", "-32768")
-            .pragma("mmap_size", "268435456");
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
-            .connect_with(options)
+            // See the module doc: a connection sqlx still counts inside a transaction is
+            // closed, never reused.
+            .after_release(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
+            .connect_with(connect_options(path))
             .await
             .map_err(db_err)?;
         Self::migrated(pool).await
@@ -80,12 +81,25 @@ impl SqliteStore {
         Self::migrated(pool).await
     }
 
-    /// Runs the embedded migrations on `pool`.
+    /// Runs the embedded migrations on one connection of `pool`, with foreign keys off while
+    /// they run (how SQLite rebuilds a table others reference; it ignores the pragma inside
+    /// the transaction sqlx wraps each migration in), then reports what they could not keep.
     async fn migrated(pool: SqlitePool) -> StoreResult<SqliteStore> {
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&pool)
+        let mut conn = pool.acquire().await.map_err(db_err)?;
+        let set_foreign_keys = |on: bool| format!("PRAGMA foreign_keys = {}", if on { "ON" } else { "OFF" });
+        sqlx::query(&set_foreign_keys(false))
+            .execute(&mut *conn)
             .await
-            .map_err(|e| StoreError::Database(format!("migration failed: {e}")))?;
+            .map_err(db_err)?;
+        let migrated = sqlx::migrate!("./migrations/sqlite").run(&mut *conn).await;
+        sqlx::query(&set_foreign_keys(true))
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        migrated.map_err(|e| StoreError::Database(format!("migration failed: {e}")))?;
+        report_broken_references(&mut conn).await?;
+        report_quarantined_keys(&mut conn).await?;
+        drop(conn);
         Ok(SqliteStore { pool })
     }
 
@@ -98,6 +112,64 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// The options of the database file at `path`: WAL, `synchronous = NORMAL`, the busy timeout,
+/// foreign keys, and a page cache sized for the usage writer.
+fn connect_options(path: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(BUSY_TIMEOUT)
+        .foreign_keys(true)
+        // The usage writer touches the same index pages batch after batch: keep them in
+        // memory (32 MiB of page cache, reads through mmap) instead of a pread per page.
+        .pragma("cache_size", "-32768")
+        .pragma("mmap_size", "268435456")
+}
+
+/// Most rows named in one startup report: the count says how many more there are.
+const REPORT_ROWS: i64 = 20;
+
+/// Logs rows whose foreign key names a missing row (none, unless the file was edited by hand):
+/// loudly, but the gateway still starts.
+async fn report_broken_references(conn: &mut SqliteConnection) -> StoreResult<()> {
+    let rows: Vec<(String, Option<i64>, String)> =
+        sqlx::query_as("SELECT \"table\", rowid, parent FROM pragma_foreign_key_check LIMIT $1")
+            .bind(REPORT_ROWS)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_err)?;
+    for (table, rowid, parent) in rows {
+        tracing::error!(table, rowid, parent, "stored row refers to a missing row");
+    }
+    Ok(())
+}
+
+/// Logs the keys migration 0003 moved to `quarantined_api_keys` (ids only, never a hash):
+/// they break a constraint no repair could meet, so they are never loaded.
+async fn report_quarantined_keys(conn: &mut SqliteConnection) -> StoreResult<()> {
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM quarantined_api_keys")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    if count == 0 {
+        return Ok(());
+    }
+    let keys: Vec<(Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT id, account_id FROM quarantined_api_keys LIMIT $1")
+            .bind(REPORT_ROWS)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_err)?;
+    tracing::error!(
+        count,
+        ?keys,
+        "inference keys quarantined (table quarantined_api_keys): they broke a storage constraint and are not served"
+    );
+    Ok(())
 }
 
 /// The `accounts` columns, in [`account_from_row`] order.

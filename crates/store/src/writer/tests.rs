@@ -542,3 +542,149 @@ async fn killed_process_loses_no_record() {
         .unwrap();
     assert_exactly_once(&store, CHILD_RECORDS).await;
 }
+
+/// Waits (without a time bound that could fail a slow machine, but not forever) until the
+/// writer says records are durable again.
+async fn wait_until_durable(writer: &UsageWriter) {
+    for _ in 0..3_000 {
+        if writer.is_durable() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("records never became durable again");
+}
+
+#[tokio::test]
+async fn a_torn_append_is_reappended_and_swallows_no_other_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = seeded_store(tmp.path()).await;
+    let journal_dir = tmp.path().join("journal");
+    // The database never commits: after the "crash", every record must come from the journal.
+    let stalled = test_store(&store, Mode::StallAfter(AtomicUsize::new(0)));
+    let writer = UsageWriter::start_with_segment_bytes(&journal_dir, stalled.clone(), 16, 1 << 30)
+        .await
+        .unwrap();
+    for n in 0..5 {
+        writer.record(record(n)).unwrap();
+    }
+    assert!(writer.is_durable());
+
+    // The disk fills up in the middle of record 5; record 6 finds no space at all.
+    let half = journal::encode(&record(5)).unwrap().len() as u64 / 2;
+    writer.shared.current.load().space.store(half, Ordering::SeqCst);
+    assert!(writer.record(record(5)).is_err());
+    assert!(
+        !writer.is_durable(),
+        "a failed append makes records not durable at once"
+    );
+    assert!(writer.record(record(6)).is_err());
+    // Probes find no space either.
+    tokio::time::sleep(PROBE_INTERVAL * 3).await;
+    assert!(!writer.is_durable());
+
+    // Space returns: the probe re-appends 5 and 6, and records are durable again.
+    writer.shared.current.load().space.store(u64::MAX, Ordering::SeqCst);
+    wait_until_durable(&writer).await;
+    for n in 7..10 {
+        writer.record(record(n)).unwrap();
+    }
+    stalled.wait_until_stalled().await;
+    drop(writer);
+
+    let _restarted = UsageWriter::start(&journal_dir, store.clone(), 16).await.unwrap();
+    assert_exactly_once(&store, 10).await;
+}
+
+/// Set in the child process of [`a_full_disk_recovers_without_a_restart`]: the directory.
+const FULL_DISK_DIR: &str = "ROUTER_ONE_STORE_FULL_DISK_DIR";
+/// Records the child writes before, while and after its disk is full.
+const BEFORE: u32 = 20;
+const DURING: u32 = 40;
+const AFTER: u32 = 20;
+
+/// The child half of [`a_full_disk_recovers_without_a_restart`]; does nothing on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_fills_the_disk_then_frees_it() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let Some(dir) = std::env::var_os(FULL_DISK_DIR) else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    // With a handler for SIGXFSZ, a write past the file-size limit fails (EFBIG, or short) as
+    // on a full disk, instead of killing the process.
+    let xfsz = rustix::process::Signal::XFSZ.as_raw();
+    let _xfsz = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(xfsz)).unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.join("router-one.db")).await.unwrap());
+    let writer = UsageWriter::start(&dir.join("journal"), store, 8).await.unwrap();
+    for n in 0..BEFORE {
+        writer.record(record(n)).unwrap();
+    }
+    writer.flush().await;
+
+    // The disk fills: no file may grow past 1 KiB (the fresh journal segment has room for
+    // a record or two, the database and its WAL for nothing).
+    let roomy = getrlimit(Resource::Fsize);
+    setrlimit(
+        Resource::Fsize,
+        Rlimit {
+            current: Some(1_024),
+            maximum: roomy.maximum,
+        },
+    )
+    .unwrap();
+    let failed = (BEFORE..BEFORE + DURING)
+        .filter(|n| writer.record(record(*n)).is_err())
+        .count();
+    assert!(failed > 30, "the journal filled up ({failed} appends failed)");
+    assert!(!writer.is_durable());
+    // Let the writer fail some database commits too.
+    tokio::time::sleep(PROBE_INTERVAL * 5).await;
+    assert!(!writer.is_durable(), "nothing frees space by itself");
+
+    // Space returns: the same writer recovers by itself.
+    setrlimit(Resource::Fsize, roomy).unwrap();
+    wait_until_durable(&writer).await;
+    for n in BEFORE + DURING..BEFORE + DURING + AFTER {
+        writer.record(record(n)).unwrap();
+    }
+    writer.flush().await;
+    let mut out = std::io::stdout();
+    writeln!(out, "RECOVERED pending={}", writer.pending()).unwrap();
+    out.flush().unwrap();
+    std::future::pending::<()>().await;
+}
+
+#[tokio::test]
+async fn a_full_disk_recovers_without_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = seeded_store(tmp.path()).await;
+    let child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "writer::tests::child_fills_the_disk_then_frees_it",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(FULL_DISK_DIR, tmp.path())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut child = KillOnDrop(child);
+    let stdout = child.0.stdout.take().unwrap();
+    let mut lines = BufReader::new(stdout).lines();
+    let recovered = lines.find(|l| l.as_ref().is_ok_and(|l| l.contains("RECOVERED")));
+    assert!(
+        recovered.is_some(),
+        "the child's writer did not recover (see its output above)"
+    );
+    child.0.kill().unwrap(); // SIGKILL: whatever it holds in memory is gone.
+    child.0.wait().unwrap();
+
+    // Every record is committed exactly once — those whose append failed included — and
+    // replaying what the journal holds adds nothing.
+    let _restarted = UsageWriter::start(&tmp.path().join("journal"), store.clone(), 100)
+        .await
+        .unwrap();
+    assert_exactly_once(&store, BEFORE + DURING + AFTER).await;
+}
