@@ -27,6 +27,8 @@ pub(crate) struct Config {
     pub(crate) max_body_bytes: usize,
     pub(crate) upstream_timeout_secs: u64,
     pub(crate) usage_batch: usize,
+    /// Most unrevoked inference keys one account may hold.
+    pub(crate) max_keys_per_account: u32,
     pub(crate) providers: BTreeMap<String, ProviderConfig>,
     #[serde(default)]
     pub(crate) checkout: CheckoutConfig,

@@ -26,11 +26,12 @@ use router_one_core::billing::{
 use router_one_core::checkout::FxRate;
 use router_one_core::money::Usd;
 use router_one_core::store::{
-    Account, ApiKey, KeySettings, LedgerEntry, Store, StoreError, StoreResult, SummaryGroup, SummaryRow, UsageFilter,
+    Account, ApiKey, KeyPage, KeySettings, LedgerEntry, Store, StoreError, StoreResult, SummaryGroup, SummaryRow,
+    UsageFilter,
 };
 use router_one_core::usage::UsageRecord;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, Row, SqliteConnection};
+use sqlx::{Connection, FromRow, Row, SqliteConnection};
 
 use crate::convert::{KEY_COLUMNS, KeyRow, SettingsColumns, db_err};
 
@@ -189,6 +190,31 @@ fn account_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Account> {
     })
 }
 
+/// The page of keys in `rows` (read with one row more than `limit`, which says whether another
+/// page follows). A row that cannot be read is left out with an error naming its ids — never
+/// its secret hash — so one bad row hides one key, never the others.
+fn key_page(rows: &[sqlx::sqlite::SqliteRow], limit: u32) -> KeyPage {
+    let page = rows.get(..limit as usize).unwrap_or(rows);
+    let keys = page
+        .iter()
+        .filter_map(|row| match KeyRow::from_row(row).map_err(db_err).and_then(ApiKey::try_from) {
+            Ok(key) => Some(key),
+            Err(e) => {
+                let id: Option<String> = row.try_get("id").ok();
+                let account_id: Option<String> = row.try_get("account_id").ok();
+                tracing::error!(?id, ?account_id, error = %e, "stored inference key cannot be read; it is not served");
+                None
+            }
+        })
+        .collect();
+    let next = if rows.len() > page.len() {
+        page.last().and_then(|row| row.try_get("id").ok())
+    } else {
+        None
+    };
+    KeyPage { keys, next }
+}
+
 /// Inserts a management key inside the caller's transaction.
 async fn insert_management_key(conn: &mut SqliteConnection, key: &ManagementKey) -> StoreResult<()> {
     sqlx::query(
@@ -298,11 +324,12 @@ impl Store for SqliteStore {
         row.as_ref().map(account_from_row).transpose()
     }
 
-    async fn insert_key(&self, key: &ApiKey) -> StoreResult<()> {
+    async fn insert_key(&self, key: &ApiKey, max_live_keys: u32) -> StoreResult<bool> {
         let s = SettingsColumns::new(&key.settings)?;
-        sqlx::query(&format!(
+        let done = sqlx::query(&format!(
             "INSERT INTO api_keys ({KEY_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 \
+             WHERE (SELECT COUNT(*) FROM api_keys WHERE account_id = $2 AND revoked_at_us IS NULL) < $17"
         ))
         .bind(&key.id)
         .bind(&key.account_id)
@@ -320,10 +347,11 @@ impl Store for SqliteStore {
         .bind(key.created_at_us)
         .bind(key.revoked_at_us)
         .bind(key.spend.units())
+        .bind(i64::from(max_live_keys))
         .execute(&self.pool)
         .await
         .map_err(db_err)?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     async fn key_by_hash(&self, hash: &str) -> StoreResult<Option<ApiKey>> {
@@ -336,21 +364,34 @@ impl Store for SqliteStore {
         row.map(ApiKey::try_from).transpose()
     }
 
-    async fn active_keys(&self) -> StoreResult<Vec<ApiKey>> {
-        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE revoked_at_us IS NULL ORDER BY id");
-        let rows: Vec<KeyRow> = sqlx::query_as(&sql).fetch_all(&self.pool).await.map_err(db_err)?;
-        rows.into_iter().map(ApiKey::try_from).collect()
-    }
-
-    async fn keys(&self, account_id: &str) -> StoreResult<Vec<ApiKey>> {
-        let sql =
-            format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE account_id = $1 ORDER BY created_at_us DESC, id DESC");
-        let rows: Vec<KeyRow> = sqlx::query_as(&sql)
-            .bind(account_id)
+    async fn active_keys(&self, after: Option<&str>, limit: u32) -> StoreResult<KeyPage> {
+        let sql = format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE revoked_at_us IS NULL AND ($1 IS NULL OR id > $1) \
+             ORDER BY id LIMIT $2"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(after)
+            .bind(i64::from(limit) + 1)
             .fetch_all(&self.pool)
             .await
             .map_err(db_err)?;
-        rows.into_iter().map(ApiKey::try_from).collect()
+        Ok(key_page(&rows, limit))
+    }
+
+    async fn keys(&self, account_id: &str, after: Option<&str>, limit: u32) -> StoreResult<KeyPage> {
+        let sql = format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE account_id = $1 AND ($2 IS NULL OR (created_at_us, id) < \
+             (SELECT c.created_at_us, c.id FROM api_keys c WHERE c.id = $2 AND c.account_id = $1)) \
+             ORDER BY created_at_us DESC, id DESC LIMIT $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(account_id)
+            .bind(after)
+            .bind(i64::from(limit) + 1)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(key_page(&rows, limit))
     }
 
     async fn key(&self, account_id: &str, key_id: &str) -> StoreResult<Option<ApiKey>> {
@@ -422,13 +463,13 @@ impl Store for SqliteStore {
     }
 
     async fn account_spend(&self, account_id: &str) -> StoreResult<Usd> {
-        let units: i64 =
-            sqlx::query_scalar("SELECT COALESCE(SUM(cost_units), 0) FROM usage_records WHERE account_id = $1")
-                .bind(account_id)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(db_err)?;
-        Ok(Usd::from_units(units))
+        usage::cost_sum(
+            &self.pool,
+            "account_id = $1 AND created_at_us >= $2",
+            account_id,
+            i64::MIN,
+        )
+        .await
     }
 
     async fn ledger(&self, account_id: &str, after: Option<i64>, limit: u32) -> StoreResult<Vec<LedgerEntry>> {
@@ -436,15 +477,7 @@ impl Store for SqliteStore {
     }
 
     async fn key_spend_since(&self, key_id: &str, since_us: i64) -> StoreResult<Usd> {
-        let units: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(SUM(cost_units), 0) FROM usage_records WHERE key_id = $1 AND created_at_us >= $2",
-        )
-        .bind(key_id)
-        .bind(since_us)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db_err)?;
-        Ok(Usd::from_units(units))
+        usage::cost_sum(&self.pool, "key_id = $1 AND created_at_us >= $2", key_id, since_us).await
     }
 
     async fn account_by_email(&self, email: &str) -> StoreResult<Option<(Account, Option<String>)>> {

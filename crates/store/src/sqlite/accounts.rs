@@ -355,13 +355,22 @@ pub(super) async fn set_fx_rate(pool: &SqlitePool, currency: &str, rate: &FxRate
     Ok(())
 }
 
-/// The stored FX rates, by currency.
+/// The stored FX rates, by currency. A rate that does not parse is left out with an error in
+/// the log (the config file's rate for that currency stays in force): one bad row must not
+/// stop the gateway from starting.
 pub(super) async fn fx_rates(pool: &SqlitePool) -> StoreResult<BTreeMap<String, FxRate>> {
     let rows: Vec<(String, String)> = sqlx::query_as("SELECT currency, rate FROM fx_rates ORDER BY currency")
         .fetch_all(pool)
         .await
         .map_err(db_err)?;
-    rows.into_iter()
-        .map(|(currency, rate)| Ok((currency, serde_json::from_str(&rate).map_err(json_err)?)))
-        .collect()
+    Ok(rows
+        .into_iter()
+        .filter_map(|(currency, rate)| match serde_json::from_str(&rate) {
+            Ok(rate) => Some((currency, rate)),
+            Err(e) => {
+                tracing::error!(currency, error = %e, "stored FX rate cannot be read; ignored");
+                None
+            }
+        })
+        .collect())
 }

@@ -15,7 +15,9 @@ use router_one_core::billing::{
 use router_one_core::checkout::FxRate;
 use router_one_core::money::Usd;
 use router_one_core::pricing::TokenUsage;
-use router_one_core::store::{Account, ApiKey, KeySettings, LedgerEntry, SummaryGroup, SummaryRow, UsageFilter};
+use router_one_core::store::{
+    Account, ApiKey, KeyPage, KeySettings, LedgerEntry, SummaryGroup, SummaryRow, UsageFilter,
+};
 use router_one_core::usage::Endpoint;
 
 use super::*;
@@ -86,7 +88,7 @@ async fn seeded_store(dir: &Path) -> Arc<SqliteStore> {
         revoked_at_us: None,
         spend: Usd::ZERO,
     };
-    store.insert_key(&key).await.unwrap();
+    assert!(store.insert_key(&key, 10).await.unwrap());
     Arc::new(store)
 }
 
@@ -219,17 +221,17 @@ impl Store for TestStore {
     async fn account(&self, id: &str) -> StoreResult<Option<Account>> {
         self.inner.account(id).await
     }
-    async fn insert_key(&self, k: &ApiKey) -> StoreResult<()> {
-        self.inner.insert_key(k).await
+    async fn insert_key(&self, k: &ApiKey, max_live: u32) -> StoreResult<bool> {
+        self.inner.insert_key(k, max_live).await
     }
     async fn key_by_hash(&self, h: &str) -> StoreResult<Option<ApiKey>> {
         self.inner.key_by_hash(h).await
     }
-    async fn active_keys(&self) -> StoreResult<Vec<ApiKey>> {
-        self.inner.active_keys().await
+    async fn active_keys(&self, after: Option<&str>, limit: u32) -> StoreResult<KeyPage> {
+        self.inner.active_keys(after, limit).await
     }
-    async fn keys(&self, a: &str) -> StoreResult<Vec<ApiKey>> {
-        self.inner.keys(a).await
+    async fn keys(&self, a: &str, after: Option<&str>, limit: u32) -> StoreResult<KeyPage> {
+        self.inner.keys(a, after, limit).await
     }
     async fn key(&self, a: &str, k: &str) -> StoreResult<Option<ApiKey>> {
         self.inner.key(a, k).await
