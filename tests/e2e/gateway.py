@@ -243,6 +243,23 @@ def wait_for_ids(mgmt: httpx.Client, ids, wait: float = USAGE_WAIT_S) -> list[di
         time.sleep(0.2)
 
 
+def list_keys(mgmt: httpx.Client, limit: int = 1000) -> list[dict]:
+    """Every inference key of the account, newest first, following the cursor."""
+    out: list[dict] = []
+    after = None
+    for _ in range(10_000):
+        q = {"limit": limit, **({"after": after} if after else {})}
+        r = mgmt.get("/v1/keys", params=q)
+        assert r.status_code == 200, f"GET /v1/keys {q} -> {r.status_code} {r.text[:500]}"
+        body = r.json()
+        out.extend(body["data"])
+        if not body.get("has_more"):
+            return out
+        after = body.get("next_cursor")
+        assert after, f"has_more without next_cursor: {body}"
+    raise AssertionError("key pagination does not end")
+
+
 def model_pricing(client: httpx.Client) -> dict[str, dict]:
     r = client.get("/v1/models")
     assert r.status_code == 200, r.text
@@ -297,10 +314,8 @@ def check_key_spend_matches_records(mgmt: httpx.Client, records: list[dict]) -> 
     sums: dict[str, Decimal] = {}
     for rec in records:
         sums[rec["key_id"]] = sums.get(rec["key_id"], Decimal(0)) + D(rec["cost"])
-    r = mgmt.get("/v1/keys")
-    assert r.status_code == 200, r.text
     out = {}
-    for key in r.json()["data"]:
+    for key in list_keys(mgmt):
         if "spend" not in key or key["spend"] is None:
             continue
         want = sums.get(key["id"], Decimal(0))

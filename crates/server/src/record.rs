@@ -142,7 +142,8 @@ impl RequestMeter {
             }
         }
         written.map_err(|e| {
-            tracing::error!(error = %e, "usage journal write failed");
+            // The writer logs the journal failing and recovering once; not every request.
+            tracing::debug!(error = %e, "usage journal write failed");
             usage_unavailable()
         })?;
         Ok(cost)
