@@ -212,23 +212,28 @@ def get_record(mgmt: httpx.Client, request_id: str, wait: float = USAGE_WAIT_S) 
         time.sleep(0.1)
 
 
-def list_usage(mgmt: httpx.Client, limit: int = 200, **params) -> list[dict]:
-    """Every usage record matching params, following the cursor."""
+def list_pages(mgmt: httpx.Client, path: str, limit: int, **params) -> list[dict]:
+    """Every item of a cursor-paged list (`after`, `limit`; `has_more`, `next_cursor`)."""
     out: list[dict] = []
     after = None
     for _ in range(10_000):
         q = {"limit": limit, **params}
         if after:
             q["after"] = after
-        r = mgmt.get("/v1/usage", params=q)
-        assert r.status_code == 200, f"GET /v1/usage {q} -> {r.status_code} {r.text[:500]}"
+        r = mgmt.get(path, params=q)
+        assert r.status_code == 200, f"GET {path} {q} -> {r.status_code} {r.text[:500]}"
         body = r.json()
         out.extend(body["data"])
         if not body.get("has_more"):
             return out
         after = body.get("next_cursor")
         assert after, f"has_more without next_cursor: {body}"
-    raise AssertionError("usage pagination does not end")
+    raise AssertionError(f"{path} pagination does not end")
+
+
+def list_usage(mgmt: httpx.Client, limit: int = 200, **params) -> list[dict]:
+    """Every usage record matching params, following the cursor."""
+    return list_pages(mgmt, "/v1/usage", limit, **params)
 
 
 def wait_for_ids(mgmt: httpx.Client, ids, wait: float = USAGE_WAIT_S) -> list[dict]:
@@ -245,19 +250,7 @@ def wait_for_ids(mgmt: httpx.Client, ids, wait: float = USAGE_WAIT_S) -> list[di
 
 def list_keys(mgmt: httpx.Client, limit: int = 1000) -> list[dict]:
     """Every inference key of the account, newest first, following the cursor."""
-    out: list[dict] = []
-    after = None
-    for _ in range(10_000):
-        q = {"limit": limit, **({"after": after} if after else {})}
-        r = mgmt.get("/v1/keys", params=q)
-        assert r.status_code == 200, f"GET /v1/keys {q} -> {r.status_code} {r.text[:500]}"
-        body = r.json()
-        out.extend(body["data"])
-        if not body.get("has_more"):
-            return out
-        after = body.get("next_cursor")
-        assert after, f"has_more without next_cursor: {body}"
-    raise AssertionError("key pagination does not end")
+    return list_pages(mgmt, "/v1/keys", limit)
 
 
 def model_pricing(client: httpx.Client) -> dict[str, dict]:

@@ -1710,13 +1710,11 @@ async fn concurrent_confirms_from_two_handles_credit_once() {
     assert_balanced(&a, &["acct_p", "acct_r"]).await;
 }
 
-#[tokio::test]
-async fn a_0001_database_migrates() {
+/// A database file at `path` with only the first `migrations` applied (an older release's).
+async fn database_of_an_older_release(path: &std::path::Path, migrations: usize) -> sqlx::SqlitePool {
     use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("old.db");
     let options = SqliteConnectOptions::new()
-        .filename(&path)
+        .filename(path)
         .create_if_missing(true)
         .foreign_keys(true);
     let pool = SqlitePoolOptions::new()
@@ -1725,11 +1723,19 @@ async fn a_0001_database_migrates() {
         .await
         .unwrap();
     let all = sqlx::migrate!("./migrations/sqlite");
-    let only_first = sqlx::migrate::Migrator {
-        migrations: std::borrow::Cow::Owned(all.migrations[..1].to_vec()),
+    let older = sqlx::migrate::Migrator {
+        migrations: std::borrow::Cow::Owned(all.migrations[..migrations].to_vec()),
         ..all
     };
-    only_first.run(&pool).await.unwrap();
+    older.run(&pool).await.unwrap();
+    pool
+}
+
+#[tokio::test]
+async fn a_0001_database_migrates() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let pool = database_of_an_older_release(&path, 1).await;
     // Two ids sharing their last 8 characters, and a third.
     for (id, email) in [
         ("acct_x_0193abcd", "x@example.com"),
@@ -2006,24 +2012,9 @@ fn fx(per_usd: &str) -> FxRate {
 
 #[tokio::test]
 async fn migration_0003_repairs_reals_and_quarantines_what_it_cannot_keep() {
-    use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.db");
-    let options = SqliteConnectOptions::new()
-        .filename(&path)
-        .create_if_missing(true)
-        .foreign_keys(true);
-    let pool = SqlitePoolOptions::new()
-        .max_connections(1)
-        .connect_with(options)
-        .await
-        .unwrap();
-    let all = sqlx::migrate!("./migrations/sqlite");
-    let before = sqlx::migrate::Migrator {
-        migrations: std::borrow::Cow::Owned(all.migrations[..2].to_vec()),
-        ..all
-    };
-    before.run(&pool).await.unwrap();
+    let pool = database_of_an_older_release(&path, 2).await;
     let insert_key = |id: &str, name: String, spend: &str, metadata: &str, rpm: &str| {
         format!(
             "INSERT INTO api_keys (id, account_id, secret_hash, hint, name, budget_period, rpm_limit, metadata, \
@@ -2119,4 +2110,17 @@ async fn migration_0003_repairs_reals_and_quarantines_what_it_cannot_keep() {
             .is_err(),
         "foreign keys are enforced again"
     );
+}
+
+#[tokio::test]
+async fn model_names_from_outside_are_stored_bounded() {
+    let (store, _dir) = sqlite_file().await;
+    two_accounts(&store).await;
+    let mut huge = record(1, "acct_a", "key_a1", &"é".repeat(10_000), JAN_1, 5, 200);
+    huge.served_model = Some("m".repeat(1 << 20));
+    store.record_usage(&[huge.clone()]).await.unwrap();
+    let stored = store.usage_record("acct_a", &huge.request_id).await.unwrap().unwrap();
+    assert_eq!(stored.requested_model, "é".repeat(256));
+    assert_eq!(stored.served_model, Some("m".repeat(256)));
+    assert_eq!(stored.cost.units(), 5, "the rest of the record is kept as is");
 }

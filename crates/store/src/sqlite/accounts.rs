@@ -58,14 +58,21 @@ pub(super) async fn post_entry(
             kind.as_str()
         )));
     }
-    sqlx::query("UPDATE accounts SET balance_units = $1 WHERE id = $2")
-        .bind(new)
-        .bind(account_id)
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
+    set_balance_units(conn, account_id, new).await?;
     let id = insert_ledger_entry(conn, account_id, at_us, kind, amount, reference, reason).await?;
     Ok((id, Usd::from_units(new)))
+}
+
+/// Sets an account's balance inside the caller's transaction, which posts the matching ledger
+/// entry: the sum is always computed in Rust, never in SQL (where an overflow becomes a REAL).
+pub(super) async fn set_balance_units(conn: &mut SqliteConnection, account_id: &str, units: i64) -> StoreResult<()> {
+    sqlx::query("UPDATE accounts SET balance_units = $1 WHERE id = $2")
+        .bind(units)
+        .bind(account_id)
+        .execute(conn)
+        .await
+        .map_err(db_err)?;
+    Ok(())
 }
 
 /// The `ledger_entries` columns read by [`entry_from_row`].

@@ -18,7 +18,7 @@ use router_one_core::usage::UsageRecord;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
-use super::accounts::balance_units;
+use super::accounts::{balance_units, set_balance_units};
 use super::insert_ledger_entry;
 use crate::convert::{DAY_US, USAGE_COLUMNS, UsageRow, day_name, db_err, from_i64};
 
@@ -60,6 +60,28 @@ fn stored_cost(record: &UsageRecord) -> i64 {
         return 0;
     }
     units
+}
+
+/// Most characters stored of a model name in a usage record. Model ids are far shorter; the
+/// bound keeps what a client or an upstream reports from growing the table, and with it every
+/// page of `GET /v1/usage`.
+pub(crate) const MAX_MODEL_CHARS: usize = 256;
+
+/// `text` cut to [`MAX_MODEL_CHARS`] characters (loudly): a backstop, as every model name is
+/// checked long before it gets here.
+fn bounded_text<'a>(text: &'a str, what: &str, request_id: &str) -> &'a str {
+    match text.char_indices().nth(MAX_MODEL_CHARS) {
+        None => text,
+        Some((end, _)) => {
+            tracing::error!(
+                request_id,
+                what,
+                chars = text.chars().count(),
+                "usage record model name cut to {MAX_MODEL_CHARS} characters"
+            );
+            &text[..end]
+        }
+    }
 }
 
 /// Inserts `batch` in one transaction. Records whose request id is already stored are skipped
@@ -140,8 +162,12 @@ async fn insert_records(conn: &mut SqliteConnection, records: &[UsageRecord]) ->
             .push_bind(&r.key_id)
             .push_bind(r.created_at_us)
             .push_bind(r.endpoint.as_str())
-            .push_bind(&r.requested_model)
-            .push_bind(&r.served_model)
+            .push_bind(bounded_text(&r.requested_model, "requested_model", &r.request_id))
+            .push_bind(
+                r.served_model
+                    .as_deref()
+                    .map(|m| bounded_text(m, "served_model", &r.request_id)),
+            )
             .push_bind(&r.provider)
             .push_bind(saturating(r.usage.prompt_tokens))
             .push_bind(saturating(r.usage.cached_tokens))
@@ -183,12 +209,7 @@ async fn debit_account(
     };
     // `cost` ≥ 0, so its negation cannot overflow.
     let new = clamped_sum(balance, -debit.cost, "an account's balance");
-    sqlx::query("UPDATE accounts SET balance_units = $1 WHERE id = $2")
-        .bind(new)
-        .bind(account_id)
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
+    set_balance_units(conn, account_id, new).await?;
     let reference = format!(
         "{}..{}",
         debit.first.unwrap_or_default(),

@@ -516,28 +516,37 @@ impl Drop for KillOnDrop {
     }
 }
 
-#[tokio::test]
-async fn killed_process_loses_no_record() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = seeded_store(tmp.path()).await;
+/// Runs one test of this binary as a child process with `env` set to `dir`, waits until it
+/// prints `marker`, then kills it with SIGKILL (no destructor, no flush, perhaps mid-commit).
+fn run_child_then_kill(test: &str, env: &str, dir: &Path, marker: &str) {
     let child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "writer::tests::child_records_then_waits_to_be_killed",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_DIR, tmp.path())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(env, dir)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let mut child = KillOnDrop(child);
     let stdout = child.0.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
-    let ready = lines.find(|l| l.as_ref().is_ok_and(|l| l.contains("RECORDED")));
-    assert!(ready.is_some(), "the child never finished recording");
-    child.0.kill().unwrap(); // SIGKILL: no destructor, no flush, perhaps mid-commit.
+    let seen = lines.find(|l| l.as_ref().is_ok_and(|l| l.contains(marker)));
+    assert!(
+        seen.is_some(),
+        "the child never printed {marker} (see its output above)"
+    );
+    child.0.kill().unwrap();
     child.0.wait().unwrap();
+}
+
+#[tokio::test]
+async fn killed_process_loses_no_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = seeded_store(tmp.path()).await;
+    run_child_then_kill(
+        "writer::tests::child_records_then_waits_to_be_killed",
+        CHILD_DIR,
+        tmp.path(),
+        "RECORDED",
+    );
 
     let _restarted = UsageWriter::start(&tmp.path().join("journal"), store.clone(), 100)
         .await
@@ -661,27 +670,13 @@ async fn child_fills_the_disk_then_frees_it() {
 async fn a_full_disk_recovers_without_a_restart() {
     let tmp = tempfile::tempdir().unwrap();
     let store = seeded_store(tmp.path()).await;
-    let child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "writer::tests::child_fills_the_disk_then_frees_it",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(FULL_DISK_DIR, tmp.path())
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut child = KillOnDrop(child);
-    let stdout = child.0.stdout.take().unwrap();
-    let mut lines = BufReader::new(stdout).lines();
-    let recovered = lines.find(|l| l.as_ref().is_ok_and(|l| l.contains("RECOVERED")));
-    assert!(
-        recovered.is_some(),
-        "the child's writer did not recover (see its output above)"
+    // The child's writer must recover by itself; whatever it holds in memory dies with it.
+    run_child_then_kill(
+        "writer::tests::child_fills_the_disk_then_frees_it",
+        FULL_DISK_DIR,
+        tmp.path(),
+        "RECOVERED",
     );
-    child.0.kill().unwrap(); // SIGKILL: whatever it holds in memory is gone.
-    child.0.wait().unwrap();
 
     // Every record is committed exactly once — those whose append failed included — and
     // replaying what the journal holds adds nothing.
