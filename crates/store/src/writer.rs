@@ -26,9 +26,9 @@
 //! the store closes a connection whose transaction failed rather than reusing it
 //! ([`crate::SqliteStore`]), so a failure never leaves the write lock held.
 //!
-//! One directory belongs to one writer at a time ([`crate::DataDirLock`]). On a graceful shutdown call
-//! [`UsageWriter::flush`] before the runtime stops; whatever is not flushed stays in the journal
-//! and is replayed at the next start.
+//! One directory belongs to one writer at a time ([`crate::DataDirLock`]). On a graceful
+//! shutdown call [`UsageWriter::flush`] before the runtime stops; whatever is not flushed stays
+//! in the journal and is replayed at the next start.
 
 #[cfg(test)]
 mod tests;
@@ -81,9 +81,9 @@ struct Shared {
     pending: AtomicUsize,
     /// False from a failed append until every record whose append failed is in the journal.
     durable: AtomicBool,
-    /// The encoded records whose append failed, oldest first, each with the segment its queued
-    /// record keeps alive (so a re-appended copy outlives nothing it needs). Locked only on the
-    /// failure path and by the probe, never by a successful append.
+    /// The encoded records whose append failed, oldest first, each with the segment it was
+    /// meant for: it is re-appended there, and its queued record keeps that segment until it
+    /// commits. Locked only on the failure path and by the probe, never by a successful append.
     unjournaled: Mutex<Vec<(Vec<u8>, Arc<Segment>)>>,
     /// Wakes the probe task when records stop being durable.
     wake_prober: Arc<Notify>,
