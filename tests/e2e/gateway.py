@@ -230,23 +230,28 @@ def get_record(mgmt: httpx.Client, request_id: str, wait: float = USAGE_WAIT_S) 
         time.sleep(0.1)
 
 
-def list_usage(mgmt: httpx.Client, limit: int = 200, **params) -> list[dict]:
-    """Every usage record matching params, following the cursor."""
+def list_pages(mgmt: httpx.Client, path: str, limit: int, **params) -> list[dict]:
+    """Every item of a cursor-paged list (`after`, `limit`; `has_more`, `next_cursor`)."""
     out: list[dict] = []
     after = None
     for _ in range(10_000):
         q = {"limit": limit, **params}
         if after:
             q["after"] = after
-        r = mgmt.get("/v1/usage", params=q)
-        assert r.status_code == 200, f"GET /v1/usage {q} -> {r.status_code} {r.text[:500]}"
+        r = mgmt.get(path, params=q)
+        assert r.status_code == 200, f"GET {path} {q} -> {r.status_code} {r.text[:500]}"
         body = r.json()
         out.extend(body["data"])
         if not body.get("has_more"):
             return out
         after = body.get("next_cursor")
         assert after, f"has_more without next_cursor: {body}"
-    raise AssertionError("usage pagination does not end")
+    raise AssertionError(f"{path} pagination does not end")
+
+
+def list_usage(mgmt: httpx.Client, limit: int = 200, **params) -> list[dict]:
+    """Every usage record matching params, following the cursor."""
+    return list_pages(mgmt, "/v1/usage", limit, **params)
 
 
 def wait_for_ids(mgmt: httpx.Client, ids, wait: float = USAGE_WAIT_S) -> list[dict]:
@@ -259,6 +264,11 @@ def wait_for_ids(mgmt: httpx.Client, ids, wait: float = USAGE_WAIT_S) -> list[di
         if all(seen[i] >= 1 for i in ids) or time.monotonic() > deadline:
             return records
         time.sleep(0.2)
+
+
+def list_keys(mgmt: httpx.Client, limit: int = 1000) -> list[dict]:
+    """Every inference key of the account, newest first, following the cursor."""
+    return list_pages(mgmt, "/v1/keys", limit)
 
 
 def model_pricing(client: httpx.Client) -> dict[str, dict]:
@@ -315,10 +325,8 @@ def check_key_spend_matches_records(mgmt: httpx.Client, records: list[dict]) -> 
     sums: dict[str, Decimal] = {}
     for rec in records:
         sums[rec["key_id"]] = sums.get(rec["key_id"], Decimal(0)) + D(rec["cost"])
-    r = mgmt.get("/v1/keys")
-    assert r.status_code == 200, r.text
     out = {}
-    for key in r.json()["data"]:
+    for key in list_keys(mgmt):
         if "spend" not in key or key["spend"] is None:
             continue
         want = sums.get(key["id"], Decimal(0))

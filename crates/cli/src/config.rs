@@ -28,6 +28,8 @@ pub(crate) struct Config {
     pub(crate) upstream_timeout_secs: u64,
     pub(crate) usage_batch: usize,
     pub(crate) default_output_tokens: u64,
+    /// Most unrevoked inference keys one account may hold.
+    pub(crate) max_keys_per_account: u32,
     pub(crate) providers: BTreeMap<String, ProviderConfig>,
     #[serde(default)]
     pub(crate) checkout: CheckoutConfig,

@@ -116,7 +116,9 @@ pub(crate) async fn ensure_account(data_dir: &Path, store: &dyn Store, listen: S
         revoked_at_us: None,
         spend: Usd::ZERO,
     };
-    store.insert_key(&key).await.context("creating the demo key")?;
+    // A fresh account: its first key is within any cap.
+    let inserted = store.insert_key(&key, 1).await.context("creating the demo key")?;
+    anyhow::ensure!(inserted, "creating the demo key: the demo account already has one");
     let credentials = DemoCredentials {
         base_url,
         api_key: secret.plaintext,

@@ -63,6 +63,8 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         providers.insert(name.clone(), Arc::new(provider));
     }
 
+    // One serving process per data directory, held until this process ends.
+    let _data_dir_lock = router_one_store::DataDirLock::acquire(&data_dir)?;
     let store = open_store(&data_dir).await?;
     let store_dyn: Arc<dyn Store> = store.clone();
     let usage = UsageWriter::start(&data_dir, store_dyn.clone(), config.usage_batch)
@@ -86,6 +88,7 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         checkout: config.checkout.clone(),
         public_url,
         commission_percent: config.referrals.commission_percent,
+        max_keys_per_account: config.max_keys_per_account,
     };
     let mut payments = HashMap::new();
     for (name, payment_config) in &config.payments {

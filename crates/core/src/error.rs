@@ -70,6 +70,12 @@ pub enum ErrorKind {
     PaymentProviderError,
     /// A bug or storage failure on our side.
     Internal,
+    /// A usage record cannot be made durable right now (the usage journal cannot be written,
+    /// e.g. a full disk): the request was not sent upstream, or its answer was withheld.
+    /// Transient: service resumes by itself when the journal can be written; retry later.
+    UsageUnavailable,
+    /// The account already holds as many live inference keys as it may (revoke one first).
+    KeyLimitReached,
 }
 
 impl ErrorKind {
@@ -102,6 +108,8 @@ impl ErrorKind {
             PaymentsUnavailable => (503, "server_error", "payments_unavailable"),
             PaymentProviderError => (502, "upstream_error", "payment_provider_error"),
             Internal => (500, "server_error", "internal_error"),
+            UsageUnavailable => (503, "server_error", "usage_unavailable"),
+            KeyLimitReached => (400, "invalid_request_error", "key_limit_reached"),
         }
     }
 
@@ -171,6 +179,12 @@ mod tests {
             serde_json::json!({"error": {"message": "The model `x` does not exist",
                 "type": "invalid_request_error", "param": "model", "code": "model_not_found"}})
         );
+    }
+
+    #[test]
+    fn an_unwritable_usage_journal_is_a_transient_503_relays_keep_the_channel_for() {
+        let (status, kind, code) = ErrorKind::UsageUnavailable.parts();
+        assert_eq!((status, kind, code), (503, "server_error", "usage_unavailable"));
     }
 
     #[test]

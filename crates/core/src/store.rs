@@ -178,6 +178,15 @@ pub struct ApiKey {
     pub spend: Usd,
 }
 
+/// One page of inference keys.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct KeyPage {
+    /// The keys of the page. A stored row that cannot be read is left out (and logged).
+    pub keys: Vec<ApiKey>,
+    /// Pass as `after` for the next page; `None` on the last.
+    pub next: Option<String>,
+}
+
 /// Which usage records to list.
 #[derive(Clone, Debug, Default)]
 pub struct UsageFilter {
@@ -308,14 +317,20 @@ pub trait Store: Send + Sync + 'static {
     async fn account_by_management_key(&self, hash: &str) -> StoreResult<Option<Account>>;
     /// One account.
     async fn account(&self, id: &str) -> StoreResult<Option<Account>>;
-    /// Stores a new inference key.
-    async fn insert_key(&self, key: &ApiKey) -> StoreResult<()>;
+    /// Stores a new inference key, unless its account already has `max_live_keys` unrevoked
+    /// keys: then nothing is stored and the answer is `false` (one statement, so concurrent
+    /// creations cannot overshoot the cap).
+    async fn insert_key(&self, key: &ApiKey, max_live_keys: u32) -> StoreResult<bool>;
     /// An inference key by the hash of its secret, revoked or not.
     async fn key_by_hash(&self, hash: &str) -> StoreResult<Option<ApiKey>>;
-    /// Every unrevoked key (to warm the in-memory index at start).
-    async fn active_keys(&self) -> StoreResult<Vec<ApiKey>>;
-    /// An account's keys, newest first.
-    async fn keys(&self, account_id: &str) -> StoreResult<Vec<ApiKey>>;
+    /// Unrevoked keys in id order after key `after`, at most `limit` (to warm the in-memory
+    /// index at start, a page at a time). A row that cannot be read is left out with an error
+    /// in the log (ids only): that key is not served, every other one is.
+    async fn active_keys(&self, after: Option<&str>, limit: u32) -> StoreResult<KeyPage>;
+    /// An account's keys, newest first, after key `after` (none: from the newest), at most
+    /// `limit`; a row that cannot be read is left out, as in [`Store::active_keys`]. A cursor
+    /// naming no key of the account yields an empty page.
+    async fn keys(&self, account_id: &str, after: Option<&str>, limit: u32) -> StoreResult<KeyPage>;
     /// One key of an account.
     async fn key(&self, account_id: &str, key_id: &str) -> StoreResult<Option<ApiKey>>;
     /// Replaces a key's settings; `None` if the account has no such key.

@@ -75,6 +75,22 @@ impl KeyState {
     }
 }
 
+/// What the index keeps of a key's settings: what admission checks, without the label and the
+/// builder's metadata, so the memory of every live key stays small whatever clients store.
+fn limits_only(settings: &KeySettings) -> KeySettings {
+    KeySettings {
+        name: None,
+        max_spend: settings.max_spend,
+        budget_period: settings.budget_period,
+        rpm_limit: settings.rpm_limit,
+        tpm_limit: settings.tpm_limit,
+        max_concurrency: settings.max_concurrency,
+        models: settings.models.clone(),
+        expires_at_us: settings.expires_at_us,
+        metadata: Default::default(),
+    }
+}
+
 /// Every live key, by secret hash and by id, and every loaded account budget.
 #[derive(Debug, Default)]
 pub struct KeyIndex {
@@ -107,7 +123,7 @@ impl KeyIndex {
         let state = Arc::new(KeyState {
             id: key.id.clone(),
             account_id: key.account_id.clone(),
-            settings: ArcSwap::from_pointee(key.settings.clone()),
+            settings: ArcSwap::from_pointee(limits_only(&key.settings)),
             revoked: AtomicBool::new(key.revoked_at_us.is_some()),
             account,
             spend: Budget::periodic(key.settings.max_spend, key.settings.budget_period, spent, now_us),
@@ -175,7 +191,7 @@ impl KeyIndex {
                     .reset(settings.max_spend, settings.budget_period, spent, now_us),
                 None => state.spend.set_limit(settings.max_spend),
             }
-            state.settings.store(Arc::new(settings.clone()));
+            state.settings.store(Arc::new(limits_only(settings)));
         }
     }
 

@@ -18,6 +18,19 @@ use crate::run_to_completion::HungUp;
 /// (nginx's "client closed request").
 const CLIENT_CLOSED_REQUEST: u16 = 499;
 
+/// Seconds a client is told to wait while usage records cannot be made durable.
+const USAGE_RETRY_AFTER_S: u64 = 5;
+
+/// The refusal while a usage record cannot be made durable (the journal cannot be written):
+/// a transient 503 with `Retry-After`, never worded as a matter of credit or balance.
+pub(crate) fn usage_unavailable() -> ApiError {
+    ApiError::new(
+        ErrorKind::UsageUnavailable,
+        "Usage recording is temporarily unavailable, so this request was not completed. Retry later.",
+    )
+    .with_retry_after(USAGE_RETRY_AFTER_S)
+}
+
 /// How a request ended, as far as metering cares.
 #[derive(Debug, Default)]
 pub(crate) struct Outcome {
@@ -143,11 +156,9 @@ impl RequestMeter {
         }
         let written = if self.metering { writer.record(record) } else { Ok(()) };
         written.map_err(|e| {
-            tracing::error!(error = %e, "usage journal write failed");
-            ApiError::new(
-                ErrorKind::Internal,
-                "The usage record could not be written; the response was withheld.",
-            )
+            // The writer logs the journal failing and recovering once; not every request.
+            tracing::debug!(error = %e, "usage journal write failed");
+            usage_unavailable()
         })?;
         Ok(cost)
     }

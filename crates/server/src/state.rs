@@ -1,6 +1,9 @@
 //! What every handler shares: the catalog, providers, key index, store and usage writer.
+//! Building it warms the key index from the store, a page at a time; a stored key that cannot
+//! be read is left out (loudly), never allowed to stop the gateway from starting.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -40,6 +43,8 @@ pub struct ServerConfig {
     pub public_url: String,
     /// The inviter's share of a referred account's top-up (its token line), in percent.
     pub commission_percent: Decimal,
+    /// Most unrevoked inference keys one account may hold (`POST /v1/keys` refuses more).
+    pub max_keys_per_account: u32,
 }
 
 impl Default for ServerConfig {
@@ -52,6 +57,7 @@ impl Default for ServerConfig {
             checkout: CheckoutConfig::default(),
             public_url: "http://127.0.0.1:8080".into(),
             commission_percent: Decimal::new(5, 0),
+            max_keys_per_account: 10_000,
         }
     }
 }
@@ -126,20 +132,59 @@ impl AppState {
             usage,
             tasks: tokio_util::task::TaskTracker::new(),
         };
-        let now_us = router_one_core::ids::now_us();
-        for key in state.store.active_keys().await? {
-            let (balance, head) = state
-                .store
-                .account(&key.account_id)
-                .await?
-                .map(|a| (a.balance, a.ledger_head))
-                .unwrap_or_default();
-            let spent = budget_spent(state.store.as_ref(), &key, now_us).await?;
-            state.keys.insert(&key, balance, head, spent, now_us);
-        }
+        state.warm_keys().await?;
         Ok(state)
     }
+
+    /// Loads every unrevoked key into the index, [`WARM_PAGE`] at a time, reading each account
+    /// once. A key whose row, account or period spend cannot be read is left out with an error
+    /// in the log (ids only): it cannot be used until the operator repairs it, and every other
+    /// key is served.
+    async fn warm_keys(&self) -> StoreResult<()> {
+        let now_us = router_one_core::ids::now_us();
+        let mut accounts = HashMap::new();
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.store.active_keys(after.as_deref(), WARM_PAGE).await?;
+            for key in &page.keys {
+                self.warm_key(key, &mut accounts, now_us).await;
+            }
+            match page.next {
+                Some(next) => after = Some(next),
+                None => return Ok(()),
+            }
+        }
+    }
+
+    /// Loads one key; `accounts` holds the balance and ledger head of each account read so far
+    /// (`None`: it cannot be read, and neither can its keys be served).
+    async fn warm_key(&self, key: &ApiKey, accounts: &mut HashMap<String, Option<(Usd, i64)>>, now_us: i64) {
+        let account = match accounts.entry(key.account_id.clone()) {
+            Entry::Occupied(known) => *known.get(),
+            Entry::Vacant(new) => *new.insert(match self.store.account(&key.account_id).await {
+                Ok(account) => Some(account.map(|a| (a.balance, a.ledger_head)).unwrap_or_default()),
+                Err(e) => {
+                    tracing::error!(account_id = %key.account_id, error = %e, "stored account cannot be read; its keys are not served");
+                    None
+                }
+            }),
+        };
+        let Some((balance, head)) = account else {
+            return;
+        };
+        match budget_spent(self.store.as_ref(), key, now_us).await {
+            Ok(spent) => {
+                self.keys.insert(key, balance, head, spent, now_us);
+            }
+            Err(e) => {
+                tracing::error!(key_id = %key.id, account_id = %key.account_id, error = %e, "key's spend cannot be read; it is not served");
+            }
+        }
+    }
 }
+
+/// Keys read per store call when the index is warmed at start: what start-up holds at once.
+const WARM_PAGE: u32 = 1_000;
 
 /// What a key's budget has spent at `now_us`: its lifetime spend, or its spend in the current
 /// period when it has a `budget_period` (summed from its usage records once, when loaded).

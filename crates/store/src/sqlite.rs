@@ -1,5 +1,14 @@
 //! [`SqliteStore`]: the embedded default store, one SQLite file in WAL mode. Accounts and keys
 //! live here; the usage path (batched inserts, debits, queries) is in [`usage`](self::usage).
+//!
+//! **A failed transaction never poisons the pool.** When a statement fails with `SQLITE_FULL`
+//! (a full disk), SQLite may roll the whole transaction back by itself; sqlx's `ROLLBACK` on
+//! drop then fails, so sqlx still counts the connection as inside a transaction, and its next
+//! `BEGIN` becomes a `SAVEPOINT` and its `COMMIT` a `RELEASE` — which neither commits nor ends
+//! the transaction SQLite opened. That connection went back to the pool holding the write lock:
+//! every other writer waited out the busy timeout ("database is locked") until a restart, and
+//! what it "committed" was lost. The pool now closes any connection returned inside a
+//! transaction, and the next use opens a fresh one.
 
 mod accounts;
 mod payments;
@@ -17,11 +26,12 @@ use router_one_core::billing::{
 use router_one_core::checkout::FxRate;
 use router_one_core::money::Usd;
 use router_one_core::store::{
-    Account, ApiKey, KeySettings, LedgerEntry, Store, StoreError, StoreResult, SummaryGroup, SummaryRow, UsageFilter,
+    Account, ApiKey, KeyPage, KeySettings, LedgerEntry, Store, StoreError, StoreResult, SummaryGroup, SummaryRow,
+    UsageFilter,
 };
 use router_one_core::usage::UsageRecord;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Row, SqliteConnection};
+use sqlx::{Connection, FromRow, Row, SqliteConnection};
 
 use crate::convert::{KEY_COLUMNS, KeyRow, SettingsColumns, db_err};
 
@@ -44,20 +54,12 @@ impl SqliteStore {
     /// kill; the last ones may be lost on power loss), a 5 s busy timeout so the admin CLI can
     /// write to the same file while the server runs, foreign keys enforced.
     pub async fn open(path: &Path) -> StoreResult<SqliteStore> {
-        let options = SqliteConnectOptions::new()
-            .filename(path)
-            .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
-            .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(BUSY_TIMEOUT)
-            .foreign_keys(true)
-            // The usage writer touches the same index pages batch after batch: keep them in
-            // memory (32 MiB of page cache, reads through mmap) instead of a pread per page.
-            .pragma("cache_size", "-32768")
-            .pragma("mmap_size", "268435456");
         let pool = SqlitePoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
-            .connect_with(options)
+            // See the module doc: a connection sqlx still counts inside a transaction is
+            // closed, never reused.
+            .after_release(|conn, _| Box::pin(async move { Ok(!conn.is_in_transaction()) }))
+            .connect_with(connect_options(path))
             .await
             .map_err(db_err)?;
         Self::migrated(pool).await
@@ -80,12 +82,25 @@ impl SqliteStore {
         Self::migrated(pool).await
     }
 
-    /// Runs the embedded migrations on `pool`.
+    /// Runs the embedded migrations on one connection of `pool`, with foreign keys off while
+    /// they run (how SQLite rebuilds a table others reference; it ignores the pragma inside
+    /// the transaction sqlx wraps each migration in), then reports what they could not keep.
     async fn migrated(pool: SqlitePool) -> StoreResult<SqliteStore> {
-        sqlx::migrate!("./migrations/sqlite")
-            .run(&pool)
+        let mut conn = pool.acquire().await.map_err(db_err)?;
+        let set_foreign_keys = |on: bool| format!("PRAGMA foreign_keys = {}", if on { "ON" } else { "OFF" });
+        sqlx::query(&set_foreign_keys(false))
+            .execute(&mut *conn)
             .await
-            .map_err(|e| StoreError::Database(format!("migration failed: {e}")))?;
+            .map_err(db_err)?;
+        let migrated = sqlx::migrate!("./migrations/sqlite").run(&mut *conn).await;
+        sqlx::query(&set_foreign_keys(true))
+            .execute(&mut *conn)
+            .await
+            .map_err(db_err)?;
+        migrated.map_err(|e| StoreError::Database(format!("migration failed: {e}")))?;
+        report_broken_references(&mut conn).await?;
+        report_quarantined_keys(&mut conn).await?;
+        drop(conn);
         Ok(SqliteStore { pool })
     }
 
@@ -98,6 +113,64 @@ impl SqliteStore {
     pub async fn close(&self) {
         self.pool.close().await;
     }
+}
+
+/// The options of the database file at `path`: WAL, `synchronous = NORMAL`, the busy timeout,
+/// foreign keys, and a page cache sized for the usage writer.
+fn connect_options(path: &Path) -> SqliteConnectOptions {
+    SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(BUSY_TIMEOUT)
+        .foreign_keys(true)
+        // The usage writer touches the same index pages batch after batch: keep them in
+        // memory (32 MiB of page cache, reads through mmap) instead of a pread per page.
+        .pragma("cache_size", "-32768")
+        .pragma("mmap_size", "268435456")
+}
+
+/// Most rows named in one startup report: the count says how many more there are.
+const REPORT_ROWS: i64 = 20;
+
+/// Logs rows whose foreign key names a missing row (none, unless the file was edited by hand):
+/// loudly, but the gateway still starts.
+async fn report_broken_references(conn: &mut SqliteConnection) -> StoreResult<()> {
+    let rows: Vec<(String, Option<i64>, String)> =
+        sqlx::query_as("SELECT \"table\", rowid, parent FROM pragma_foreign_key_check LIMIT $1")
+            .bind(REPORT_ROWS)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_err)?;
+    for (table, rowid, parent) in rows {
+        tracing::error!(table, rowid, parent, "stored row refers to a missing row");
+    }
+    Ok(())
+}
+
+/// Logs the keys migration 0003 moved to `quarantined_api_keys` (ids only, never a hash):
+/// they break a constraint no repair could meet, so they are never loaded.
+async fn report_quarantined_keys(conn: &mut SqliteConnection) -> StoreResult<()> {
+    let count: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM quarantined_api_keys")
+        .fetch_one(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    if count == 0 {
+        return Ok(());
+    }
+    let keys: Vec<(Option<String>, Option<String>)> =
+        sqlx::query_as("SELECT id, account_id FROM quarantined_api_keys LIMIT $1")
+            .bind(REPORT_ROWS)
+            .fetch_all(&mut *conn)
+            .await
+            .map_err(db_err)?;
+    tracing::error!(
+        count,
+        ?keys,
+        "inference keys quarantined (table quarantined_api_keys): they broke a storage constraint and are not served"
+    );
+    Ok(())
 }
 
 /// The `accounts` columns, in [`account_from_row`] order.
@@ -115,6 +188,31 @@ fn account_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Account> {
         referred_by: row.try_get("referred_by").map_err(db_err)?,
         ledger_head: row.try_get("ledger_head").map_err(db_err)?,
     })
+}
+
+/// The page of keys in `rows` (read with one row more than `limit`, which says whether another
+/// page follows). A row that cannot be read is left out with an error naming its ids — never
+/// its secret hash — so one bad row hides one key, never the others.
+fn key_page(rows: &[sqlx::sqlite::SqliteRow], limit: u32) -> KeyPage {
+    let page = rows.get(..limit as usize).unwrap_or(rows);
+    let keys = page
+        .iter()
+        .filter_map(|row| match KeyRow::from_row(row).map_err(db_err).and_then(ApiKey::try_from) {
+            Ok(key) => Some(key),
+            Err(e) => {
+                let id: Option<String> = row.try_get("id").ok();
+                let account_id: Option<String> = row.try_get("account_id").ok();
+                tracing::error!(?id, ?account_id, error = %e, "stored inference key cannot be read; it is not served");
+                None
+            }
+        })
+        .collect();
+    let next = if rows.len() > page.len() {
+        page.last().and_then(|row| row.try_get("id").ok())
+    } else {
+        None
+    };
+    KeyPage { keys, next }
 }
 
 /// Inserts a management key inside the caller's transaction.
@@ -226,11 +324,12 @@ impl Store for SqliteStore {
         row.as_ref().map(account_from_row).transpose()
     }
 
-    async fn insert_key(&self, key: &ApiKey) -> StoreResult<()> {
+    async fn insert_key(&self, key: &ApiKey, max_live_keys: u32) -> StoreResult<bool> {
         let s = SettingsColumns::new(&key.settings)?;
-        sqlx::query(&format!(
+        let done = sqlx::query(&format!(
             "INSERT INTO api_keys ({KEY_COLUMNS}) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 \
+             WHERE (SELECT COUNT(*) FROM api_keys WHERE account_id = $2 AND revoked_at_us IS NULL) < $17"
         ))
         .bind(&key.id)
         .bind(&key.account_id)
@@ -248,10 +347,11 @@ impl Store for SqliteStore {
         .bind(key.created_at_us)
         .bind(key.revoked_at_us)
         .bind(key.spend.units())
+        .bind(i64::from(max_live_keys))
         .execute(&self.pool)
         .await
         .map_err(db_err)?;
-        Ok(())
+        Ok(done.rows_affected() == 1)
     }
 
     async fn key_by_hash(&self, hash: &str) -> StoreResult<Option<ApiKey>> {
@@ -264,21 +364,34 @@ impl Store for SqliteStore {
         row.map(ApiKey::try_from).transpose()
     }
 
-    async fn active_keys(&self) -> StoreResult<Vec<ApiKey>> {
-        let sql = format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE revoked_at_us IS NULL ORDER BY id");
-        let rows: Vec<KeyRow> = sqlx::query_as(&sql).fetch_all(&self.pool).await.map_err(db_err)?;
-        rows.into_iter().map(ApiKey::try_from).collect()
-    }
-
-    async fn keys(&self, account_id: &str) -> StoreResult<Vec<ApiKey>> {
-        let sql =
-            format!("SELECT {KEY_COLUMNS} FROM api_keys WHERE account_id = $1 ORDER BY created_at_us DESC, id DESC");
-        let rows: Vec<KeyRow> = sqlx::query_as(&sql)
-            .bind(account_id)
+    async fn active_keys(&self, after: Option<&str>, limit: u32) -> StoreResult<KeyPage> {
+        let sql = format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE revoked_at_us IS NULL AND ($1 IS NULL OR id > $1) \
+             ORDER BY id LIMIT $2"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(after)
+            .bind(i64::from(limit) + 1)
             .fetch_all(&self.pool)
             .await
             .map_err(db_err)?;
-        rows.into_iter().map(ApiKey::try_from).collect()
+        Ok(key_page(&rows, limit))
+    }
+
+    async fn keys(&self, account_id: &str, after: Option<&str>, limit: u32) -> StoreResult<KeyPage> {
+        let sql = format!(
+            "SELECT {KEY_COLUMNS} FROM api_keys WHERE account_id = $1 AND ($2 IS NULL OR (created_at_us, id) < \
+             (SELECT c.created_at_us, c.id FROM api_keys c WHERE c.id = $2 AND c.account_id = $1)) \
+             ORDER BY created_at_us DESC, id DESC LIMIT $3"
+        );
+        let rows = sqlx::query(&sql)
+            .bind(account_id)
+            .bind(after)
+            .bind(i64::from(limit) + 1)
+            .fetch_all(&self.pool)
+            .await
+            .map_err(db_err)?;
+        Ok(key_page(&rows, limit))
     }
 
     async fn key(&self, account_id: &str, key_id: &str) -> StoreResult<Option<ApiKey>> {
@@ -350,13 +463,13 @@ impl Store for SqliteStore {
     }
 
     async fn account_spend(&self, account_id: &str) -> StoreResult<Usd> {
-        let units: i64 =
-            sqlx::query_scalar("SELECT COALESCE(SUM(cost_units), 0) FROM usage_records WHERE account_id = $1")
-                .bind(account_id)
-                .fetch_one(&self.pool)
-                .await
-                .map_err(db_err)?;
-        Ok(Usd::from_units(units))
+        usage::cost_sum(
+            &self.pool,
+            "account_id = $1 AND created_at_us >= $2",
+            account_id,
+            i64::MIN,
+        )
+        .await
     }
 
     async fn ledger(&self, account_id: &str, after: Option<i64>, limit: u32) -> StoreResult<Vec<LedgerEntry>> {
@@ -364,15 +477,7 @@ impl Store for SqliteStore {
     }
 
     async fn key_spend_since(&self, key_id: &str, since_us: i64) -> StoreResult<Usd> {
-        let units: i64 = sqlx::query_scalar(
-            "SELECT COALESCE(SUM(cost_units), 0) FROM usage_records WHERE key_id = $1 AND created_at_us >= $2",
-        )
-        .bind(key_id)
-        .bind(since_us)
-        .fetch_one(&self.pool)
-        .await
-        .map_err(db_err)?;
-        Ok(Usd::from_units(units))
+        usage::cost_sum(&self.pool, "key_id = $1 AND created_at_us >= $2", key_id, since_us).await
     }
 
     async fn account_by_email(&self, email: &str) -> StoreResult<Option<(Account, Option<String>)>> {

@@ -13,9 +13,22 @@
 //! record written to it has committed. Whatever is left at start (a crash) is replayed first;
 //! replay is idempotent because `record_usage` skips request ids it already has.
 //!
-//! One directory belongs to one writer at a time. On a graceful shutdown call
-//! [`UsageWriter::flush`] before the runtime stops; whatever is not flushed stays in the journal
-//! and is replayed at the next start.
+//! **When the journal cannot be written** (a full disk): [`UsageWriter::record`] reports the
+//! error, the record still goes to the database queue (it commits once the database can take
+//! it), and its bytes are kept aside. [`UsageWriter::is_durable`] turns false at once, and a
+//! probe task re-appends the kept records every [`PROBE_INTERVAL`] (apart from the batch task,
+//! which may be waiting on a failing database); when all of them are in the journal again,
+//! records are durable again and `is_durable` turns true — nothing restarts.
+//! Callers use it to refuse work whose record could not be kept, and withhold a response whose
+//! record failed (promise 5 holds for every response that goes out).
+//!
+//! **When the database fails**, the batch is retried with backoff, forever, holding its records;
+//! the store closes a connection whose transaction failed rather than reusing it
+//! ([`crate::SqliteStore`]), so a failure never leaves the write lock held.
+//!
+//! One directory belongs to one writer at a time ([`crate::DataDirLock`]). On a graceful
+//! shutdown call [`UsageWriter::flush`] before the runtime stops; whatever is not flushed stays
+//! in the journal and is replayed at the next start.
 
 #[cfg(test)]
 mod tests;
@@ -23,14 +36,14 @@ mod tests;
 use std::fmt;
 use std::io;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use router_one_core::store::{Store, StoreError, StoreResult};
 use router_one_core::usage::UsageRecord;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 use crate::journal::{self, Segment};
 
@@ -45,6 +58,9 @@ const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// already made them durable, so the database can wait: one wake-up and one transaction then
 /// serve every request of the interval, instead of a wake-up per request on the hot path.
 const LINGER: Duration = Duration::from_millis(25);
+/// How often the journal is probed (the records whose append failed re-appended) while records
+/// are not durable: about the longest a recovered disk waits before service resumes.
+pub const PROBE_INTERVAL: Duration = Duration::from_millis(200);
 
 /// What the hot path sends to the batch task.
 #[allow(
@@ -63,6 +79,46 @@ struct Shared {
     dir: PathBuf,
     current: ArcSwap<Segment>,
     pending: AtomicUsize,
+    /// False from a failed append until every record whose append failed is in the journal.
+    durable: AtomicBool,
+    /// The encoded records whose append failed, oldest first, each with the segment it was
+    /// meant for: it is re-appended there, and its queued record keeps that segment until it
+    /// commits. Locked only on the failure path and by the probe, never by a successful append.
+    unjournaled: Mutex<Vec<(Vec<u8>, Arc<Segment>)>>,
+    /// Wakes the probe task when records stop being durable.
+    wake_prober: Arc<Notify>,
+}
+
+impl Shared {
+    /// Notes a record whose append failed: records are not durable until it is re-appended.
+    fn append_failed(&self, encoded: Vec<u8>, segment: Arc<Segment>, error: &io::Error) {
+        let mut unjournaled = self.unjournaled.lock().unwrap_or_else(PoisonError::into_inner);
+        unjournaled.push((encoded, segment));
+        if self.durable.swap(false, Ordering::SeqCst) {
+            tracing::error!(error = %error, dir = %self.dir.display(), "usage journal append failed: records are not durable until it can be written again");
+            self.wake_prober.notify_one();
+        }
+    }
+
+    /// Re-appends the records whose append failed, oldest first, each to its own segment; once
+    /// all are in, records are durable again. Returns whether they are.
+    fn probe(&self) -> bool {
+        if self.durable.load(Ordering::SeqCst) {
+            return true;
+        }
+        let mut unjournaled = self.unjournaled.lock().unwrap_or_else(PoisonError::into_inner);
+        let appended = unjournaled
+            .iter()
+            .take_while(|(encoded, segment)| segment.append(encoded).is_ok())
+            .count();
+        unjournaled.drain(..appended);
+        if !unjournaled.is_empty() {
+            return false;
+        }
+        self.durable.store(true, Ordering::SeqCst);
+        tracing::info!(dir = %self.dir.display(), "usage journal writable again: records are durable");
+        true
+    }
 }
 
 /// Handle used on the request hot path. Cheap to clone.
@@ -101,10 +157,14 @@ impl UsageWriter {
         std::fs::create_dir_all(dir).map_err(|e| io_err("create the journal directory", e))?;
         let mut next_seq = replay(dir, store.as_ref(), max_batch).await?;
         let first = Segment::create_next(dir, &mut next_seq).map_err(|e| io_err("create a journal segment", e))?;
+        let wake_prober = Arc::new(Notify::new());
         let shared = Arc::new(Shared {
             dir: dir.to_owned(),
             current: ArcSwap::from_pointee(first),
             pending: AtomicUsize::new(0),
+            durable: AtomicBool::new(true),
+            unjournaled: Mutex::new(Vec::new()),
+            wake_prober: Arc::clone(&wake_prober),
         });
         let (sender, receiver) = mpsc::unbounded_channel();
         let task = BatchTask {
@@ -118,22 +178,27 @@ impl UsageWriter {
             records: Vec::new(),
             segments: Vec::new(),
         };
+        tokio::spawn(probe_journal(Arc::downgrade(&shared), wake_prober));
         tokio::spawn(task.run());
         Ok(UsageWriter { shared, sender })
     }
 
     /// Synchronously appends the record to the current journal segment (one `write` syscall of one
-    /// JSON line on an O_APPEND file, no fsync: the OS page cache survives a process kill), then queues
-    /// it for the batched database insert. Returns only after the journal write.
+    /// framed JSON record on an O_APPEND file, no fsync: the OS page cache survives a process
+    /// kill), then queues it for the batched database insert. Returns only after the journal write.
     ///
-    /// On a journal error the record is still queued for the database; the error says it is not
-    /// crash-safe.
+    /// On a journal error the record is still queued for the database and kept for the probe
+    /// to re-append; the error says it is not crash-safe yet ([`UsageWriter::is_durable`] is
+    /// false until it is).
     pub fn record(&self, record: UsageRecord) -> io::Result<()> {
-        let line = journal::encode(&record)?;
+        let encoded = journal::encode(&record)?;
         // A strong reference (not a borrow guard): it travels with the queued record, so the
         // segment cannot be deleted before the record commits.
         let segment = self.shared.current.load_full();
-        let written = segment.append(&line);
+        let written = segment.append(&encoded);
+        if let Err(e) = &written {
+            self.shared.append_failed(encoded, Arc::clone(&segment), e);
+        }
         self.shared.pending.fetch_add(1, Ordering::SeqCst);
         if let Err(mpsc::error::SendError(message)) = self.sender.send(Message::Record(record, segment)) {
             // The batch task is gone (the runtime is shutting down): the journal keeps the record
@@ -144,6 +209,13 @@ impl UsageWriter {
             }
         }
         written
+    }
+
+    /// Whether a record handed to [`UsageWriter::record`] now would be durable: false from a
+    /// failed journal append until the batch task has re-appended every record that failed
+    /// (it tries every [`PROBE_INTERVAL`]). One atomic load: cheap enough for every request.
+    pub fn is_durable(&self) -> bool {
+        self.shared.durable.load(Ordering::SeqCst)
     }
 
     /// Waits until every record queued before this call is committed to the database.
@@ -297,6 +369,13 @@ impl BatchTask {
 
     /// Every handle is gone and every record committed: no segment is needed any more.
     fn shut_down(mut self) {
+        let wake_prober = Arc::clone(&self.shared.wake_prober);
+        // Every record is committed: the copies kept for re-appending are not needed.
+        self.shared
+            .unjournaled
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clear();
         self.delete_retired();
         // `Shared` is unique unless a handle is still being dropped; then the current segment
         // stays and is replayed (a no-op) at the next start.
@@ -307,6 +386,27 @@ impl BatchTask {
         }
         for segment in &self.retired {
             tracing::warn!(path = %segment.path().display(), "usage journal segment still referenced at shutdown");
+        }
+        // `Shared` is gone (or going): the probe task wakes, finds it gone and ends.
+        wake_prober.notify_one();
+    }
+}
+
+/// The probe task: while records are not durable, re-appends the records whose append failed
+/// every [`PROBE_INTERVAL`]; otherwise sleeps until woken. Holds only a weak reference, so it
+/// ends with the writer.
+async fn probe_journal(shared: Weak<Shared>, wake: Arc<Notify>) {
+    loop {
+        wake.notified().await;
+        loop {
+            let Some(shared) = shared.upgrade() else {
+                return;
+            };
+            if shared.probe() {
+                break;
+            }
+            drop(shared);
+            tokio::time::sleep(PROBE_INTERVAL).await;
         }
     }
 }

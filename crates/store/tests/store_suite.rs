@@ -14,7 +14,7 @@ use router_one_core::checkout::{FxRate, Quote};
 use router_one_core::money::Usd;
 use router_one_core::pricing::TokenUsage;
 use router_one_core::store::{
-    Account, ApiKey, BudgetPeriod, KeySettings, Store, StoreError, SummaryGroup, SummaryRow, UsageFilter,
+    Account, ApiKey, BudgetPeriod, KeyPage, KeySettings, Store, StoreError, SummaryGroup, SummaryRow, UsageFilter,
 };
 use router_one_core::usage::{Endpoint, UsageRecord};
 use router_one_store::SqliteStore;
@@ -154,12 +154,25 @@ async fn two_accounts(store: &dyn Store) {
     create(store, &account("acct_b", "b@example.com", 500), "mk_b")
         .await
         .unwrap();
-    store.insert_key(&key("key_a1", "acct_a", "h_a1", JAN_1)).await.unwrap();
-    store
-        .insert_key(&key("key_a2", "acct_a", "h_a2", JAN_1 + 1))
-        .await
-        .unwrap();
-    store.insert_key(&key("key_b1", "acct_b", "h_b1", JAN_1)).await.unwrap();
+    for (k, created) in [("key_a1", JAN_1), ("key_a2", JAN_1 + 1)] {
+        assert!(
+            store
+                .insert_key(&key(k, "acct_a", &format!("h_{k}"), created), 10)
+                .await
+                .unwrap()
+        );
+    }
+    assert!(
+        store
+            .insert_key(&key("key_b1", "acct_b", "h_key_b1", JAN_1), 10)
+            .await
+            .unwrap()
+    );
+}
+
+/// The ids of a page of keys.
+fn page_ids(page: &KeyPage) -> Vec<&str> {
+    page.keys.iter().map(|k| k.id.as_str()).collect()
 }
 
 async fn balance(store: &dyn Store, account_id: &str) -> i64 {
@@ -209,7 +222,7 @@ async fn keys_are_scoped_by_account(store: &dyn Store) {
     two_accounts(store).await;
     let mut k = key("key_a3", "acct_a", "h_a3", JAN_1 + 2);
     k.settings = full_settings();
-    store.insert_key(&k).await.unwrap();
+    assert!(store.insert_key(&k, 10).await.unwrap());
 
     assert_eq!(
         store.key("acct_a", "key_a3").await.unwrap(),
@@ -219,13 +232,84 @@ async fn keys_are_scoped_by_account(store: &dyn Store) {
     assert_eq!(store.key("acct_b", "key_a3").await.unwrap(), None);
     assert_eq!(store.key("acct_a", "key_missing").await.unwrap(), None);
 
-    let ids: Vec<String> = store.keys("acct_a").await.unwrap().into_iter().map(|k| k.id).collect();
-    assert_eq!(ids, ["key_a3", "key_a2", "key_a1"], "newest first");
-    let ids: Vec<String> = store.keys("acct_b").await.unwrap().into_iter().map(|k| k.id).collect();
-    assert_eq!(ids, ["key_b1"]);
+    let all = store.keys("acct_a", None, 10).await.unwrap();
+    assert_eq!(page_ids(&all), ["key_a3", "key_a2", "key_a1"], "newest first");
+    assert_eq!(all.next, None);
+    assert_eq!(page_ids(&store.keys("acct_b", None, 10).await.unwrap()), ["key_b1"]);
 
-    let duplicate = store.insert_key(&key("key_other", "acct_b", "h_a3", JAN_1)).await;
+    let duplicate = store.insert_key(&key("key_other", "acct_b", "h_a3", JAN_1), 10).await;
     assert!(matches!(duplicate, Err(StoreError::Conflict(_))), "{duplicate:?}");
+}
+
+async fn keys_page_by_cursor(store: &dyn Store) {
+    two_accounts(store).await;
+    // Two keys created in the same µs: the id breaks the tie.
+    for (k, created) in [("key_a3", JAN_1 + 2), ("key_a4", JAN_1 + 2), ("key_a5", JAN_1 + 3)] {
+        assert!(
+            store
+                .insert_key(&key(k, "acct_a", &format!("h_{k}"), created), 10)
+                .await
+                .unwrap()
+        );
+    }
+    let first = store.keys("acct_a", None, 2).await.unwrap();
+    assert_eq!(page_ids(&first), ["key_a5", "key_a4"]);
+    assert_eq!(first.next.as_deref(), Some("key_a4"));
+    let second = store.keys("acct_a", Some("key_a4"), 2).await.unwrap();
+    assert_eq!(page_ids(&second), ["key_a3", "key_a2"]);
+    let last = store.keys("acct_a", second.next.as_deref(), 2).await.unwrap();
+    assert_eq!(page_ids(&last), ["key_a1"]);
+    assert_eq!(last.next, None);
+    let exact = store.keys("acct_a", Some("key_a3"), 2).await.unwrap();
+    assert_eq!(
+        (page_ids(&exact), exact.next.as_deref()),
+        (vec!["key_a2", "key_a1"], None)
+    );
+    assert!(
+        store.keys("acct_a", Some("key_b1"), 2).await.unwrap().keys.is_empty(),
+        "another account's key is no cursor here"
+    );
+    assert!(store.keys("acct_a", Some("key_nope"), 2).await.unwrap().keys.is_empty());
+
+    let active = store.active_keys(None, 4).await.unwrap();
+    assert_eq!(page_ids(&active), ["key_a1", "key_a2", "key_a3", "key_a4"], "id order");
+    let rest = store.active_keys(active.next.as_deref(), 4).await.unwrap();
+    assert_eq!(
+        (page_ids(&rest), rest.next.as_deref()),
+        (vec!["key_a5", "key_b1"], None)
+    );
+}
+
+async fn live_keys_per_account_are_capped(store: &dyn Store) {
+    two_accounts(store).await;
+    // acct_a has 2 live keys: a cap of 3 takes one more.
+    assert!(
+        store
+            .insert_key(&key("key_a3", "acct_a", "h_a3", JAN_1), 3)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .insert_key(&key("key_a4", "acct_a", "h_a4", JAN_1), 3)
+            .await
+            .unwrap()
+    );
+    assert_eq!(store.key("acct_a", "key_a4").await.unwrap(), None, "nothing stored");
+    // Another account has its own count; a revoked key frees its place.
+    assert!(
+        store
+            .insert_key(&key("key_b2", "acct_b", "h_b2", JAN_1), 3)
+            .await
+            .unwrap()
+    );
+    store.revoke_key("acct_a", "key_a1", JAN_1 + 1).await.unwrap().unwrap();
+    assert!(
+        store
+            .insert_key(&key("key_a4", "acct_a", "h_a4", JAN_1), 3)
+            .await
+            .unwrap()
+    );
 }
 
 async fn key_update_and_revoke(store: &dyn Store) {
@@ -266,20 +350,19 @@ async fn key_update_and_revoke(store: &dyn Store) {
 
 async fn key_by_hash_and_active_keys(store: &dyn Store) {
     two_accounts(store).await;
-    assert_eq!(store.key_by_hash("h_b1").await.unwrap().unwrap().id, "key_b1");
+    assert_eq!(store.key_by_hash("h_key_b1").await.unwrap().unwrap().id, "key_b1");
     assert_eq!(store.key_by_hash("h_none").await.unwrap(), None);
 
     store.revoke_key("acct_a", "key_a2", JAN_1 + 5).await.unwrap().unwrap();
-    let revoked = store.key_by_hash("h_a2").await.unwrap().unwrap();
+    let revoked = store.key_by_hash("h_key_a2").await.unwrap().unwrap();
     assert_eq!(
         revoked.revoked_at_us,
         Some(JAN_1 + 5),
         "a revoked key is still found by hash"
     );
 
-    let mut active: Vec<String> = store.active_keys().await.unwrap().into_iter().map(|k| k.id).collect();
-    active.sort();
-    assert_eq!(active, ["key_a1", "key_b1"]);
+    let active = store.active_keys(None, 10).await.unwrap();
+    assert_eq!(page_ids(&active), ["key_a1", "key_b1"]);
 }
 
 async fn record_usage_is_idempotent_and_debits(store: &dyn Store) {
@@ -1381,6 +1464,8 @@ macro_rules! store_suite {
                 keys_are_scoped_by_account,
                 key_update_and_revoke,
                 key_by_hash_and_active_keys,
+                keys_page_by_cursor,
+                live_keys_per_account_are_capped,
                 record_usage_is_idempotent_and_debits,
                 usage_filters_and_pagination,
                 usage_summary_sums_exactly,
@@ -1561,7 +1646,9 @@ async fn opens_in_wal_mode_and_reopens_with_data() {
 
     let reopened = SqliteStore::open(&path).await.unwrap();
     assert_eq!(reopened.account("acct_a").await.unwrap().unwrap().balance.units(), 9);
-    let key_for_missing_account = reopened.insert_key(&key("key_x", "acct_missing", "h_x", JAN_1)).await;
+    let key_for_missing_account = reopened
+        .insert_key(&key("key_x", "acct_missing", "h_x", JAN_1), 10)
+        .await;
     assert!(
         matches!(key_for_missing_account, Err(StoreError::Database(_))),
         "foreign keys are enforced"
@@ -1623,13 +1710,11 @@ async fn concurrent_confirms_from_two_handles_credit_once() {
     assert_balanced(&a, &["acct_p", "acct_r"]).await;
 }
 
-#[tokio::test]
-async fn a_0001_database_migrates() {
+/// A database file at `path` with only the first `migrations` applied (an older release's).
+async fn database_of_an_older_release(path: &std::path::Path, migrations: usize) -> sqlx::SqlitePool {
     use sqlx::sqlite::{SqliteConnectOptions, SqlitePoolOptions};
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("old.db");
     let options = SqliteConnectOptions::new()
-        .filename(&path)
+        .filename(path)
         .create_if_missing(true)
         .foreign_keys(true);
     let pool = SqlitePoolOptions::new()
@@ -1638,11 +1723,19 @@ async fn a_0001_database_migrates() {
         .await
         .unwrap();
     let all = sqlx::migrate!("./migrations/sqlite");
-    let only_first = sqlx::migrate::Migrator {
-        migrations: std::borrow::Cow::Owned(all.migrations[..1].to_vec()),
+    let older = sqlx::migrate::Migrator {
+        migrations: std::borrow::Cow::Owned(all.migrations[..migrations].to_vec()),
         ..all
     };
-    only_first.run(&pool).await.unwrap();
+    older.run(&pool).await.unwrap();
+    pool
+}
+
+#[tokio::test]
+async fn a_0001_database_migrates() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let pool = database_of_an_older_release(&path, 1).await;
     // Two ids sharing their last 8 characters, and a third.
     for (id, email) in [
         ("acct_x_0193abcd", "x@example.com"),
@@ -1719,4 +1812,315 @@ async fn a_0001_database_migrates() {
         matches!(unique, Err(StoreError::Conflict(_))),
         "the invite code index is unique"
     );
+}
+
+// ---- Issue 10: no stored row stops the store; constraints refuse what the code never writes
+
+/// `typeof` of a column of one row.
+async fn type_of(store: &SqliteStore, sql: &str) -> String {
+    sqlx::query_scalar(sql).fetch_one(store.pool()).await.unwrap()
+}
+
+#[tokio::test]
+async fn costs_near_i64_max_never_turn_a_spend_into_a_real_or_stall_the_writer() {
+    let (store, _dir) = sqlite_file().await;
+    two_accounts(&store).await;
+    let huge = i64::MAX / 2 + 1;
+    // Separate batches: the old `spend_units + $1` overflowed in SQL and stored a REAL; one
+    // batch: the old batch sum refused the batch for good (the writer retried it forever).
+    store
+        .record_usage(&[record(1, "acct_a", "key_a1", "m", JAN_1, huge, 200)])
+        .await
+        .unwrap();
+    store
+        .record_usage(&[
+            record(2, "acct_a", "key_a1", "m", JAN_1, huge, 200),
+            record(3, "acct_a", "key_a1", "m", JAN_1, huge, 200),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(
+        type_of(&store, "SELECT typeof(spend_units) FROM api_keys WHERE id = 'key_a1'").await,
+        "integer"
+    );
+    assert_eq!(
+        type_of(&store, "SELECT typeof(balance_units) FROM accounts WHERE id = 'acct_a'").await,
+        "integer"
+    );
+    // Every reader still works: the key (saturated), the account, its sums and summaries.
+    assert_eq!(spend(&store, "acct_a", "key_a1").await, i64::MAX);
+    assert!(store.active_keys(None, 10).await.unwrap().keys.len() == 3);
+    let entries = store.ledger("acct_a", None, 100).await.unwrap();
+    let ledger_sum: i128 = entries.iter().map(|e| i128::from(e.amount.units())).sum();
+    let balance = balance(&store, "acct_a").await;
+    assert_eq!(i128::from(balance), ledger_sum, "balance = Σ ledger still");
+    assert_eq!(balance, i64::MIN, "the debit saturated");
+    assert_eq!(store.account_spend("acct_a").await.unwrap().units(), i64::MAX);
+    assert_eq!(store.key_spend_since("key_a1", 0).await.unwrap().units(), i64::MAX);
+    let summary = store.usage_summary(&filter("acct_a"), SummaryGroup::Key).await.unwrap();
+    assert_eq!(summary[0].cost.units(), i64::MAX);
+    assert_eq!(summary[0].requests, 3);
+}
+
+#[tokio::test]
+async fn sums_are_exact_past_the_i64_range_of_their_halves() {
+    let (store, _dir) = sqlite_file().await;
+    two_accounts(&store).await;
+    // Costs whose low halves carry: the split sum must join them exactly.
+    let costs = [u32::MAX as i64, u32::MAX as i64, (1 << 40) + 3, 7];
+    let records: Vec<UsageRecord> = costs
+        .iter()
+        .enumerate()
+        .map(|(i, c)| record(i as u32, "acct_a", "key_a2", "m", JAN_1 + i as i64, *c, 200))
+        .collect();
+    store.record_usage(&records).await.unwrap();
+    let total: i64 = costs.iter().sum();
+    assert_eq!(store.key_spend_since("key_a2", JAN_1).await.unwrap().units(), total);
+    assert_eq!(
+        store.key_spend_since("key_a2", JAN_1 + 2).await.unwrap().units(),
+        (1 << 40) + 10
+    );
+    assert_eq!(store.account_spend("acct_a").await.unwrap().units(), total);
+    assert_eq!(store.account_spend("acct_b").await.unwrap().units(), 0);
+}
+
+#[tokio::test]
+async fn constraints_refuse_what_the_code_never_writes() {
+    let (store, _dir) = sqlite_file().await;
+    two_accounts(&store).await;
+    for (what, sql) in [
+        (
+            "a REAL spend",
+            "UPDATE api_keys SET spend_units = 1.5e19 WHERE id = 'key_a1'",
+        ),
+        (
+            "a negative spend",
+            "UPDATE api_keys SET spend_units = -1 WHERE id = 'key_a1'",
+        ),
+        (
+            "a negative limit",
+            "UPDATE api_keys SET rpm_limit = -5 WHERE id = 'key_a1'",
+        ),
+        (
+            "a text limit",
+            "UPDATE api_keys SET tpm_limit = 'lots' WHERE id = 'key_a1'",
+        ),
+        (
+            "an unknown period",
+            "UPDATE api_keys SET budget_period = 'yearly' WHERE id = 'key_a1'",
+        ),
+        (
+            "metadata that is not JSON",
+            "UPDATE api_keys SET metadata = '{oops' WHERE id = 'key_a1'",
+        ),
+        (
+            "metadata that is not an object",
+            "UPDATE api_keys SET metadata = '[1]' WHERE id = 'key_a1'",
+        ),
+        (
+            "models that are not an array",
+            "UPDATE api_keys SET models = '{}' WHERE id = 'key_a1'",
+        ),
+        (
+            "a name over 1,000 characters",
+            "UPDATE api_keys SET name = printf('%.1001c', 'x') WHERE id = 'key_a1'",
+        ),
+        (
+            "metadata over 64 KiB",
+            "UPDATE api_keys SET metadata = json_object('k', printf('%.65536c', 'x')) WHERE id = 'key_a1'",
+        ),
+        (
+            "a REAL balance",
+            "UPDATE accounts SET balance_units = balance_units + 9.3e18 WHERE id = 'acct_a'",
+        ),
+    ] {
+        let refused = sqlx::query(sql).execute(store.pool()).await;
+        assert!(
+            refused
+                .as_ref()
+                .is_err_and(|e| e.to_string().contains("CHECK constraint failed")),
+            "{what} must be refused: {refused:?}"
+        );
+    }
+}
+
+/// Writes rows no code path writes, bypassing the constraints, as a hand edit or an older
+/// bug would have.
+async fn corrupt(store: &SqliteStore, statements: &[&str]) {
+    let mut conn = store.pool().acquire().await.unwrap();
+    sqlx::query("PRAGMA ignore_check_constraints = ON")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    for sql in statements {
+        sqlx::query(sql).execute(&mut *conn).await.unwrap();
+    }
+    sqlx::query("PRAGMA ignore_check_constraints = OFF")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn a_row_that_cannot_be_read_hides_only_itself() {
+    let (store, _dir) = sqlite_file().await;
+    two_accounts(&store).await;
+    for k in ["key_a3", "key_a4"] {
+        assert!(
+            store
+                .insert_key(&key(k, "acct_a", &format!("h_{k}"), JAN_1 + 5), 10)
+                .await
+                .unwrap()
+        );
+    }
+    store.set_fx_rate("EUR", &fx("0.9")).await.unwrap();
+    store.set_fx_rate("GBP", &fx("0.8")).await.unwrap();
+    corrupt(
+        &store,
+        &[
+            "UPDATE api_keys SET spend_units = 1.5e19 WHERE id = 'key_a2'",
+            "UPDATE api_keys SET metadata = 'not json' WHERE id = 'key_a4'",
+            "UPDATE fx_rates SET rate = 'garbage' WHERE currency = 'EUR'",
+        ],
+    )
+    .await;
+    let active = store.active_keys(None, 10).await.unwrap();
+    assert_eq!(page_ids(&active), ["key_a1", "key_a3", "key_b1"]);
+    // Paging still walks past a bad row: it ends a page, and the cursor continues after it.
+    // Newest first: key_a4 (bad), key_a3, key_a2 (bad), key_a1.
+    let first = store.keys("acct_a", None, 2).await.unwrap();
+    assert_eq!(
+        (page_ids(&first), first.next.as_deref()),
+        (vec!["key_a3"], Some("key_a3"))
+    );
+    let second = store.keys("acct_a", first.next.as_deref(), 1).await.unwrap();
+    assert_eq!((page_ids(&second), second.next.as_deref()), (vec![], Some("key_a2")));
+    let third = store.keys("acct_a", second.next.as_deref(), 1).await.unwrap();
+    assert_eq!((page_ids(&third), third.next.as_deref()), (vec!["key_a1"], None));
+    let rates = store.fx_rates().await.unwrap();
+    assert_eq!(rates.keys().collect::<Vec<_>>(), ["GBP"]);
+}
+
+fn fx(per_usd: &str) -> FxRate {
+    FxRate {
+        per_usd: per_usd.parse().unwrap(),
+        as_of: "2026-11-25T00:00:00Z".into(),
+        markup_percent: Decimal::ONE,
+        minor_units: 2,
+    }
+}
+
+#[tokio::test]
+async fn migration_0003_repairs_reals_and_quarantines_what_it_cannot_keep() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("old.db");
+    let pool = database_of_an_older_release(&path, 2).await;
+    let insert_key = |id: &str, name: String, spend: &str, metadata: &str, rpm: &str| {
+        format!(
+            "INSERT INTO api_keys (id, account_id, secret_hash, hint, name, budget_period, rpm_limit, metadata, \
+             created_at_us, spend_units) VALUES ('{id}', 'acct_a', 'h_{id}', 'sk-rk-…', '{name}', 'none', {rpm}, \
+             '{metadata}', {JAN_1}, {spend})"
+        )
+    };
+    for sql in [
+        format!(
+            "INSERT INTO accounts (id, email, balance_units, created_at_us, invite_code) \
+             VALUES ('acct_a', 'a@example.com', -9.3e18, {JAN_1}, 'INV-A')"
+        ),
+        format!(
+            "INSERT INTO accounts (id, email, balance_units, created_at_us, invite_code, referred_by) \
+             VALUES ('acct_b', 'b@example.com', 5, {JAN_1}, 'INV-B', 'acct_a')"
+        ),
+        format!(
+            "INSERT INTO ledger_entries (account_id, created_at_us, kind, amount_units) VALUES ('acct_b', {JAN_1}, 'adjustment', 5)"
+        ),
+        insert_key("key_real", "fine".into(), "1.5e19", "{}", "NULL"),
+        insert_key("key_long", "x".repeat(300), "7", r#"{"customer":"c_1"}"#, "60"),
+        insert_key("key_huge", "x".repeat(5_000), "0", "{}", "NULL"),
+        insert_key("key_json", "bad".into(), "0", "{oops", "NULL"),
+        insert_key("key_neg", "neg".into(), "0", "{}", "-1"),
+    ] {
+        sqlx::query(&sql).execute(&pool).await.unwrap();
+    }
+    pool.close().await;
+
+    let store = SqliteStore::open(&path).await.unwrap();
+    // A REAL left by the old overflow is cast back, saturated; a name longer than the API
+    // allows (but under the backstop) is kept.
+    let real = store.key("acct_a", "key_real").await.unwrap().unwrap();
+    assert_eq!(real.spend.units(), i64::MAX);
+    let long = store.key("acct_a", "key_long").await.unwrap().unwrap();
+    assert_eq!((long.spend.units(), long.settings.rpm_limit), (7, Some(60)));
+    assert_eq!(
+        store.account("acct_a").await.unwrap().unwrap().balance.units(),
+        i64::MIN
+    );
+    // What no repair can make valid is moved aside, whole.
+    let page = store.keys("acct_a", None, 10).await.unwrap();
+    let mut kept = page_ids(&page);
+    kept.sort();
+    assert_eq!(kept, ["key_long", "key_real"]);
+    let mut quarantined: Vec<(String, i64)> = sqlx::query_as("SELECT id, length(name) FROM quarantined_api_keys")
+        .fetch_all(store.pool())
+        .await
+        .unwrap();
+    quarantined.sort();
+    assert_eq!(
+        quarantined,
+        [
+            ("key_huge".into(), 5_000),
+            ("key_json".into(), 3),
+            ("key_neg".into(), 3)
+        ]
+    );
+    // The rebuilt tables keep their keys, indexes and references.
+    let broken: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM pragma_foreign_key_check")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(broken, 0);
+    assert_eq!(
+        store
+            .account_by_invite_code("INV-B")
+            .await
+            .unwrap()
+            .unwrap()
+            .referred_by
+            .as_deref(),
+        Some("acct_a")
+    );
+    assert_eq!(store.referrals("acct_a").await.unwrap().len(), 1);
+    let (ledger_sum, _) = ledger(&store, "acct_b").await;
+    assert_eq!(ledger_sum, 5);
+    let dup = create(&store, &account("acct_c", "c@example.com", 0), "mk_c").await;
+    assert!(dup.is_ok(), "{dup:?}");
+    let taken = {
+        let mut c = account("acct_d", "d@example.com", 0);
+        c.invite_code = "INV-A".into();
+        create(&store, &c, "mk_d").await
+    };
+    assert!(
+        matches!(taken, Err(StoreError::Conflict(_))),
+        "invite codes stay unique"
+    );
+    assert!(
+        store
+            .insert_key(&key("key_new", "acct_missing", "h_new", JAN_1), 10)
+            .await
+            .is_err(),
+        "foreign keys are enforced again"
+    );
+}
+
+#[tokio::test]
+async fn model_names_from_outside_are_stored_bounded() {
+    let (store, _dir) = sqlite_file().await;
+    two_accounts(&store).await;
+    let mut huge = record(1, "acct_a", "key_a1", &"é".repeat(10_000), JAN_1, 5, 200);
+    huge.served_model = Some("m".repeat(1 << 20));
+    store.record_usage(&[huge.clone()]).await.unwrap();
+    let stored = store.usage_record("acct_a", &huge.request_id).await.unwrap().unwrap();
+    assert_eq!(stored.requested_model, "é".repeat(256));
+    assert_eq!(stored.served_model, Some("m".repeat(256)));
+    assert_eq!(stored.cost.units(), 5, "the rest of the record is kept as is");
 }

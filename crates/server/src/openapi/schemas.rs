@@ -153,23 +153,28 @@ pub(crate) enum BudgetPeriod {
 #[derive(ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct KeySettings {
-    /// A label.
+    /// A label, at most 200 characters.
+    #[schema(max_length = 200)]
     pub(crate) name: Option<String>,
     /// Spend cap in USD, a non-negative decimal string (`null`: none).
     pub(crate) max_spend: Option<Decimal>,
     /// When `max_spend` resets (default `none`: a lifetime budget).
     pub(crate) budget_period: Option<BudgetPeriod>,
-    /// Requests per minute.
+    /// Requests per minute (`null`: unlimited).
+    #[schema(minimum = 1, maximum = 1_000_000_000)]
     pub(crate) rpm_limit: Option<u32>,
-    /// Tokens per minute.
+    /// Tokens per minute (`null`: unlimited).
+    #[schema(minimum = 1, maximum = 1_000_000_000_000_000_000_u64)]
     pub(crate) tpm_limit: Option<u64>,
-    /// Requests in flight at once.
+    /// Requests in flight at once (`null`: unlimited).
+    #[schema(minimum = 1, maximum = 1_000_000)]
     pub(crate) max_concurrency: Option<u32>,
-    /// Model allow-list (catalog ids); `null`: every model.
+    /// Model allow-list (catalog ids, at most 256); `null`: every model.
+    #[schema(max_items = 256)]
     pub(crate) models: Option<Vec<String>>,
     /// When the key stops working, RFC 3339.
     pub(crate) expires_at: Option<Timestamp>,
-    /// Free-form labels, stored as given.
+    /// Free-form labels, stored as given: any JSON object of at most 8192 bytes as compact JSON.
     #[schema(value_type = Option<Object>)]
     pub(crate) metadata: Option<serde_json::Value>,
 }
@@ -266,13 +271,17 @@ api_key_schemas! {
     }
 }
 
-/// `GET /v1/keys`.
+/// `GET /v1/keys`: one page, newest first.
 #[derive(ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct ApiKeyList {
     #[schema(pattern = "^list$")]
     pub(crate) object: String,
     pub(crate) data: Vec<ApiKey>,
+    pub(crate) has_more: bool,
+    /// Pass as `after` for the next page (also the `x-next-cursor` header); `null` on the last.
+    #[schema(required = true)]
+    pub(crate) next_cursor: Option<String>,
 }
 
 // ------------------------------------------------------------------------------------- usage

@@ -1,14 +1,20 @@
 //! Management of inference keys: `POST/GET /v1/keys`, `GET/PATCH/DELETE /v1/keys/{id}`.
 //! A key's secret is shown once, at creation; only its hash is stored.
+//!
+//! Everything a client stores with a key is bounded, so no account can make the store, a
+//! listing or the gateway's start-up grow without limit: the [`MAX_NAME_CHARS`],
+//! [`MAX_METADATA_BYTES`] and [`MAX_MODELS`] bounds, a range for every numeric limit, at most
+//! `max_keys_per_account` live keys, and listings in cursor pages of at most [`MAX_LIMIT`]. A
+//! value out of bounds is a 400 naming its field.
 
 use std::sync::Arc;
 
 use axum::Json;
-use axum::extract::rejection::BytesRejection;
-use axum::extract::{Path, State};
+use axum::extract::rejection::{BytesRejection, QueryRejection};
+use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
+use http::{HeaderMap, HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -24,9 +30,27 @@ use crate::error::{ErrorResponse, internal};
 use crate::routes;
 use crate::state::{AppState, budget_spent};
 
-/// The settings a client sends; every field optional. Unknown fields are refused.
-#[derive(Debug, Default, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
+/// Longest key `name`, in characters (the same as a management key's).
+pub(crate) const MAX_NAME_CHARS: usize = 200;
+/// Largest `metadata`, in bytes of its compact JSON: room for dozens of ids and labels, any
+/// JSON values (nested ones too), and a bound on what one key costs to store, list and load.
+pub(crate) const MAX_METADATA_BYTES: usize = 8 * 1024;
+/// Most entries in a key's `models` allow-list (each must be a catalog model).
+pub(crate) const MAX_MODELS: usize = 256;
+/// `rpm_limit`: requests per minute, from 1 (`null`: unlimited).
+const RPM_LIMIT: (u64, u64) = (1, 1_000_000_000);
+/// `tpm_limit`: tokens per minute, from 1 (`null`: unlimited); the top keeps every sum of
+/// tokens far inside 64 bits.
+const TPM_LIMIT: (u64, u64) = (1, 1_000_000_000_000_000_000);
+/// `max_concurrency`: requests in flight at once, from 1 (`null`: unlimited).
+const MAX_CONCURRENCY: (u64, u64) = (1, 1_000_000);
+/// Keys per page of `GET /v1/keys` when the client names no `limit`.
+const DEFAULT_LIMIT: u32 = 100;
+/// Most keys per page of `GET /v1/keys`.
+pub(crate) const MAX_LIMIT: u32 = 1000;
+
+/// The settings a client sends; every field optional.
+#[derive(Debug, Default, Serialize)]
 struct KeyFields {
     name: Option<String>,
     max_spend: Option<String>,
@@ -39,20 +63,110 @@ struct KeyFields {
     metadata: Option<Map<String, Value>>,
 }
 
-fn bad(param: &'static str, message: String) -> ApiError {
+fn bad(param: impl Into<std::borrow::Cow<'static, str>>, message: String) -> ApiError {
     ApiError::new(ErrorKind::InvalidRequest, message).with_param(param)
 }
 
+/// A string field.
+fn text(field: &'static str, value: Value) -> Result<String, ApiError> {
+    match value {
+        Value::String(s) => Ok(s),
+        _ => Err(bad(field, format!("`{field}` must be a string."))),
+    }
+}
+
+/// A numeric limit: a whole number within `(min, max)`.
+fn limit<T: TryFrom<u64>>(field: &'static str, value: &Value, (min, max): (u64, u64)) -> Result<T, ApiError> {
+    value
+        .as_u64()
+        .filter(|n| (min..=max).contains(n))
+        .and_then(|n| T::try_from(n).ok())
+        .ok_or_else(|| {
+            bad(
+                field,
+                format!("`{field}` must be a whole number from {min} to {max} (or null for no limit)."),
+            )
+        })
+}
+
+/// The `models` allow-list: at most [`MAX_MODELS`] strings (checked against the catalog later).
+fn models(value: Value) -> Result<Vec<String>, ApiError> {
+    let Value::Array(items) = value else {
+        return Err(bad("models", "`models` must be an array of model ids.".into()));
+    };
+    if items.len() > MAX_MODELS {
+        return Err(bad(
+            "models",
+            format!(
+                "`models` lists {} models; at most {MAX_MODELS} are allowed.",
+                items.len()
+            ),
+        ));
+    }
+    items.into_iter().map(|item| text("models", item)).collect()
+}
+
+/// `metadata`: a JSON object of at most [`MAX_METADATA_BYTES`] as compact JSON.
+fn metadata(value: Value) -> Result<Map<String, Value>, ApiError> {
+    let Value::Object(map) = value else {
+        return Err(bad("metadata", "`metadata` must be a JSON object.".into()));
+    };
+    let size = serde_json::to_vec(&map).map_or(usize::MAX, |json| json.len());
+    if size > MAX_METADATA_BYTES {
+        return Err(bad(
+            "metadata",
+            format!("`metadata` is {size} bytes as JSON; at most {MAX_METADATA_BYTES} are allowed."),
+        ));
+    }
+    Ok(map)
+}
+
 impl KeyFields {
+    /// Reads a body: empty, or a JSON object of settings.
     fn parse(body: &[u8]) -> Result<KeyFields, ApiError> {
         if body.iter().all(u8::is_ascii_whitespace) {
             return Ok(KeyFields::default());
         }
-        serde_json::from_slice(body)
-            .map_err(|e| ApiError::new(ErrorKind::InvalidJson, format!("Invalid key settings: {e}")))
+        let object: Map<String, Value> = serde_json::from_slice(body)
+            .map_err(|e| ApiError::new(ErrorKind::InvalidJson, format!("Invalid key settings: {e}")))?;
+        KeyFields::from_object(object)
+    }
+
+    /// Reads settings from a JSON object, naming the field at fault in every refusal; `null`
+    /// is the same as an absent field.
+    fn from_object(object: Map<String, Value>) -> Result<KeyFields, ApiError> {
+        let mut fields = KeyFields::default();
+        for (field, value) in object {
+            if value.is_null() {
+                continue;
+            }
+            match field.as_str() {
+                "name" => fields.name = Some(text("name", value)?),
+                "max_spend" => fields.max_spend = Some(text("max_spend", value)?),
+                "budget_period" => fields.budget_period = Some(text("budget_period", value)?),
+                "expires_at" => fields.expires_at = Some(text("expires_at", value)?),
+                "rpm_limit" => fields.rpm_limit = Some(limit("rpm_limit", &value, RPM_LIMIT)?),
+                "tpm_limit" => fields.tpm_limit = Some(limit("tpm_limit", &value, TPM_LIMIT)?),
+                "max_concurrency" => {
+                    fields.max_concurrency = Some(limit("max_concurrency", &value, MAX_CONCURRENCY)?);
+                }
+                "models" => fields.models = Some(models(value)?),
+                "metadata" => fields.metadata = Some(metadata(value)?),
+                _ => return Err(bad(field.clone(), format!("Unknown field `{field}`."))),
+            }
+        }
+        Ok(fields)
     }
 
     fn into_settings(self, app: &AppState) -> Result<KeySettings, ApiError> {
+        if let Some(name) = &self.name
+            && name.chars().count() > MAX_NAME_CHARS
+        {
+            return Err(bad(
+                "name",
+                format!("`name` is longer than {MAX_NAME_CHARS} characters."),
+            ));
+        }
         let max_spend = match self.max_spend {
             None => None,
             Some(s) => {
@@ -225,31 +339,78 @@ pub(crate) async fn create(
         revoked_at_us: None,
         spend: Usd::ZERO,
     };
-    app.store.insert_key(&key).await.map_err(internal)?;
+    let max_keys = app.config.max_keys_per_account;
+    if !app.store.insert_key(&key, max_keys).await.map_err(internal)? {
+        return Err(ApiError::new(
+            ErrorKind::KeyLimitReached,
+            format!(
+                "This account already has {max_keys} live keys, the most it may hold; revoke one to create another."
+            ),
+        )
+        .into());
+    }
     auth::load_key(&app, &key).await?;
     let mut json = key_json(&app, &key);
     json["key"] = Value::String(secret.plaintext);
     Ok((StatusCode::CREATED, Json(json)).into_response())
 }
 
-/// `GET /v1/keys`.
+/// Query parameters of `GET /v1/keys`.
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub(crate) struct KeyListQuery {
+    /// Page cursor: the previous page's `next_cursor` (a key id).
+    after: Option<String>,
+    /// Keys per page, 1 to 1000 (default 100).
+    #[param(minimum = 1, maximum = 1000)]
+    limit: Option<u32>,
+}
+
+/// `GET /v1/keys`: newest first, in cursor pages.
 #[utoipa::path(
     get,
     path = "/v1/keys",
     operation_id = "keys_list",
     tag = "keys",
-    summary = "List the account's inference keys",
+    summary = "List the account's inference keys, newest first, in cursor pages",
+    params(KeyListQuery),
     responses(
-        (status = 200, description = "The keys, revoked ones included.", body = crate::openapi::schemas::ApiKeyList),
+        (status = 200, description = "One page of keys, revoked ones included; `x-next-cursor` carries the next cursor when there is one.", body = crate::openapi::schemas::ApiKeyList),
+        (status = 400, response = crate::openapi::schemas::Error),
         (status = 401, response = crate::openapi::schemas::Error)
     ),
     security(("management_key" = [])),
 )]
-pub(crate) async fn list(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ErrorResponse> {
+pub(crate) async fn list(
+    State(app): State<Arc<AppState>>,
+    headers: HeaderMap,
+    query: Result<Query<KeyListQuery>, QueryRejection>,
+) -> Result<Response, ErrorResponse> {
     let account_id = auth::management_account(&app, &headers).await?;
-    let keys = app.store.keys(&account_id).await.map_err(internal)?;
-    let data: Vec<Value> = keys.iter().map(|k| key_json(&app, k)).collect();
-    Ok(Json(serde_json::json!({ "object": "list", "data": data })).into_response())
+    let Query(query) = query.map_err(|e| bad("query", e.body_text()))?;
+    let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
+    if !(1..=MAX_LIMIT).contains(&limit) {
+        return Err(bad("limit", format!("limit must be between 1 and {MAX_LIMIT}.")).into());
+    }
+    let page = app
+        .store
+        .keys(&account_id, query.after.as_deref(), limit)
+        .await
+        .map_err(internal)?;
+    let data: Vec<Value> = page.keys.iter().map(|k| key_json(&app, k)).collect();
+    let cursor = page.next.as_deref().and_then(|c| HeaderValue::from_str(c).ok());
+    let mut response = Json(serde_json::json!({
+        "object": "list",
+        "data": data,
+        "has_more": page.next.is_some(),
+        "next_cursor": page.next,
+    }))
+    .into_response();
+    if let Some(cursor) = cursor {
+        response.headers_mut().insert("x-next-cursor", cursor);
+    }
+    Ok(response)
 }
 
 /// `GET /v1/keys/{id}`.
@@ -311,9 +472,7 @@ pub(crate) async fn update(
         _ => Map::new(),
     };
     current.extend(patch);
-    let fields: KeyFields = serde_json::from_value(Value::Object(current))
-        .map_err(|e| ApiError::new(ErrorKind::InvalidRequest, format!("Invalid key settings: {e}")))?;
-    let settings = fields.into_settings(&app)?;
+    let settings = KeyFields::from_object(current)?.into_settings(&app)?;
     let updated = app
         .store
         .update_key(&account_id, &id, &settings)

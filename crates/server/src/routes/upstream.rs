@@ -89,6 +89,10 @@ async fn forward(app: Arc<AppState>, mut meter: RequestMeter, admitted: Admitted
         stream,
         include_usage,
     } = admitted;
+    // Never spend upstream money on an answer whose usage record could not be kept.
+    if !app.usage.is_durable() {
+        return fail(app, meter, crate::record::usage_unavailable());
+    }
     let deadline = Instant::now() + app.config.upstream_timeout;
     meter.mark_sent();
     let response = match app

@@ -1,7 +1,12 @@
 //! Usage data for billing: `GET /v1/usage` (filters, cursor pages, JSON / JSON Lines / CSV),
 //! `GET /v1/usage/summary`, and `GET /v1/requests/{id}` (one request's record and timeline).
 //! An account only ever sees its own records: every query is scoped by the management key's
-//! account.
+//! account. Every format is a page of at most [`MAX_LIMIT`] records read at once, so what one
+//! request holds is bounded by the page, whatever the format; a full export follows the cursor.
+//!
+//! CSV cells are escaped against formula injection as OWASP advises: a cell that starts with
+//! `=`, `+`, `-`, `@`, a tab, a carriage return or a NUL (a model name a client chose, say)
+//! gets a leading `'` and is quoted, so a spreadsheet shows it as text and never evaluates it.
 
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -25,7 +30,8 @@ use crate::error::{ErrorResponse, internal};
 use crate::state::AppState;
 
 const DEFAULT_LIMIT: u32 = 100;
-const MAX_LIMIT: u32 = 1000;
+/// Most records per page, in every format.
+pub(crate) const MAX_LIMIT: u32 = 1000;
 
 /// Query parameters of the usage endpoints.
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
@@ -135,9 +141,18 @@ pub(crate) fn record_json(r: &UsageRecord) -> Value {
 
 const CSV_HEADER: &str = "request_id,key_id,created_at,endpoint,requested_model,served_model,provider,prompt_tokens,cached_tokens,completion_tokens,reasoning_tokens,cost,latency_us,upstream_sent_us,ttft_us,status,error_code,streamed\n";
 
+/// First characters that make a spreadsheet read a cell as a formula (OWASP's list, and NUL).
+const FORMULA_STARTS: [char; 7] = ['=', '+', '-', '@', '\t', '\r', '\0'];
+
+/// One RFC 4180 cell: quoted when it holds a separator, a quote or a line break; a cell a
+/// spreadsheet would evaluate is also prefixed with `'` (and so quoted).
 fn csv_field(out: &mut String, value: &str) {
-    if value.contains([',', '"', '\n', '\r']) {
+    let formula = value.starts_with(FORMULA_STARTS);
+    if formula || value.contains([',', '"', '\n', '\r']) {
         out.push('"');
+        if formula {
+            out.push('\'');
+        }
         out.push_str(&value.replace('"', "\"\""));
         out.push('"');
     } else {
@@ -329,4 +344,30 @@ pub(crate) async fn trace(
     }
     timeline.push(json!({ "at_us": record.latency_us, "event": "completed", "status": record.status }));
     Ok(Json(json!({ "object": "request", "record": record_json(&record), "timeline": timeline })).into_response())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn cell(value: &str) -> String {
+        let mut out = String::new();
+        csv_field(&mut out, value);
+        out
+    }
+
+    #[test]
+    fn csv_cells_that_a_spreadsheet_would_evaluate_are_escaped() {
+        assert_eq!(
+            cell("=HYPERLINK(\"http://x\",\"y\")"),
+            "\"'=HYPERLINK(\"\"http://x\"\",\"\"y\"\")\""
+        );
+        for start in ["+1", "-2+3", "@SUM(A1)", "\tx", "\rx", "\0x"] {
+            assert_eq!(cell(start), format!("\"'{start}\""));
+        }
+        assert_eq!(cell("gpt-4o"), "gpt-4o", "a dash inside is harmless");
+        assert_eq!(cell("a,b"), "\"a,b\"");
+        assert_eq!(cell(""), "");
+    }
 }

@@ -58,14 +58,21 @@ pub(super) async fn post_entry(
             kind.as_str()
         )));
     }
-    sqlx::query("UPDATE accounts SET balance_units = $1 WHERE id = $2")
-        .bind(new)
-        .bind(account_id)
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
+    set_balance_units(conn, account_id, new).await?;
     let id = insert_ledger_entry(conn, account_id, at_us, kind, amount, reference, reason).await?;
     Ok((id, Usd::from_units(new)))
+}
+
+/// Sets an account's balance inside the caller's transaction, which posts the matching ledger
+/// entry: the sum is always computed in Rust, never in SQL (where an overflow becomes a REAL).
+pub(super) async fn set_balance_units(conn: &mut SqliteConnection, account_id: &str, units: i64) -> StoreResult<()> {
+    sqlx::query("UPDATE accounts SET balance_units = $1 WHERE id = $2")
+        .bind(units)
+        .bind(account_id)
+        .execute(conn)
+        .await
+        .map_err(db_err)?;
+    Ok(())
 }
 
 /// The `ledger_entries` columns read by [`entry_from_row`].
@@ -355,13 +362,22 @@ pub(super) async fn set_fx_rate(pool: &SqlitePool, currency: &str, rate: &FxRate
     Ok(())
 }
 
-/// The stored FX rates, by currency.
+/// The stored FX rates, by currency. A rate that does not parse is left out with an error in
+/// the log (the config file's rate for that currency stays in force): one bad row must not
+/// stop the gateway from starting.
 pub(super) async fn fx_rates(pool: &SqlitePool) -> StoreResult<BTreeMap<String, FxRate>> {
     let rows: Vec<(String, String)> = sqlx::query_as("SELECT currency, rate FROM fx_rates ORDER BY currency")
         .fetch_all(pool)
         .await
         .map_err(db_err)?;
-    rows.into_iter()
-        .map(|(currency, rate)| Ok((currency, serde_json::from_str(&rate).map_err(json_err)?)))
-        .collect()
+    Ok(rows
+        .into_iter()
+        .filter_map(|(currency, rate)| match serde_json::from_str(&rate) {
+            Ok(rate) => Some((currency, rate)),
+            Err(e) => {
+                tracing::error!(currency, error = %e, "stored FX rate cannot be read; ignored");
+                None
+            }
+        })
+        .collect())
 }

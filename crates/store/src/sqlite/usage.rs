@@ -1,16 +1,24 @@
 //! The usage tables on SQLite: the batched, idempotent insert that debits accounts and keys
 //! and writes the ledger (the one place that keeps "Σ usage-record costs = Σ ledger debits",
 //! promise 4), and the filtered, cursor-paginated and summarised reads.
+//!
+//! **No amount is added in SQL.** SQLite turns an integer sum that overflows into a REAL (a
+//! spend that then refuses to load); every running total is read, added in Rust with checked
+//! arithmetic and written back, and every sum is read as two halves that cannot overflow
+//! ([`split_sum_sql`]). A batch must never fail for its content — it would stall the usage
+//! writer and every record behind it (promise 5) — so a value out of range is clamped, with an
+//! error in the log, instead of refused.
 
 use std::collections::{BTreeMap, HashSet};
 
 use router_one_core::ids::now_us;
 use router_one_core::money::Usd;
-use router_one_core::store::{StoreError, StoreResult, SummaryGroup, SummaryRow, UsageFilter};
+use router_one_core::store::{StoreResult, SummaryGroup, SummaryRow, UsageFilter};
 use router_one_core::usage::UsageRecord;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
+use super::accounts::{balance_units, set_balance_units};
 use super::insert_ledger_entry;
 use crate::convert::{DAY_US, USAGE_COLUMNS, UsageRow, day_name, db_err, from_i64};
 
@@ -25,20 +33,55 @@ struct AccountDebit<'a> {
 
 impl<'a> AccountDebit<'a> {
     /// Adds one newly inserted record.
-    fn add(&mut self, record: &'a UsageRecord) -> StoreResult<()> {
-        self.cost = checked_sum(self.cost, record.cost.units())?;
+    fn add(&mut self, record: &'a UsageRecord) {
+        self.cost = clamped_sum(self.cost, stored_cost(record), "an account's batch debit");
         self.requests += 1;
         let id = record.request_id.as_str();
         self.first = Some(self.first.map_or(id, |f| f.min(id)));
         self.last = Some(self.last.map_or(id, |l| l.max(id)));
-        Ok(())
     }
 }
 
-/// `a + b`, or an error instead of an overflow.
-fn checked_sum(a: i64, b: i64) -> StoreResult<i64> {
-    a.checked_add(b)
-        .ok_or_else(|| StoreError::Database("usage cost sum out of range".into()))
+/// `a + b`, saturated (with an error in the log) instead of overflowing: only an absurd cost
+/// can get here, and refusing it would stall the writer.
+fn clamped_sum(a: i64, b: i64, what: &str) -> i64 {
+    a.checked_add(b).unwrap_or_else(|| {
+        tracing::error!(what, a, b, "usage amount out of range; saturated");
+        a.saturating_add(b)
+    })
+}
+
+/// The cost a record is stored and debited with: never negative (pricing never makes one;
+/// a negative cost would credit the account).
+fn stored_cost(record: &UsageRecord) -> i64 {
+    let units = record.cost.units();
+    if units < 0 {
+        tracing::error!(request_id = %record.request_id, units, "negative usage cost recorded as 0");
+        return 0;
+    }
+    units
+}
+
+/// Most characters stored of a model name in a usage record. Model ids are far shorter; the
+/// bound keeps what a client or an upstream reports from growing the table, and with it every
+/// page of `GET /v1/usage`.
+pub(crate) const MAX_MODEL_CHARS: usize = 256;
+
+/// `text` cut to [`MAX_MODEL_CHARS`] characters (loudly): a backstop, as every model name is
+/// checked long before it gets here.
+fn bounded_text<'a>(text: &'a str, what: &str, request_id: &str) -> &'a str {
+    match text.char_indices().nth(MAX_MODEL_CHARS) {
+        None => text,
+        Some((end, _)) => {
+            tracing::error!(
+                request_id,
+                what,
+                chars = text.chars().count(),
+                "usage record model name cut to {MAX_MODEL_CHARS} characters"
+            );
+            &text[..end]
+        }
+    }
 }
 
 /// Inserts `batch` in one transaction. Records whose request id is already stored are skipped
@@ -58,27 +101,44 @@ pub(super) async fn record_usage(pool: &SqlitePool, batch: &[UsageRecord]) -> St
         let mut inserted = insert_records(&mut tx, chunk).await?;
         // `remove`: a request id repeated within the batch was inserted (and is debited) once.
         for record in chunk.iter().filter(|r| inserted.remove(r.request_id.as_str())) {
-            accounts.entry(&record.account_id).or_default().add(record)?;
+            accounts.entry(&record.account_id).or_default().add(record);
             let spend = keys.entry((&record.account_id, &record.key_id)).or_default();
-            *spend = checked_sum(*spend, record.cost.units())?;
+            *spend = clamped_sum(*spend, stored_cost(record), "a key's batch spend");
         }
     }
     for ((account_id, key_id), spend) in keys {
-        if spend != 0 {
-            sqlx::query("UPDATE api_keys SET spend_units = spend_units + $1 WHERE id = $2 AND account_id = $3")
-                .bind(spend)
-                .bind(key_id)
-                .bind(account_id)
-                .execute(&mut *tx)
-                .await
-                .map_err(db_err)?;
-        }
+        add_key_spend(&mut tx, account_id, key_id, spend).await?;
     }
     let at = now_us();
     for (account_id, debit) in accounts {
         debit_account(&mut tx, account_id, &debit, at).await?;
     }
     tx.commit().await.map_err(db_err)
+}
+
+/// Adds `spend` to a key's lifetime spend, in Rust (see the module doc). An unknown key is
+/// skipped: its records are kept, as for an unknown account.
+async fn add_key_spend(conn: &mut SqliteConnection, account_id: &str, key_id: &str, spend: i64) -> StoreResult<()> {
+    if spend == 0 {
+        return Ok(());
+    }
+    let current: Option<i64> = sqlx::query_scalar("SELECT spend_units FROM api_keys WHERE id = $1 AND account_id = $2")
+        .bind(key_id)
+        .bind(account_id)
+        .fetch_optional(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    let Some(current) = current else {
+        return Ok(());
+    };
+    sqlx::query("UPDATE api_keys SET spend_units = $1 WHERE id = $2 AND account_id = $3")
+        .bind(clamped_sum(current, spend, "a key's lifetime spend"))
+        .bind(key_id)
+        .bind(account_id)
+        .execute(&mut *conn)
+        .await
+        .map_err(db_err)?;
+    Ok(())
 }
 
 /// Rows per multi-row `INSERT`: one statement (one round trip to SQLite's worker thread)
@@ -102,14 +162,18 @@ async fn insert_records(conn: &mut SqliteConnection, records: &[UsageRecord]) ->
             .push_bind(&r.key_id)
             .push_bind(r.created_at_us)
             .push_bind(r.endpoint.as_str())
-            .push_bind(&r.requested_model)
-            .push_bind(&r.served_model)
+            .push_bind(bounded_text(&r.requested_model, "requested_model", &r.request_id))
+            .push_bind(
+                r.served_model
+                    .as_deref()
+                    .map(|m| bounded_text(m, "served_model", &r.request_id)),
+            )
             .push_bind(&r.provider)
             .push_bind(saturating(r.usage.prompt_tokens))
             .push_bind(saturating(r.usage.cached_tokens))
             .push_bind(saturating(r.usage.completion_tokens))
             .push_bind(saturating(r.usage.reasoning_tokens))
-            .push_bind(r.cost.units())
+            .push_bind(stored_cost(r))
             .push_bind(saturating(r.latency_us))
             .push_bind(r.upstream_sent_us.map(saturating))
             .push_bind(r.ttft_us.map(saturating))
@@ -124,7 +188,8 @@ async fn insert_records(conn: &mut SqliteConnection, records: &[UsageRecord]) ->
         .collect()
 }
 
-/// Debits one account's balance and writes the matching ledger entry.
+/// Debits one account's balance and writes the matching ledger entry: the amount the balance
+/// really moved, so balance = Σ entries holds even if the debit had to saturate.
 async fn debit_account(
     conn: &mut SqliteConnection,
     account_id: &str,
@@ -134,24 +199,17 @@ async fn debit_account(
     if debit.cost == 0 {
         return Ok(());
     }
-    let amount = debit
-        .cost
-        .checked_neg()
-        .ok_or_else(|| StoreError::Database("usage cost out of range".into()))?;
-    let done = sqlx::query("UPDATE accounts SET balance_units = balance_units + $1 WHERE id = $2")
-        .bind(amount)
-        .bind(account_id)
-        .execute(&mut *conn)
-        .await
-        .map_err(db_err)?;
-    if done.rows_affected() == 0 {
+    let Some(balance) = balance_units(conn, account_id).await? else {
         tracing::error!(
             account_id,
             cost_units = debit.cost,
             "usage recorded for an unknown account; not debited"
         );
         return Ok(());
-    }
+    };
+    // `cost` ≥ 0, so its negation cannot overflow.
+    let new = clamped_sum(balance, -debit.cost, "an account's balance");
+    set_balance_units(conn, account_id, new).await?;
     let reference = format!(
         "{}..{}",
         debit.first.unwrap_or_default(),
@@ -163,12 +221,46 @@ async fn debit_account(
         account_id,
         at,
         router_one_core::billing::LedgerKind::Usage,
-        Usd::from_units(amount),
+        Usd::from_units(new - balance),
         Some(&reference),
         Some(&reason),
     )
     .await
     .map(|_| ())
+}
+
+/// The select-list of an exact sum of a BIGINT column that can neither overflow nor turn
+/// into a REAL: its high and low 32-bit halves summed apart (`{column}_hi`, `{column}_lo`;
+/// neither sum can overflow below 2³¹ rows), joined in 128 bits by [`split_sum`].
+pub(super) fn split_sum_sql(column: &str) -> String {
+    format!("COALESCE(SUM({column} >> 32), 0) AS {column}_hi, COALESCE(SUM({column} & 4294967295), 0) AS {column}_lo")
+}
+
+/// The sum selected with [`split_sum_sql`], saturated to `i64` (with an error in the log) when
+/// it does not fit.
+pub(super) fn split_sum(row: &SqliteRow, column: &str) -> StoreResult<i64> {
+    let hi: i64 = row.try_get(format!("{column}_hi").as_str()).map_err(db_err)?;
+    let lo: i64 = row.try_get(format!("{column}_lo").as_str()).map_err(db_err)?;
+    let sum = i128::from(hi) * (1 << 32) + i128::from(lo);
+    Ok(i64::try_from(sum).unwrap_or_else(|_| {
+        tracing::error!(column, %sum, "sum out of range; saturated");
+        if sum < 0 { i64::MIN } else { i64::MAX }
+    }))
+}
+
+/// Σ `cost_units` of the usage records matching `condition` (bound to `id` and `since_us`).
+pub(super) async fn cost_sum(pool: &SqlitePool, condition: &str, id: &str, since_us: i64) -> StoreResult<Usd> {
+    let sql = format!(
+        "SELECT {} FROM usage_records WHERE {condition}",
+        split_sum_sql("cost_units")
+    );
+    let row = sqlx::query(&sql)
+        .bind(id)
+        .bind(since_us)
+        .fetch_one(pool)
+        .await
+        .map_err(db_err)?;
+    split_sum(&row, "cost_units").map(Usd::from_units)
 }
 
 /// Appends the `WHERE` conditions of `filter` except the cursor (the account always first).
@@ -230,12 +322,10 @@ pub(super) async fn usage_summary(
         SummaryGroup::Model => "requested_model",
         SummaryGroup::Day => day.as_str(),
     };
+    let sums: Vec<String> = SUMMED.iter().map(|column| split_sum_sql(column)).collect();
     let mut qb = QueryBuilder::new(format!(
-        "SELECT {group_expr} AS grp, COUNT(*) AS requests, \
-         CAST(SUM(prompt_tokens) AS BIGINT) AS prompt_tokens, CAST(SUM(cached_tokens) AS BIGINT) AS cached_tokens, \
-         CAST(SUM(completion_tokens) AS BIGINT) AS completion_tokens, \
-         CAST(SUM(reasoning_tokens) AS BIGINT) AS reasoning_tokens, CAST(SUM(cost_units) AS BIGINT) AS cost_units \
-         FROM usage_records"
+        "SELECT {group_expr} AS grp, COUNT(*) AS requests, {} FROM usage_records",
+        sums.join(", ")
     ));
     push_conditions(&mut qb, filter);
     qb.push(" GROUP BY grp ORDER BY grp");
@@ -243,21 +333,30 @@ pub(super) async fn usage_summary(
     rows.iter().map(|row| summary_row(row, group)).collect()
 }
 
+/// The columns a summary adds up.
+const SUMMED: [&str; 5] = [
+    "prompt_tokens",
+    "cached_tokens",
+    "completion_tokens",
+    "reasoning_tokens",
+    "cost_units",
+];
+
 /// Reads one summary row.
 fn summary_row(row: &SqliteRow, group: SummaryGroup) -> StoreResult<SummaryRow> {
-    let get = |name: &str| row.try_get::<i64, _>(name).map_err(db_err);
+    let count = |name: &str| from_i64(split_sum(row, name)?, name);
     let group = match group {
-        SummaryGroup::Day => day_name(get("grp")?)?,
+        SummaryGroup::Day => day_name(row.try_get("grp").map_err(db_err)?)?,
         SummaryGroup::Key | SummaryGroup::Model => row.try_get("grp").map_err(db_err)?,
     };
     Ok(SummaryRow {
         group,
-        requests: from_i64(get("requests")?, "requests")?,
-        prompt_tokens: from_i64(get("prompt_tokens")?, "prompt_tokens")?,
-        cached_tokens: from_i64(get("cached_tokens")?, "cached_tokens")?,
-        completion_tokens: from_i64(get("completion_tokens")?, "completion_tokens")?,
-        reasoning_tokens: from_i64(get("reasoning_tokens")?, "reasoning_tokens")?,
-        cost: Usd::from_units(get("cost_units")?),
+        requests: from_i64(row.try_get("requests").map_err(db_err)?, "requests")?,
+        prompt_tokens: count("prompt_tokens")?,
+        cached_tokens: count("cached_tokens")?,
+        completion_tokens: count("completion_tokens")?,
+        reasoning_tokens: count("reasoning_tokens")?,
+        cost: Usd::from_units(split_sum(row, "cost_units")?),
     })
 }
 

@@ -15,7 +15,9 @@ use router_one_core::billing::{
 use router_one_core::checkout::FxRate;
 use router_one_core::money::Usd;
 use router_one_core::pricing::TokenUsage;
-use router_one_core::store::{Account, ApiKey, KeySettings, LedgerEntry, SummaryGroup, SummaryRow, UsageFilter};
+use router_one_core::store::{
+    Account, ApiKey, KeyPage, KeySettings, LedgerEntry, SummaryGroup, SummaryRow, UsageFilter,
+};
 use router_one_core::usage::Endpoint;
 
 use super::*;
@@ -86,7 +88,7 @@ async fn seeded_store(dir: &Path) -> Arc<SqliteStore> {
         revoked_at_us: None,
         spend: Usd::ZERO,
     };
-    store.insert_key(&key).await.unwrap();
+    assert!(store.insert_key(&key, 10).await.unwrap());
     Arc::new(store)
 }
 
@@ -219,17 +221,17 @@ impl Store for TestStore {
     async fn account(&self, id: &str) -> StoreResult<Option<Account>> {
         self.inner.account(id).await
     }
-    async fn insert_key(&self, k: &ApiKey) -> StoreResult<()> {
-        self.inner.insert_key(k).await
+    async fn insert_key(&self, k: &ApiKey, max_live: u32) -> StoreResult<bool> {
+        self.inner.insert_key(k, max_live).await
     }
     async fn key_by_hash(&self, h: &str) -> StoreResult<Option<ApiKey>> {
         self.inner.key_by_hash(h).await
     }
-    async fn active_keys(&self) -> StoreResult<Vec<ApiKey>> {
-        self.inner.active_keys().await
+    async fn active_keys(&self, after: Option<&str>, limit: u32) -> StoreResult<KeyPage> {
+        self.inner.active_keys(after, limit).await
     }
-    async fn keys(&self, a: &str) -> StoreResult<Vec<ApiKey>> {
-        self.inner.keys(a).await
+    async fn keys(&self, a: &str, after: Option<&str>, limit: u32) -> StoreResult<KeyPage> {
+        self.inner.keys(a, after, limit).await
     }
     async fn key(&self, a: &str, k: &str) -> StoreResult<Option<ApiKey>> {
         self.inner.key(a, k).await
@@ -514,31 +516,172 @@ impl Drop for KillOnDrop {
     }
 }
 
-#[tokio::test]
-async fn killed_process_loses_no_record() {
-    let tmp = tempfile::tempdir().unwrap();
-    let store = seeded_store(tmp.path()).await;
+/// Runs one test of this binary as a child process with `env` set to `dir`, waits until it
+/// prints `marker`, then kills it with SIGKILL (no destructor, no flush, perhaps mid-commit).
+fn run_child_then_kill(test: &str, env: &str, dir: &Path, marker: &str) {
     let child = std::process::Command::new(std::env::current_exe().unwrap())
-        .args([
-            "--exact",
-            "writer::tests::child_records_then_waits_to_be_killed",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(CHILD_DIR, tmp.path())
+        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .env(env, dir)
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
     let mut child = KillOnDrop(child);
     let stdout = child.0.stdout.take().unwrap();
     let mut lines = BufReader::new(stdout).lines();
-    let ready = lines.find(|l| l.as_ref().is_ok_and(|l| l.contains("RECORDED")));
-    assert!(ready.is_some(), "the child never finished recording");
-    child.0.kill().unwrap(); // SIGKILL: no destructor, no flush, perhaps mid-commit.
+    let seen = lines.find(|l| l.as_ref().is_ok_and(|l| l.contains(marker)));
+    assert!(
+        seen.is_some(),
+        "the child never printed {marker} (see its output above)"
+    );
+    child.0.kill().unwrap();
     child.0.wait().unwrap();
+}
+
+#[tokio::test]
+async fn killed_process_loses_no_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = seeded_store(tmp.path()).await;
+    run_child_then_kill(
+        "writer::tests::child_records_then_waits_to_be_killed",
+        CHILD_DIR,
+        tmp.path(),
+        "RECORDED",
+    );
 
     let _restarted = UsageWriter::start(&tmp.path().join("journal"), store.clone(), 100)
         .await
         .unwrap();
     assert_exactly_once(&store, CHILD_RECORDS).await;
+}
+
+/// Waits (without a time bound that could fail a slow machine, but not forever) until the
+/// writer says records are durable again.
+async fn wait_until_durable(writer: &UsageWriter) {
+    for _ in 0..3_000 {
+        if writer.is_durable() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("records never became durable again");
+}
+
+#[tokio::test]
+async fn a_torn_append_is_reappended_and_swallows_no_other_record() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = seeded_store(tmp.path()).await;
+    let journal_dir = tmp.path().join("journal");
+    // The database never commits: after the "crash", every record must come from the journal.
+    let stalled = test_store(&store, Mode::StallAfter(AtomicUsize::new(0)));
+    let writer = UsageWriter::start_with_segment_bytes(&journal_dir, stalled.clone(), 16, 1 << 30)
+        .await
+        .unwrap();
+    for n in 0..5 {
+        writer.record(record(n)).unwrap();
+    }
+    assert!(writer.is_durable());
+
+    // The disk fills up in the middle of record 5; record 6 finds no space at all.
+    let half = journal::encode(&record(5)).unwrap().len() as u64 / 2;
+    writer.shared.current.load().space.store(half, Ordering::SeqCst);
+    assert!(writer.record(record(5)).is_err());
+    assert!(
+        !writer.is_durable(),
+        "a failed append makes records not durable at once"
+    );
+    assert!(writer.record(record(6)).is_err());
+    // Probes find no space either.
+    tokio::time::sleep(PROBE_INTERVAL * 3).await;
+    assert!(!writer.is_durable());
+
+    // Space returns: the probe re-appends 5 and 6, and records are durable again.
+    writer.shared.current.load().space.store(u64::MAX, Ordering::SeqCst);
+    wait_until_durable(&writer).await;
+    for n in 7..10 {
+        writer.record(record(n)).unwrap();
+    }
+    stalled.wait_until_stalled().await;
+    drop(writer);
+
+    let _restarted = UsageWriter::start(&journal_dir, store.clone(), 16).await.unwrap();
+    assert_exactly_once(&store, 10).await;
+}
+
+/// Set in the child process of [`a_full_disk_recovers_without_a_restart`]: the directory.
+const FULL_DISK_DIR: &str = "ROUTER_ONE_STORE_FULL_DISK_DIR";
+/// Records the child writes before, while and after its disk is full.
+const BEFORE: u32 = 20;
+const DURING: u32 = 40;
+const AFTER: u32 = 20;
+
+/// The child half of [`a_full_disk_recovers_without_a_restart`]; does nothing on its own.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn child_fills_the_disk_then_frees_it() {
+    use rustix::process::{Resource, Rlimit, getrlimit, setrlimit};
+    let Some(dir) = std::env::var_os(FULL_DISK_DIR) else {
+        return;
+    };
+    let dir = PathBuf::from(dir);
+    // With a handler for SIGXFSZ, a write past the file-size limit fails (EFBIG, or short) as
+    // on a full disk, instead of killing the process.
+    let xfsz = rustix::process::Signal::XFSZ.as_raw();
+    let _xfsz = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::from_raw(xfsz)).unwrap();
+    let store = Arc::new(SqliteStore::open(&dir.join("router-one.db")).await.unwrap());
+    let writer = UsageWriter::start(&dir.join("journal"), store, 8).await.unwrap();
+    for n in 0..BEFORE {
+        writer.record(record(n)).unwrap();
+    }
+    writer.flush().await;
+
+    // The disk fills: no file may grow past 1 KiB (the fresh journal segment has room for
+    // a record or two, the database and its WAL for nothing).
+    let roomy = getrlimit(Resource::Fsize);
+    setrlimit(
+        Resource::Fsize,
+        Rlimit {
+            current: Some(1_024),
+            maximum: roomy.maximum,
+        },
+    )
+    .unwrap();
+    let failed = (BEFORE..BEFORE + DURING)
+        .filter(|n| writer.record(record(*n)).is_err())
+        .count();
+    assert!(failed > 30, "the journal filled up ({failed} appends failed)");
+    assert!(!writer.is_durable());
+    // Let the writer fail some database commits too.
+    tokio::time::sleep(PROBE_INTERVAL * 5).await;
+    assert!(!writer.is_durable(), "nothing frees space by itself");
+
+    // Space returns: the same writer recovers by itself.
+    setrlimit(Resource::Fsize, roomy).unwrap();
+    wait_until_durable(&writer).await;
+    for n in BEFORE + DURING..BEFORE + DURING + AFTER {
+        writer.record(record(n)).unwrap();
+    }
+    writer.flush().await;
+    let mut out = std::io::stdout();
+    writeln!(out, "RECOVERED pending={}", writer.pending()).unwrap();
+    out.flush().unwrap();
+    std::future::pending::<()>().await;
+}
+
+#[tokio::test]
+async fn a_full_disk_recovers_without_a_restart() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = seeded_store(tmp.path()).await;
+    // The child's writer must recover by itself; whatever it holds in memory dies with it.
+    run_child_then_kill(
+        "writer::tests::child_fills_the_disk_then_frees_it",
+        FULL_DISK_DIR,
+        tmp.path(),
+        "RECOVERED",
+    );
+
+    // Every record is committed exactly once — those whose append failed included — and
+    // replaying what the journal holds adds nothing.
+    let _restarted = UsageWriter::start(&tmp.path().join("journal"), store.clone(), 100)
+        .await
+        .unwrap();
+    assert_exactly_once(&store, BEFORE + DURING + AFTER).await;
 }
