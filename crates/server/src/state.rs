@@ -1,6 +1,7 @@
 //! What every handler shares: the catalog, providers, key index, store and usage writer.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -23,6 +24,12 @@ use router_one_store::UsageWriter;
 pub struct ServerConfig {
     /// Largest request body accepted, bytes.
     pub max_body_bytes: usize,
+    /// Largest body accepted on the routes that take no key (sign-up, login, payment webhooks):
+    /// whoever sends it is not authenticated yet.
+    pub max_public_body_bytes: usize,
+    /// Reverse proxies whose `X-Forwarded-For` names the client, for limits counted per source
+    /// address (logins); any other peer is the source itself.
+    pub trusted_proxies: Vec<IpAddr>,
     /// How long to wait for an upstream's response head, and between stream events.
     pub upstream_timeout: Duration,
     /// `false` only to measure what metering costs (`bench/run.sh`): requests are then neither
@@ -43,6 +50,11 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             max_body_bytes: 32 * 1024 * 1024,
+            max_public_body_bytes: 64 * 1024,
+            trusted_proxies: vec![
+                IpAddr::from([127, 0, 0, 1]),
+                IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+            ],
             upstream_timeout: Duration::from_secs(600),
             metering: true,
             checkout: CheckoutConfig::default(),
@@ -70,8 +82,8 @@ pub struct AppState {
     /// Management-key hash → (account id, when the store last vouched for it, µs), filled on
     /// first use; `None` marks a revoked key.
     pub management_keys: DashMap<String, Option<(String, i64)>>,
-    /// Failed logins per email, to slow password guessing.
-    pub(crate) failed_logins: crate::password::FailedLogins,
+    /// Login attempts per email and source, counted before a password is verified.
+    pub(crate) login_limits: crate::login_limit::LoginLimits,
     /// Durable state.
     pub store: Arc<dyn Store>,
     /// The crash-safe usage path.
@@ -114,7 +126,7 @@ impl AppState {
             keys: KeyIndex::default(),
             limiter: Arc::new(InProcessLimiter::default()),
             management_keys: DashMap::new(),
-            failed_logins: crate::password::FailedLogins::default(),
+            login_limits: crate::login_limit::LoginLimits::default(),
             store,
             usage,
         };

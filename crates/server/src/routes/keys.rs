@@ -8,7 +8,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -19,7 +19,7 @@ use router_one_core::secret::{self, INFERENCE_PREFIX};
 use router_one_core::store::{ApiKey, BudgetPeriod, KeySettings};
 use router_one_core::{ApiError, ErrorKind, Usd};
 
-use crate::auth;
+use crate::auth::{self, ManagementAccount};
 use crate::error::{ErrorResponse, internal};
 use crate::routes;
 use crate::state::{AppState, budget_spent};
@@ -208,11 +208,10 @@ fn no_such_key(id: &str) -> ErrorResponse {
 )]
 pub(crate) async fn create(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    ManagementAccount(account_id): ManagementAccount,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ErrorResponse> {
     let body = routes::body(body, app.config.max_body_bytes)?;
-    let account_id = auth::management_account(&app, &headers).await?;
     let settings = KeyFields::parse(&body)?.into_settings(&app)?;
     let secret = secret::generate(INFERENCE_PREFIX);
     let key = ApiKey {
@@ -245,8 +244,10 @@ pub(crate) async fn create(
     ),
     security(("management_key" = [])),
 )]
-pub(crate) async fn list(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ErrorResponse> {
-    let account_id = auth::management_account(&app, &headers).await?;
+pub(crate) async fn list(
+    State(app): State<Arc<AppState>>,
+    ManagementAccount(account_id): ManagementAccount,
+) -> Result<Response, ErrorResponse> {
     let keys = app.store.keys(&account_id).await.map_err(internal)?;
     let data: Vec<Value> = keys.iter().map(|k| key_json(&app, k)).collect();
     Ok(Json(serde_json::json!({ "object": "list", "data": data })).into_response())
@@ -269,10 +270,9 @@ pub(crate) async fn list(State(app): State<Arc<AppState>>, headers: HeaderMap) -
 )]
 pub(crate) async fn get(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    ManagementAccount(account_id): ManagementAccount,
     Path(id): Path<String>,
 ) -> Result<Response, ErrorResponse> {
-    let account_id = auth::management_account(&app, &headers).await?;
     let key = owned_key(&app, &account_id, &id).await?;
     Ok(Json(key_json(&app, &key)).into_response())
 }
@@ -297,12 +297,11 @@ pub(crate) async fn get(
 )]
 pub(crate) async fn update(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    ManagementAccount(account_id): ManagementAccount,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ErrorResponse> {
     let body = routes::body(body, app.config.max_body_bytes)?;
-    let account_id = auth::management_account(&app, &headers).await?;
     let key = owned_key(&app, &account_id, &id).await?;
     let patch: Map<String, Value> = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(ErrorKind::InvalidJson, format!("The body must be a JSON object: {e}")))?;
@@ -352,10 +351,9 @@ pub(crate) async fn update(
 )]
 pub(crate) async fn revoke(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    ManagementAccount(account_id): ManagementAccount,
     Path(id): Path<String>,
 ) -> Result<Response, ErrorResponse> {
-    let account_id = auth::management_account(&app, &headers).await?;
     let now = router_one_core::ids::now_us();
     let key = app
         .store

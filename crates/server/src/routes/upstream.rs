@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::rejection::BytesRejection;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use router_one_core::usage::Endpoint;
@@ -16,7 +16,7 @@ use router_one_core::{ApiError, ErrorKind};
 use router_one_providers::openai::with_cost;
 use router_one_providers::{PreparedRequest, Provider, ReadContext, Refusal, UpstreamError};
 
-use crate::auth;
+use crate::auth::InferenceKey;
 use crate::error::ErrorResponse;
 use crate::metered::MeteredStream;
 use crate::record::{Outcome, RequestMeter};
@@ -40,7 +40,7 @@ pub(crate) struct Admitted {
 /// forward. `admit` is the endpoint's own part; a refusal is recorded like any outcome.
 pub(crate) async fn serve_inference(
     app: Arc<AppState>,
-    headers: HeaderMap,
+    InferenceKey(key): InferenceKey,
     body: Result<Bytes, BytesRejection>,
     endpoint: Endpoint,
     admit: impl FnOnce(&AppState, &mut RequestMeter, &Bytes) -> Result<Admitted, ApiError>,
@@ -49,10 +49,6 @@ pub(crate) async fn serve_inference(
     let body = match routes::body(body, app.config.max_body_bytes) {
         Ok(body) => body,
         Err(e) => return ErrorResponse::from(e).into_response(),
-    };
-    let key = match auth::inference_key(&app, &headers).await {
-        Ok(key) => key,
-        Err(e) => return e.into_response(),
     };
     let mut meter = RequestMeter::new(key, endpoint, started, app.config.metering);
     let admitted = admit(&app, &mut meter, &body);
