@@ -20,8 +20,8 @@ import time
 from pathlib import Path
 
 import httpx
-import pytest
 
+from conftest import tracked
 from gateway import Gateway, log_path, model_pricing, pick_chat_model
 
 #: How long any single answer may take before the test calls the gateway stuck.
@@ -42,13 +42,8 @@ def _fd_limit_1024() -> None:
 
 
 def _start(tmp_path: Path, name: str, config: str = "", **kw) -> Gateway:
-    g = Gateway(tmp_path / name, log_path=log_path(f"edge-{name}", tmp_path), config_text=config or None, **kw)
-    try:
-        import conftest  # noqa: PLC0415  (a failing test shows this gateway's log)
-        conftest._GATEWAYS.append(g)
-    except Exception:  # pragma: no cover
-        pass
-    return g.start()
+    return tracked(Gateway(tmp_path / name, log_path=log_path(f"edge-{name}", tmp_path),
+                           config_text=config or None, **kw)).start()
 
 
 def _chat_model(g: Gateway) -> str:

@@ -20,6 +20,7 @@ from decimal import Decimal
 import httpx
 import pytest
 
+from conftest import tracked
 from gateway import D, Gateway, log_path, model_pricing, pick_chat_model
 
 PASSWORD = "correct horse battery"
@@ -31,12 +32,7 @@ PUBLIC_DEFAULT_SECRET = b"whsec_router_one_simulated"
 def hgw(tmp_path_factory):
     """A gateway of this module's own: its login limits are per process."""
     base = tmp_path_factory.mktemp("hardening")
-    g = Gateway(base / "data", log_path=log_path("hardening-gateway", base))
-    try:
-        import conftest  # noqa: PLC0415  (a failing test shows this gateway's log)
-        conftest._GATEWAYS.append(g)
-    except Exception:  # pragma: no cover
-        pass
+    g = tracked(Gateway(base / "data", log_path=log_path("hardening-gateway", base)))
     g.start()
     yield g
     g.stop()
@@ -144,7 +140,7 @@ def test_billing_probes_give_revoked_and_expired_keys_the_401_inference_gives(hg
 
 
 def test_demo_payment_secrets_are_random_per_run_and_the_public_default_is_refused(tmp_path):
-    g = Gateway(tmp_path / "data", log_path=log_path("demo-secrets", tmp_path))
+    g = tracked(Gateway(tmp_path / "data", log_path=log_path("demo-secrets", tmp_path)))
     g.start()
     try:
         # A top-up paid at the simulator; its "succeeded" event re-signed with the old public

@@ -80,6 +80,14 @@ async fn closed(conn: &mut TcpStream) -> String {
     String::from_utf8_lossy(&all).into_owned()
 }
 
+/// A connection whose `/slow` request is in flight (its head has had time to arrive).
+async fn in_flight(addr: SocketAddr) -> TcpStream {
+    let mut conn = TcpStream::connect(addr).await.unwrap();
+    conn.write_all(b"GET /slow HTTP/1.1\r\nhost: t\r\n\r\n").await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    conn
+}
+
 async fn half_open(addr: SocketAddr) -> TcpStream {
     let mut conn = TcpStream::connect(addr).await.unwrap();
     conn.write_all(b"GET /fast HTTP/1.1\r\nhost: t\r\nx-slow")
@@ -107,10 +115,9 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout_bu
         ..config(8)
     })
     .await;
-    let mut conn = TcpStream::connect(server.addr).await.unwrap();
     // In flight far longer than either timeout: it is not cut.
-    conn.write_all(b"GET /slow HTTP/1.1\r\nhost: t\r\n\r\n").await.unwrap();
-    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut conn = in_flight(server.addr).await;
+    tokio::time::sleep(Duration::from_millis(600)).await;
     server.release_slow.notify_one();
     let mut buf = vec![0u8; 4096];
     let n = tokio::time::timeout(PATIENCE, conn.read(&mut buf))
@@ -142,14 +149,7 @@ async fn at_the_cap_half_open_connections_are_evicted_so_new_clients_are_served(
 #[tokio::test]
 async fn at_the_cap_with_every_connection_busy_a_new_one_is_refused_with_a_clean_503() {
     let server = start(config(2)).await;
-    let mut busy = Vec::new();
-    for _ in 0..2 {
-        let mut conn = TcpStream::connect(server.addr).await.unwrap();
-        conn.write_all(b"GET /slow HTTP/1.1\r\nhost: t\r\n\r\n").await.unwrap();
-        busy.push(conn);
-    }
-    // Let both heads arrive before the third connects.
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let _busy = [in_flight(server.addr).await, in_flight(server.addr).await];
     let mut refused = TcpStream::connect(server.addr).await.unwrap();
     let answer = closed(&mut refused).await;
     assert!(answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{answer}");
@@ -166,12 +166,7 @@ async fn shutdown_closes_idle_connections_at_once_and_lets_requests_in_flight_fi
     let mut idle = TcpStream::connect(server.addr).await.unwrap();
     assert!(get_on(&mut idle, "/fast").await.ends_with("fast"));
     let mut stalled = half_open(server.addr).await;
-    let mut in_flight = TcpStream::connect(server.addr).await.unwrap();
-    in_flight
-        .write_all(b"GET /slow HTTP/1.1\r\nhost: t\r\n\r\n")
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut in_flight = in_flight(server.addr).await;
     server.stop.take().unwrap().send(()).unwrap();
     assert_eq!(closed(&mut idle).await, "");
     assert_eq!(closed(&mut stalled).await, "");
@@ -189,12 +184,7 @@ async fn shutdown_closes_what_is_still_busy_at_the_deadline() {
         ..config(8)
     })
     .await;
-    let mut in_flight = TcpStream::connect(server.addr).await.unwrap();
-    in_flight
-        .write_all(b"GET /slow HTTP/1.1\r\nhost: t\r\n\r\n")
-        .await
-        .unwrap();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut in_flight = in_flight(server.addr).await;
     server.stop.take().unwrap().send(()).unwrap();
     assert_eq!(closed(&mut in_flight).await, "", "cut at the deadline");
     let stopped = tokio::time::timeout(PATIENCE, server.stopped).await.unwrap().unwrap();
