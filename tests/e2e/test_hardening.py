@@ -76,11 +76,16 @@ def test_sixty_concurrent_wrong_guesses_verify_at_most_ten(hgw):
         assert 1 <= int(r.headers["retry-after"]) <= 900, r.headers
 
 
+def guess_until_locked(g: Gateway, email: str, **source) -> None:
+    """Ten wrong passwords are verified (401); the eleventh is refused unverified (429)."""
+    for n in range(11):
+        r = login(g, email, f"guess {n}", **source)
+        assert r.status_code == (401 if n < 10 else 429), (n, r.text)
+
+
 def test_a_guesser_from_one_address_cannot_lock_the_owner_out_from_another(hgw):
     owner = signup(hgw, "owner")
-    for n in range(12):
-        r = login(hgw, owner["email"], f"guess {n}", bind="127.0.0.2")
-        assert r.status_code == (401 if n < 10 else 429), (n, r.text)
+    guess_until_locked(hgw, owner["email"], bind="127.0.0.2")
     # The owner, from another address, signs in.
     r = login(hgw, owner["email"], PASSWORD, bind="127.0.0.1")
     assert r.status_code == 200, r.text
@@ -93,9 +98,7 @@ def test_a_guesser_from_one_address_cannot_lock_the_owner_out_from_another(hgw):
 
 def test_behind_a_trusted_proxy_the_forwarded_address_is_the_source(hgw):
     owner = signup(hgw, "proxied")
-    for n in range(11):
-        r = login(hgw, owner["email"], f"guess {n}", forwarded_for="203.0.113.9")
-        assert r.status_code == (401 if n < 10 else 429), (n, r.text)
+    guess_until_locked(hgw, owner["email"], forwarded_for="203.0.113.9")
     r = login(hgw, owner["email"], PASSWORD, forwarded_for="198.51.100.7")
     assert r.status_code == 200, r.text
 
