@@ -35,6 +35,7 @@ pub(crate) fn data_dir(config: &Config, flag: Option<PathBuf>) -> PathBuf {
 pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     let metering = metering_switch()?;
     let mut config = Config::load(args.config.as_deref())?;
+    let edge = edge_config(&config);
     let listen = args.listen.unwrap_or(config.listen);
     let data_dir = data_dir(&config, args.data);
     let catalog = config.catalog()?;
@@ -114,11 +115,24 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     router_one_server::follower::spawn(state.clone());
     let app = router_one_server::app(state);
 
-    let edge = edge_config(&config);
-    tracing::info!(%listen, data_dir = %data_dir.display(), demo = args.demo, max_connections = edge.max_connections, "Router One is serving");
+    tracing::info!(%listen, data_dir = %data_dir.display(), demo = args.demo, "Router One is serving");
     if let Some(credentials) = &demo_credentials {
         demo::print_welcome(credentials, &example_model);
     }
+    let flush_deadline = Duration::from_secs(config.http.usage_flush_timeout_secs);
+    serve_until_stopped(listener, app, edge, &usage, flush_deadline).await;
+    Ok(())
+}
+
+/// Serves until SIGTERM or Ctrl-C, drains the connections within the edge's deadline, then gives
+/// the usage writer `flush_deadline` to commit what the journal holds.
+async fn serve_until_stopped(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    edge: EdgeConfig,
+    usage: &UsageWriter,
+    flush_deadline: Duration,
+) {
     let stopped = listener::serve(listener, app, edge, shutdown_signal()).await;
     if stopped.forced > 0 {
         tracing::warn!(
@@ -126,7 +140,6 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
             "shutdown deadline passed: closed connections with requests in flight"
         );
     }
-    let flush_deadline = Duration::from_secs(config.http.usage_flush_timeout_secs);
     match tokio::time::timeout(flush_deadline, usage.flush()).await {
         Ok(()) => tracing::info!("stopped; every usage record is committed"),
         Err(_) => tracing::error!(
@@ -134,7 +147,6 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
             "stopped before the usage writer committed everything; the journal keeps the rest for the next start"
         ),
     }
-    Ok(())
 }
 
 /// The edge settings, with the connection cap derived from the file-descriptor limit (raised to

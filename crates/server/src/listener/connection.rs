@@ -6,12 +6,12 @@ use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use super::Edge;
 use super::registry::{Check, Closing, Registration};
 use super::service::ConnectionService;
+use super::socket::WatchedIo;
 
 /// The two idle allowances, in milliseconds.
 #[derive(Debug, Clone, Copy)]
@@ -38,7 +38,7 @@ pub(super) async fn run(edge: Arc<Edge>, registration: Registration, tcp: TcpStr
         keep_alive_ms,
     } = edge.timeouts;
     let service = ConnectionService::new(edge.app.clone(), peer, state.clone());
-    let mut conn = pin!(edge.http.serve_connection(TokioIo::new(tcp), service));
+    let mut conn = pin!(edge.http.serve_connection(WatchedIo::new(tcp, state.clone()), service));
     let first_check = state.instant_at(state.now_ms().saturating_add(header_read_ms));
     let mut timer = pin!(tokio::time::sleep_until(first_check.into()));
     let mut draining = false;
@@ -52,7 +52,7 @@ pub(super) async fn run(edge: Arc<Edge>, registration: Registration, tcp: TcpStr
             }
             () = &mut timer => match state.check(state.now_ms(), header_read_ms, keep_alive_ms) {
                 Check::Close => {
-                    tracing::debug!(%peer, "closing a connection idle past its allowance");
+                    tracing::debug!(%peer, "closing a connection idle (or not reading) past its allowance");
                     break;
                 }
                 Check::At(ms) => timer.as_mut().reset(state.instant_at(ms).into()),

@@ -8,8 +8,10 @@
 //!   connection task keeps one timer of its own, re-armed only when it fires: a new connection
 //!   must deliver a complete request head within [`EdgeConfig::header_read_timeout`]; between
 //!   requests (idle, or sending its next head) it is closed after
-//!   [`EdgeConfig::keep_alive_timeout`]. A request in flight is never timed out here: its body
-//!   read and its upstream call have their own deadlines.
+//!   [`EdgeConfig::keep_alive_timeout`]. A request in flight is never timed out here (its body
+//!   read and its upstream call have their own deadlines), unless the client stops reading its
+//!   response: writes blocked for the keep-alive allowance close the connection (`socket.rs`), so a
+//!   slow reader cannot hold a busy connection, which the cap never evicts, forever.
 //! - **A connection cap that keeps legitimate clients in.** At [`EdgeConfig::max_connections`] a
 //!   new connection evicts a connection with no request in flight — the oldest that never
 //!   completed a request head (a slow-loris) first, else the longest idle one — so a flood of
@@ -22,12 +24,13 @@
 //!
 //! The hot path pays no lock, allocation, spawn or timer for this: per request, two atomic
 //! counters, one clock read when the response ends, and the peer address put in the request's
-//! extensions (as axum's own `ConnectInfo` does). Connections are registered under a lock once
+//! extensions (as axum's own `ConnectInfo` does); per socket write, one relaxed load. Connections are registered under a lock once
 //! when accepted and once when closed.
 
 mod connection;
 mod registry;
 mod service;
+mod socket;
 
 use std::future::Future;
 use std::io;

@@ -31,6 +31,9 @@ pub(super) struct ConnState {
     ended: AtomicU64,
     /// When it last became idle (accepted, or a response ended), ms after `epoch`.
     idle_since_ms: AtomicU64,
+    /// Since when a write to the client has been blocked (its receive window full), ms after
+    /// `epoch`; 0 while writes go through.
+    write_blocked_since_ms: AtomicU64,
     closing: AtomicU8,
     /// Wakes the connection's task when `closing` is set.
     pub(super) wake: Notify,
@@ -43,6 +46,7 @@ impl ConnState {
             started: AtomicU64::new(0),
             ended: AtomicU64::new(0),
             idle_since_ms: AtomicU64::new(now_ms),
+            write_blocked_since_ms: AtomicU64::new(0),
             closing: AtomicU8::new(Closing::No as u8),
             wake: Notify::new(),
         }
@@ -67,6 +71,24 @@ impl ConnState {
     pub(super) fn request_ended(&self) {
         self.idle_since_ms.store(self.now_ms(), Ordering::Relaxed);
         self.ended.fetch_add(1, Ordering::Release);
+    }
+
+    /// A write to the client could not go through (the first of a run is noted).
+    pub(super) fn write_blocked(&self) {
+        if self.write_blocked_since_ms.load(Ordering::Relaxed) == 0 {
+            self.write_blocked_since_ms
+                .store(self.now_ms().max(1), Ordering::Relaxed);
+        }
+    }
+
+    /// A write to the client went through. After a blocked one this is progress by a slow
+    /// reader: the idle allowance starts again (a response hyper still flushes after its body
+    /// ended is not idleness).
+    pub(super) fn write_went_through(&self) {
+        if self.write_blocked_since_ms.load(Ordering::Relaxed) != 0 {
+            self.write_blocked_since_ms.store(0, Ordering::Relaxed);
+            self.idle_since_ms.store(self.now_ms(), Ordering::Relaxed);
+        }
     }
 
     /// A request is in flight.
@@ -107,10 +129,15 @@ impl ConnState {
         self.wake.notify_one();
     }
 
-    /// What its timer should do at `now_ms`: a connection never times out with a request in
-    /// flight; otherwise it has `header_read_ms` from accept to its first request head, and
-    /// `keep_alive_ms` from the end of each response to the next head.
+    /// What its timer should do at `now_ms`. A connection has `header_read_ms` from accept to its
+    /// first request head and `keep_alive_ms` from the end of each response to the next head. A
+    /// request in flight is never timed out here, unless the client stopped reading: writes
+    /// blocked for `keep_alive_ms` close the connection, busy or not.
     pub(super) fn check(&self, now_ms: u64, header_read_ms: u64, keep_alive_ms: u64) -> Check {
+        let blocked_since = self.write_blocked_since_ms.load(Ordering::Relaxed);
+        if blocked_since != 0 {
+            return due(now_ms, blocked_since.saturating_add(keep_alive_ms));
+        }
         if self.is_busy() {
             return Check::At(now_ms.saturating_add(keep_alive_ms));
         }
@@ -119,12 +146,15 @@ impl ConnState {
         } else {
             keep_alive_ms
         };
-        let deadline = self.idle_since_ms().saturating_add(allowed);
-        if now_ms >= deadline {
-            Check::Close
-        } else {
-            Check::At(deadline)
-        }
+        due(now_ms, self.idle_since_ms().saturating_add(allowed))
+    }
+}
+
+fn due(now_ms: u64, deadline: u64) -> Check {
+    if now_ms >= deadline {
+        Check::Close
+    } else {
+        Check::At(deadline)
     }
 }
 
@@ -336,6 +366,35 @@ mod tests {
         c.idle_since_ms.store(600_000, Ordering::Relaxed);
         assert_eq!(c.check(600_001, header, keep_alive), Check::At(660_000));
         assert_eq!(c.check(660_000, header, keep_alive), Check::Close, "idle for 60 s");
+    }
+
+    #[test]
+    fn a_client_that_stops_reading_its_response_is_closed_after_the_keep_alive_allowance() {
+        let c = conn(0);
+        c.request_started();
+        c.write_blocked_since_ms.store(1_000, Ordering::Relaxed);
+        c.write_blocked(); // a later blocked write keeps the first time
+        assert_eq!(c.check(30_000, 10_000, 60_000), Check::At(61_000));
+        assert_eq!(c.check(61_000, 10_000, 60_000), Check::Close);
+        c.write_went_through();
+        assert!(
+            matches!(c.check(61_000, 10_000, 60_000), Check::At(_)),
+            "it reads again"
+        );
+        c.request_ended();
+        c.idle_since_ms.store(70_000, Ordering::Relaxed);
+        c.write_blocked_since_ms.store(71_000, Ordering::Relaxed);
+        assert_eq!(
+            c.check(130_500, 10_000, 60_000),
+            Check::At(131_000),
+            "still flushing: not idle"
+        );
+        c.write_went_through();
+        assert_ne!(
+            c.idle_since_ms(),
+            70_000,
+            "progress restarts the idle allowance (from now)"
+        );
     }
 
     #[test]

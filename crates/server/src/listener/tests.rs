@@ -14,6 +14,8 @@ use super::*;
 
 /// Bounds every wait, so a broken edge fails the test instead of hanging it.
 const PATIENCE: Duration = Duration::from_secs(10);
+/// A response far larger than the kernel buffers of a small-window client connection.
+const BIG: usize = 16 << 20;
 
 struct Server {
     addr: SocketAddr,
@@ -25,16 +27,26 @@ struct Server {
 async fn start(config: EdgeConfig) -> Server {
     let release_slow = Arc::new(Notify::new());
     let release = release_slow.clone();
-    let app = Router::new().route("/fast", get(|| async { "fast" })).route(
-        "/slow",
-        get(move || {
-            let release = release.clone();
-            async move {
-                release.notified().await;
-                "slow"
-            }
-        }),
-    );
+    let app = Router::new()
+        .route("/fast", get(|| async { "fast" }))
+        .route("/big", get(|| async { vec![b'x'; BIG] }))
+        .route(
+            "/stream",
+            get(|| async {
+                let chunks = (0..BIG >> 20).map(|_| Ok::<_, std::convert::Infallible>(vec![b'x'; 1 << 20]));
+                axum::body::Body::from_stream(futures_util::stream::iter(chunks))
+            }),
+        )
+        .route(
+            "/slow",
+            get(move || {
+                let release = release.clone();
+                async move {
+                    release.notified().await;
+                    "slow"
+                }
+            }),
+        );
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, stop_rx) = oneshot::channel::<()>();
@@ -130,6 +142,67 @@ async fn an_idle_keep_alive_connection_is_closed_after_the_keep_alive_timeout_bu
         "kept alive between requests"
     );
     assert_eq!(closed(&mut conn).await, "", "then closed once idle");
+}
+
+/// A client connection whose receive buffer is small, so the server's writes block soon after
+/// the client stops reading.
+async fn small_window(addr: SocketAddr) -> TcpStream {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    socket.connect(addr).await.unwrap()
+}
+
+/// Reads until the server closes or the response is complete; the bytes received. `pause` after
+/// each MiB makes a slow but steady reader.
+async fn read_all(conn: &mut TcpStream, pause: Duration) -> usize {
+    let (mut received, mut next_pause) = (0, 1 << 20);
+    let mut buf = vec![0u8; 64 * 1024];
+    while let Ok(Ok(n @ 1..)) = tokio::time::timeout(PATIENCE, conn.read(&mut buf)).await {
+        received += n;
+        if received >= BIG {
+            break;
+        }
+        if received >= next_pause {
+            next_pause += 1 << 20;
+            tokio::time::sleep(pause).await;
+        }
+    }
+    received
+}
+
+fn reading_allowance() -> EdgeConfig {
+    EdgeConfig {
+        header_read_timeout: Duration::from_millis(100),
+        keep_alive_timeout: Duration::from_millis(300),
+        ..config(8)
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_stops_reading_its_response_is_closed() {
+    let server = start(reading_allowance()).await;
+    let mut reader = small_window(server.addr).await;
+    reader
+        .write_all(b"GET /stream HTTP/1.1\r\nhost: t\r\n\r\n")
+        .await
+        .unwrap();
+    // Not reading, long past the allowance; then what arrives is less than the response.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let received = read_all(&mut reader, Duration::ZERO).await;
+    assert!(
+        received < BIG,
+        "the whole response arrived: the stalled connection was kept"
+    );
+}
+
+#[tokio::test]
+async fn a_slow_but_steady_reader_gets_its_whole_response() {
+    let server = start(reading_allowance()).await;
+    let mut reader = small_window(server.addr).await;
+    // A body hyper takes whole: it is still being flushed long after the request ended.
+    reader.write_all(b"GET /big HTTP/1.1\r\nhost: t\r\n\r\n").await.unwrap();
+    let received = read_all(&mut reader, Duration::from_millis(100)).await;
+    assert!(received >= BIG, "cut after {received} bytes");
 }
 
 #[tokio::test]
