@@ -1,5 +1,6 @@
-//! Where a request comes from, for the limits that count per source (logins): the TCP peer that
-//! the accept loop puts in the request's extensions, or — when that peer is one of the operator's
+//! Where a request comes from, for the limits that count per source (logins): the TCP peer of the
+//! connection (from the accept loop, `listener::peer`, or axum's `ConnectInfo` under another
+//! server), or — when that peer is one of the operator's
 //! trusted reverse proxies (`ServerConfig::trusted_proxies`) — the address that proxy appended to
 //! `X-Forwarded-For`. An IPv6 source is its /64, the block one host usually has.
 
@@ -22,10 +23,9 @@ impl FromRequestParts<Arc<AppState>> for ClientSource {
     async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<Self, Self::Rejection> {
         // No peer (a request built in-process, not accepted from a socket): the unspecified
         // address, one shared source.
-        let peer = parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map_or(IpAddr::from([0, 0, 0, 0]), |ConnectInfo(addr)| addr.ip());
+        let peer = crate::listener::peer()
+            .or_else(|| parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|info| info.0))
+            .map_or(IpAddr::from([0, 0, 0, 0]), |addr| addr.ip());
         Ok(ClientSource(source_of(
             peer,
             &parts.headers,

@@ -37,7 +37,7 @@ pub(super) async fn run(edge: Arc<Edge>, registration: Registration, tcp: TcpStr
         header_read_ms,
         keep_alive_ms,
     } = edge.timeouts;
-    let service = ConnectionService::new(edge.app.clone(), peer, state.clone());
+    let service = ConnectionService::new(edge.app.clone(), state.clone());
     let mut conn = pin!(edge.http.serve_connection(WatchedIo::new(tcp, state.clone()), service));
     let first_check = state.instant_at(state.now_ms().saturating_add(header_read_ms));
     let mut timer = pin!(tokio::time::sleep_until(first_check.into()));

@@ -23,8 +23,9 @@
 //!   left when [`EdgeConfig::shutdown_timeout`] has passed.
 //!
 //! The hot path pays no lock, allocation, spawn or timer for this: per request, two atomic
-//! counters, one clock read when the response ends, and the peer address put in the request's
-//! extensions (as axum's own `ConnectInfo` does); per socket write, one relaxed load. Connections are registered under a lock once
+//! counters and one clock read when the response ends; per socket write, one relaxed load. The
+//! peer address reaches handlers through a task-local set once per connection ([`peer`]), not a
+//! request extension (axum's `ConnectInfo` boxes one per request). Connections are registered under a lock once
 //! when accepted and once when closed.
 
 mod connection;
@@ -34,6 +35,7 @@ mod socket;
 
 use std::future::Future;
 use std::io;
+use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,6 +63,19 @@ const MIN_DERIVED_CONNECTIONS: u64 = 16;
 /// hyper's read buffer per connection, which also bounds a request head (larger: 431). hyper's
 /// default (~400 KiB) would let each half-open connection pin that much memory.
 const MAX_BUF_BYTES: usize = 64 * 1024;
+
+tokio::task_local! {
+    /// The peer address of the connection whose task is running: set once around each
+    /// connection's task (hyper runs its requests' handlers inside it), so a handler can know its
+    /// client without a per-request extension (which would cost an allocation per request).
+    static PEER: SocketAddr;
+}
+
+/// The address of the client whose connection is serving the current request, when the request
+/// came through [`serve`].
+pub(crate) fn peer() -> Option<SocketAddr> {
+    PEER.try_with(|peer| *peer).ok()
+}
 
 /// How the edge treats client connections.
 #[derive(Debug, Clone)]
@@ -110,7 +125,9 @@ pub async fn serve(
 ) -> Stopped {
     let registry = Arc::new(Registry::new(config.max_connections.max(1)));
     let edge = Arc::new(Edge {
-        app,
+        // As axum's own server does: turns every handler into its final boxed route once, rather
+        // than on each request.
+        app: app.with_state(()),
         http: http1_builder(),
         timeouts: Timeouts::new(config.header_read_timeout, config.keep_alive_timeout),
         busy_response: busy_response(),
@@ -127,7 +144,7 @@ pub async fn serve(
                     Some(registration) => {
                         // Small SSE frames must not wait for Nagle.
                         let _ = tcp.set_nodelay(true);
-                        tasks.spawn(connection::run(edge.clone(), registration, tcp, peer));
+                        tasks.spawn(PEER.scope(peer, connection::run(edge.clone(), registration, tcp, peer)));
                     }
                     None => refuse(&tcp, &edge.busy_response),
                 },

@@ -1,17 +1,14 @@
-//! The service hyper calls for each request of one connection: the axum router, with the peer's
-//! address in the request's extensions (`ConnectInfo`) and the connection marked busy from the
-//! request head until its response ends.
+//! The service hyper calls for each request of one connection: the axum router, with the
+//! connection marked busy from the request head until its response ends.
 
 use std::convert::Infallible;
 use std::future::Future;
-use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use axum::Router;
 use axum::body::Body;
-use axum::extract::ConnectInfo;
 use axum::routing::future::RouteFuture;
 use bytes::Bytes;
 use http::{Request, Response};
@@ -24,13 +21,12 @@ use super::registry::ConnState;
 /// The per-connection service.
 pub(super) struct ConnectionService {
     app: Router,
-    peer: SocketAddr,
     conn: Arc<ConnState>,
 }
 
 impl ConnectionService {
-    pub(super) fn new(app: Router, peer: SocketAddr, conn: Arc<ConnState>) -> ConnectionService {
-        ConnectionService { app, peer, conn }
+    pub(super) fn new(app: Router, conn: Arc<ConnState>) -> ConnectionService {
+        ConnectionService { app, conn }
     }
 }
 
@@ -39,9 +35,8 @@ impl hyper::service::Service<Request<Incoming>> for ConnectionService {
     type Error = Infallible;
     type Future = TrackedResponse;
 
-    fn call(&self, mut request: Request<Incoming>) -> TrackedResponse {
+    fn call(&self, request: Request<Incoming>) -> TrackedResponse {
         let in_flight = InFlight::start(&self.conn);
-        request.extensions_mut().insert(ConnectInfo(self.peer));
         // `Router` is an `Arc`; axum's own server clones it per request too. It is always ready.
         let future = self.app.clone().call(request);
         TrackedResponse {
