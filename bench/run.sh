@@ -8,7 +8,8 @@
 # env: DURATION (default 10s), WARMUP (2s), MODEL (default: first openai chat model of /v1/models),
 #      SIM_TTFT_MS / SIM_TPOT_MS (simulator pacing, default 0 / 0), SKIP_BUILD=1, NO_APPEND=1,
 #      TRANSLATED=0 (skip the translated runs), CLAUDE_MODEL, GEMINI_MODEL, UNMETERED=0 (skip the
-#      metering-cost runs against a second gateway started with ROUTER_ONE_BENCH_UNMETERED=1).
+#      metering-cost runs against a second gateway started with ROUTER_ONE_BENCH_UNMETERED=1, which
+#      only a build with the `bench-unmetered` feature accepts: the script builds with it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -28,8 +29,11 @@ if ! command -v wrk >/dev/null; then
 fi
 
 if [ "${SKIP_BUILD:-}" != 1 ]; then
-  say "cargo build --release -p router-one"
-  cargo build --release -p router-one
+  # The feature only lets ROUTER_ONE_BENCH_UNMETERED=1 switch metering off in the second gateway
+  # below; the metered gateway runs exactly the code of a normal build. A normal build refuses to
+  # start with that variable.
+  say "cargo build --release -p router-one --features bench-unmetered"
+  cargo build --release -p router-one --features bench-unmetered
 fi
 BIN=$ROOT/target/release/router-one
 

@@ -13,6 +13,12 @@ import gateway as gw_mod
 _GATEWAYS: list[gw_mod.Gateway] = []
 
 
+def tracked(g: gw_mod.Gateway) -> gw_mod.Gateway:
+    """A test's own gateway, registered so that a failing test shows its log too."""
+    _GATEWAYS.append(g)
+    return g
+
+
 def log_dir(tmp_path_factory) -> Path:
     d = os.environ.get("E2E_LOG_DIR")
     if d:

@@ -46,7 +46,7 @@ class Gateway:
     """One `router-one serve --demo` process on a free port and its own data dir."""
 
     def __init__(self, data_dir: Path, *, log_path: Path, env: dict | None = None,
-                 config_text: str | None = None, port: int | None = None):
+                 config_text: str | None = None, port: int | None = None, preexec_fn=None):
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.log_path = Path(log_path)
@@ -57,6 +57,7 @@ class Gateway:
             self.config_path = self.data_dir.parent / (self.data_dir.name + ".config.toml")
             self.config_path.write_text(config_text)
         self.port = port or free_port()
+        self.preexec_fn = preexec_fn  # runs in the child before exec (e.g. to lower its fd limit)
         self.proc: subprocess.Popen | None = None
         self._log = None
         self.demo: dict = {}
@@ -91,7 +92,8 @@ class Gateway:
         self._log.write(f"\n=== start {' '.join(cmd)}\n".encode())
         self._log.flush()
         self.proc = subprocess.Popen(cmd, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, cwd=str(self.data_dir.parent), env=env)
+                                     stdin=subprocess.DEVNULL, cwd=str(self.data_dir.parent), env=env,
+                                     preexec_fn=self.preexec_fn)
         deadline = time.monotonic() + timeout
         last_err = None
         while time.monotonic() < deadline:

@@ -23,10 +23,11 @@ import pytest
 
 from gateway import UNIT, D, Gateway, get_record, log_path, model_pricing, pick_chat_model
 
-#: The demo's payment provider (the in-process simulator) and its demo secrets.
+#: The demo's payment provider (the in-process simulator) and its secrets, random per run: set
+#: from demo.json when the module's gateway starts.
 PROVIDER = "simulated"
-SIM_API_KEY = "sim-pay-key"
-WEBHOOK_SECRET = b"whsec_router_one_simulated"
+SIM_API_KEY = ""
+WEBHOOK_SECRET = b""
 SIG_HEADER = "x-router-one-signature"
 PASSWORD = "correct horse battery"
 COMMISSION = Decimal("5")
@@ -46,6 +47,9 @@ def agw(tmp_path_factory):
     except Exception:  # pragma: no cover
         pass
     g.start()
+    global SIM_API_KEY, WEBHOOK_SECRET
+    SIM_API_KEY = g.demo["payment_api_key"]
+    WEBHOOK_SECRET = g.demo["payment_webhook_secret"].encode()
     yield g
     g.stop()
 
@@ -238,8 +242,9 @@ def sim_reverse(session: dict, payment_id: str, action: str, deliver: bool = Tru
     return r.json()
 
 
-def sign(body: bytes, ts: int | None = None, secret: bytes = WEBHOOK_SECRET) -> str:
+def sign(body: bytes, ts: int | None = None, secret: bytes | None = None) -> str:
     ts = int(time.time()) if ts is None else ts
+    secret = WEBHOOK_SECRET if secret is None else secret
     mac = hmac.new(secret, f"{ts}.".encode() + body, hashlib.sha256).hexdigest()
     return f"t={ts},v1={mac}"
 

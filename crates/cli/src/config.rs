@@ -2,7 +2,7 @@
 //! config file, then by `ROUTER_ONE_*` environment variables, then by command-line flags.
 
 use std::collections::BTreeMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -30,6 +30,7 @@ pub(crate) struct Config {
     pub(crate) default_output_tokens: u64,
     /// Most unrevoked inference keys one account may hold.
     pub(crate) max_keys_per_account: u32,
+    pub(crate) http: Http,
     pub(crate) providers: BTreeMap<String, ProviderConfig>,
     #[serde(default)]
     pub(crate) checkout: CheckoutConfig,
@@ -39,6 +40,20 @@ pub(crate) struct Config {
     #[serde(default)]
     pub(crate) payments: BTreeMap<String, PaymentProviderConfig>,
     pub(crate) referrals: Referrals,
+}
+
+/// `[http]`: the edge (documented in `config/router-one.toml`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Http {
+    pub(crate) header_read_timeout_secs: u64,
+    pub(crate) keep_alive_timeout_secs: u64,
+    /// 0: derived from the file-descriptor limit.
+    pub(crate) max_connections: usize,
+    pub(crate) shutdown_timeout_secs: u64,
+    pub(crate) usage_flush_timeout_secs: u64,
+    pub(crate) max_public_body_bytes: usize,
+    pub(crate) trusted_proxies: Vec<IpAddr>,
 }
 
 /// `[referrals]`.
@@ -76,6 +91,11 @@ impl Config {
         }
         let config: Config = merged.try_into().context("invalid configuration")?;
         config.checkout.validate().context("invalid [checkout] configuration")?;
+        if config.http.header_read_timeout_secs == 0 || config.http.keep_alive_timeout_secs == 0 {
+            anyhow::bail!(
+                "invalid configuration: `http.header_read_timeout_secs` and `http.keep_alive_timeout_secs` must be at least 1"
+            );
+        }
         let percent = config.referrals.commission_percent;
         if percent.is_sign_negative() || percent > Decimal::ONE_HUNDRED {
             anyhow::bail!("invalid configuration: `referrals.commission_percent` must be between 0 and 100");

@@ -1,5 +1,9 @@
 //! `serve --demo`: every provider points at an in-process simulated upstream, and a demo account
 //! with a key exists, so a newcomer sees the gateway work offline with one command.
+//!
+//! The demo's payment provider is the simulator too. Its webhook secret and merchant API key are
+//! random per run (written to `demo.json` with the other demo credentials): a public default
+//! would let anyone who reaches a demo gateway sign a "payment succeeded" webhook and be credited.
 
 use std::net::SocketAddr;
 use std::path::Path;
@@ -12,7 +16,7 @@ use router_one_core::secret::{self, INFERENCE_PREFIX};
 use router_one_core::store::{ApiKey, KeySettings, Store};
 use router_one_core::{Usd, ids};
 use router_one_providers::ApiStyle;
-use router_one_simulator::SimConfig;
+use router_one_simulator::{PaymentSimConfig, SimConfig};
 
 use crate::admin::new_account;
 use crate::config::Config;
@@ -24,10 +28,24 @@ pub(crate) struct DemoCredentials {
     pub(crate) api_key: String,
     pub(crate) management_key: String,
     pub(crate) account_id: String,
+    /// This run's payment-simulator secrets (an earlier run's are replaced).
+    #[serde(default)]
+    pub(crate) payment_api_key: String,
+    #[serde(default)]
+    pub(crate) payment_webhook_secret: String,
+}
+
+/// The payment simulator's secrets for this run, shared by the simulator (which signs webhooks)
+/// and the gateway's `simulated` provider (which verifies them).
+pub(crate) fn random_payment_secrets() -> PaymentSimConfig {
+    PaymentSimConfig {
+        api_key: secret::generate("sim-pay-").plaintext,
+        webhook_secret: secret::generate("whsec_").plaintext,
+    }
 }
 
 /// Starts the simulator and points every provider at it (it speaks all three wire formats).
-pub(crate) async fn start_simulator(config: &mut Config) -> Result<SocketAddr> {
+pub(crate) async fn start_simulator(config: &mut Config, payments: &PaymentSimConfig) -> Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .context("binding the demo upstream")?;
@@ -35,7 +53,7 @@ pub(crate) async fn start_simulator(config: &mut Config) -> Result<SocketAddr> {
     let sim = SimConfig {
         ttft: Duration::ZERO,
         tpot: Duration::ZERO,
-        ..SimConfig::default()
+        payments: payments.clone(),
     };
     tokio::spawn(async move {
         if let Err(e) = router_one_simulator::serve(listener, sim).await {
@@ -55,15 +73,17 @@ pub(crate) async fn start_simulator(config: &mut Config) -> Result<SocketAddr> {
 /// `/v1/payments/webhooks/simulated`.
 pub(crate) const PAYMENT_PROVIDER: &str = "simulated";
 
-/// The demo's payment provider: the in-process simulator, with its default API key and webhook
-/// secret (demo only; a real deployment configures `[payments.<name>]` with secrets).
-pub(crate) fn payment_provider(simulator: SocketAddr) -> std::sync::Arc<dyn router_one_payments::PaymentProvider> {
-    let defaults = SimConfig::default().payments;
+/// The demo's payment provider: the in-process simulator, with this run's secrets (a real
+/// deployment configures `[payments.<name>]` with its own).
+pub(crate) fn payment_provider(
+    simulator: SocketAddr,
+    secrets: &PaymentSimConfig,
+) -> std::sync::Arc<dyn router_one_payments::PaymentProvider> {
     std::sync::Arc::new(router_one_payments::SimulatedProvider::new(
         PAYMENT_PROVIDER,
         format!("http://{simulator}"),
-        defaults.api_key,
-        defaults.webhook_secret,
+        secrets.api_key.clone(),
+        secrets.webhook_secret.clone(),
     ))
 }
 
@@ -88,17 +108,30 @@ pub(crate) fn example_model(catalog: &router_one_core::Catalog, config: &Config)
         .unwrap_or_default()
 }
 
-/// Reuses the demo account of an earlier run, or creates one with $1000 and an inference key.
-pub(crate) async fn ensure_account(data_dir: &Path, store: &dyn Store, listen: SocketAddr) -> Result<DemoCredentials> {
+/// Reuses the demo account of an earlier run, or creates one with $1000 and an inference key;
+/// writes `demo.json` with this run's base URL and payment secrets.
+pub(crate) async fn ensure_account(
+    data_dir: &Path,
+    store: &dyn Store,
+    listen: SocketAddr,
+    payments: &PaymentSimConfig,
+) -> Result<DemoCredentials> {
     let path = data_dir.join("demo.json");
-    let base_url = format!("http://{listen}/v1");
-    if let Ok(text) = std::fs::read_to_string(&path)
-        && let Ok(mut existing) = serde_json::from_str::<DemoCredentials>(&text)
-    {
-        existing.base_url = base_url;
-        std::fs::write(&path, serde_json::to_vec_pretty(&existing)?)?;
-        return Ok(existing);
-    }
+    let earlier = std::fs::read_to_string(&path)
+        .ok()
+        .and_then(|text| serde_json::from_str::<DemoCredentials>(&text).ok());
+    let mut credentials = match earlier {
+        Some(existing) => existing,
+        None => new_demo_account(store).await?,
+    };
+    credentials.base_url = format!("http://{listen}/v1");
+    credentials.payment_api_key.clone_from(&payments.api_key);
+    credentials.payment_webhook_secret.clone_from(&payments.webhook_secret);
+    std::fs::write(&path, serde_json::to_vec_pretty(&credentials)?).context("writing demo.json")?;
+    Ok(credentials)
+}
+
+async fn new_demo_account(store: &dyn Store) -> Result<DemoCredentials> {
     let email = format!("demo-{}@router-one.local", ids::new_id("d"));
     let credit: Usd = "1000".parse().context("demo credit")?;
     let (account, management_key) = new_account(store, &email, credit).await?;
@@ -119,14 +152,26 @@ pub(crate) async fn ensure_account(data_dir: &Path, store: &dyn Store, listen: S
     // A fresh account: its first key is within any cap.
     let inserted = store.insert_key(&key, 1).await.context("creating the demo key")?;
     anyhow::ensure!(inserted, "creating the demo key: the demo account already has one");
-    let credentials = DemoCredentials {
-        base_url,
+    Ok(DemoCredentials {
+        base_url: String::new(),
         api_key: secret.plaintext,
         management_key,
         account_id: account.id,
-    };
-    std::fs::write(&path, serde_json::to_vec_pretty(&credentials)?).context("writing demo.json")?;
-    Ok(credentials)
+        payment_api_key: String::new(),
+        payment_webhook_secret: String::new(),
+    })
+}
+
+/// Says loudly when the demo is reachable from other machines.
+pub(crate) fn warn_if_exposed(listen: SocketAddr) {
+    if !listen.ip().is_loopback() {
+        tracing::warn!(
+            %listen,
+            "--demo is listening on a non-loopback address: anyone who can reach it can sign up, \
+             use the simulated models and the demo's payment simulator. The demo is for one \
+             machine; serve it on 127.0.0.1 (the default) unless you mean this."
+        );
+    }
 }
 
 /// The copy-paste commands a newcomer runs next.

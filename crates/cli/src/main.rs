@@ -23,13 +23,17 @@ fn main() -> Result<()> {
         .enable_all()
         .build()
         .context("starting the runtime")?;
-    runtime.block_on(async {
+    let result = runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve::run(args).await,
             Command::Simulate(args) => serve::simulate(args).await,
             Command::Admin(command) => admin::run(command).await,
         }
-    })
+    });
+    // Whatever is still running (a blocking task, a background drain) may not hold up exit:
+    // `serve` has already drained connections and flushed the usage writer within its deadlines.
+    runtime.shutdown_timeout(std::time::Duration::from_secs(1));
+    result
 }
 
 /// Logs go to stderr, filtered by `RUST_LOG` (default `info`). HTTP libraries are held at `info`

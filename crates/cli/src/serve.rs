@@ -6,13 +6,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Context, Result};
-use axum::serve::ListenerExt;
 
 use router_one_core::store::Store;
 use router_one_providers::Provider;
+use router_one_server::listener::{self, EdgeConfig};
 use router_one_server::{AppState, ServerConfig};
 use router_one_simulator::{PaymentSimConfig, SimConfig};
 use router_one_store::{SqliteStore, UsageWriter};
+use tokio_util::task::TaskTracker;
 
 use crate::cli::{ServeArgs, SimulateArgs};
 use crate::config::Config;
@@ -33,7 +34,9 @@ pub(crate) fn data_dir(config: &Config, flag: Option<PathBuf>) -> PathBuf {
 
 /// `router-one serve`.
 pub(crate) async fn run(args: ServeArgs) -> Result<()> {
+    let metering = metering_switch()?;
     let mut config = Config::load(args.config.as_deref())?;
+    let edge = edge_config(&config);
     let listen = args.listen.unwrap_or(config.listen);
     let data_dir = data_dir(&config, args.data);
     let catalog = config.catalog()?;
@@ -43,10 +46,13 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         .with_context(|| format!("binding {listen}"))?;
     let listen = listener.local_addr()?;
 
-    let demo_upstream = if args.demo {
-        Some(demo::start_simulator(&mut config).await?)
-    } else {
-        None
+    let demo_payments = args.demo.then(demo::random_payment_secrets);
+    let demo_upstream = match &demo_payments {
+        Some(secrets) => {
+            demo::warn_if_exposed(listen);
+            Some(demo::start_simulator(&mut config, secrets).await?)
+        }
+        None => None,
     };
     if demo_upstream.is_some() {
         example_model = demo::example_model(&catalog, &config);
@@ -70,18 +76,13 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     let usage = UsageWriter::start(&data_dir, store_dyn.clone(), config.usage_batch)
         .await
         .context("starting the usage writer")?;
-    // Benchmarks only (bench/run.sh): measure the gateway with metering switched off.
-    let metering = std::env::var("ROUTER_ONE_BENCH_UNMETERED").map_or(true, |v| v != "1");
-    if !metering {
-        tracing::warn!(
-            "ROUTER_ONE_BENCH_UNMETERED=1: requests are not limited, reserved or recorded (benchmarks only)"
-        );
-    }
     // Build the tokenizer now rather than in the first request.
     router_one_providers::estimate::warm_up();
     let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{listen}"));
     let server_config = ServerConfig {
         max_body_bytes: config.max_body_bytes,
+        max_public_body_bytes: config.http.max_public_body_bytes,
+        trusted_proxies: config.http.trusted_proxies.clone(),
         upstream_timeout: Duration::from_secs(config.upstream_timeout_secs),
         default_output_tokens: config.default_output_tokens,
         metering,
@@ -100,13 +101,16 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
             Err(e) => tracing::error!(provider = %name, error = %e, "payment provider disabled"),
         }
     }
-    if let Some(upstream) = demo_upstream
+    if let (Some(upstream), Some(secrets)) = (demo_upstream, &demo_payments)
         && !payments.contains_key(demo::PAYMENT_PROVIDER)
     {
-        payments.insert(demo::PAYMENT_PROVIDER.to_owned(), demo::payment_provider(upstream));
+        payments.insert(
+            demo::PAYMENT_PROVIDER.to_owned(),
+            demo::payment_provider(upstream, secrets),
+        );
     }
-    let demo_credentials = match demo_upstream {
-        Some(_) => Some(demo::ensure_account(&data_dir, store_dyn.as_ref(), listen).await?),
+    let demo_credentials = match &demo_payments {
+        Some(secrets) => Some(demo::ensure_account(&data_dir, store_dyn.as_ref(), listen, secrets).await?),
         None => None,
     };
     let state = AppState::new(server_config, catalog, providers, store_dyn, usage.clone(), payments)
@@ -114,23 +118,96 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         .map_err(|e| anyhow::anyhow!("loading keys: {e}"))?;
     let state = Arc::new(state);
     router_one_server::follower::spawn(state.clone());
+    let detached = state.tasks.clone();
     let app = router_one_server::app(state);
 
     tracing::info!(%listen, data_dir = %data_dir.display(), demo = args.demo, "Router One is serving");
     if let Some(credentials) = &demo_credentials {
         demo::print_welcome(credentials, &example_model);
     }
-    let listener = listener.tap_io(|tcp| {
-        // Small SSE frames must not wait for Nagle.
-        let _ = tcp.set_nodelay(true);
-    });
-    axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
-        .await
-        .context("serving")?;
-    usage.flush().await;
-    tracing::info!("stopped; every usage record is committed");
+    let flush_deadline = Duration::from_secs(config.http.usage_flush_timeout_secs);
+    serve_until_stopped(listener, app, edge, &detached, &usage, flush_deadline).await;
     Ok(())
+}
+
+/// Serves until SIGTERM or Ctrl-C, drains the connections within the edge's deadline, lets the
+/// exchanges whose clients left (`detached`: still metered, still recorded) finish within
+/// `flush_deadline`, then gives the usage writer `flush_deadline` to commit what the journal
+/// holds. An exchange still running after that is recorded as it is dropped with the runtime.
+async fn serve_until_stopped(
+    listener: tokio::net::TcpListener,
+    app: axum::Router,
+    edge: EdgeConfig,
+    detached: &TaskTracker,
+    usage: &UsageWriter,
+    flush_deadline: Duration,
+) {
+    let stopped = listener::serve(listener, app, edge, shutdown_signal()).await;
+    if stopped.forced > 0 {
+        tracing::warn!(
+            connections = stopped.forced,
+            "shutdown deadline passed: closed connections with requests in flight"
+        );
+    }
+    detached.close();
+    if tokio::time::timeout(flush_deadline, detached.wait()).await.is_err() {
+        tracing::warn!(
+            exchanges = detached.len(),
+            "shutdown: exchanges whose clients left are still running; they are recorded as they stop"
+        );
+    }
+    match tokio::time::timeout(flush_deadline, usage.flush()).await {
+        Ok(()) => tracing::info!("stopped; every usage record is committed"),
+        Err(_) => tracing::error!(
+            pending = usage.pending(),
+            "stopped before the usage writer committed everything; the journal keeps the rest for the next start"
+        ),
+    }
+}
+
+/// The edge settings, with the connection cap derived from the file-descriptor limit (raised to
+/// its hard limit first) unless the config sets one.
+fn edge_config(config: &Config) -> EdgeConfig {
+    let http = &config.http;
+    let fd_limit = match listener::raise_fd_limit() {
+        Ok(limit) => Some(limit),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read or raise the file-descriptor limit");
+            None
+        }
+    };
+    let max_connections = match (http.max_connections, fd_limit) {
+        (0, Some(limit)) => listener::default_max_connections(limit),
+        (0, None) => listener::default_max_connections(1024),
+        (set, _) => set,
+    };
+    tracing::info!(fd_limit, max_connections, "file-descriptor limit and connection cap");
+    EdgeConfig {
+        header_read_timeout: Duration::from_secs(http.header_read_timeout_secs),
+        keep_alive_timeout: Duration::from_secs(http.keep_alive_timeout_secs),
+        max_connections,
+        shutdown_timeout: Duration::from_secs(http.shutdown_timeout_secs),
+    }
+}
+
+/// Whether requests are metered: always, unless a `bench-unmetered` build is told otherwise by
+/// `ROUTER_ONE_BENCH_UNMETERED=1` (`bench/run.sh` measures what metering costs that way). A
+/// normal build refuses to start with that variable rather than ignore a request to suspend
+/// billing, or honour it.
+fn metering_switch() -> Result<bool> {
+    if std::env::var("ROUTER_ONE_BENCH_UNMETERED").is_ok_and(|v| v == "1") {
+        if cfg!(feature = "bench-unmetered") {
+            tracing::warn!(
+                "ROUTER_ONE_BENCH_UNMETERED=1: requests are not limited, reserved or recorded (benchmarks only)"
+            );
+            return Ok(false);
+        }
+        anyhow::bail!(
+            "ROUTER_ONE_BENCH_UNMETERED=1 switches billing off, which only a benchmark build \
+             (cargo build --features bench-unmetered) allows; unset it"
+        );
+    }
+    Ok(true)
 }
 
 async fn shutdown_signal() {

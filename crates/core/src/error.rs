@@ -68,6 +68,8 @@ pub enum ErrorKind {
     PaymentsUnavailable,
     /// The payment provider could not open a payment.
     PaymentProviderError,
+    /// The gateway is at its connection cap with every connection busy; retry shortly.
+    ServerBusy,
     /// A bug or storage failure on our side.
     Internal,
     /// A usage record cannot be made durable right now (the usage journal cannot be written,
@@ -107,6 +109,7 @@ impl ErrorKind {
             PaymentNotConfirmed => (409, "invalid_request_error", "payment_not_confirmed"),
             PaymentsUnavailable => (503, "server_error", "payments_unavailable"),
             PaymentProviderError => (502, "upstream_error", "payment_provider_error"),
+            ServerBusy => (503, "server_error", "server_busy"),
             Internal => (500, "server_error", "internal_error"),
             UsageUnavailable => (503, "server_error", "usage_unavailable"),
             KeyLimitReached => (400, "invalid_request_error", "key_limit_reached"),

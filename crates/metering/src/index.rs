@@ -50,18 +50,24 @@ impl KeyState {
         }
     }
 
-    /// Refuses a revoked or expired key, or a model it may not use.
-    pub fn check(&self, model: &str, now_us: i64) -> Result<(), ApiError> {
+    /// Refuses a revoked or expired key.
+    pub fn check_active(&self, now_us: i64) -> Result<(), ApiError> {
         if self.is_revoked() {
             return Err(ApiError::new(
                 ErrorKind::InvalidApiKey,
                 "This API key has been revoked.",
             ));
         }
-        let settings = self.settings.load();
-        if settings.expires_at_us.is_some_and(|at| at <= now_us) {
+        if self.expires_at_us().is_some_and(|at| at <= now_us) {
             return Err(ApiError::new(ErrorKind::ExpiredApiKey, "This API key has expired."));
         }
+        Ok(())
+    }
+
+    /// Refuses a revoked or expired key, or a model it may not use.
+    pub fn check(&self, model: &str, now_us: i64) -> Result<(), ApiError> {
+        self.check_active(now_us)?;
+        let settings = self.settings.load();
         if let Some(models) = &settings.models
             && !models.iter().any(|m| m == model)
         {

@@ -1,10 +1,25 @@
 //! Authentication: an inference key is found in memory by the hash of its secret (a key made by
 //! another process, e.g. the admin CLI, is loaded from the store on first sight); a management key
-//! resolves to its account. Every route except `/health` and `/v1/models`' catalog is behind one.
+//! resolves to its account.
+//!
+//! Both run as extractors from the request head ([`InferenceKey`], [`ActiveInferenceKey`],
+//! [`ManagementAccount`]), before the body extractor: a missing or wrong key is a 401 without a
+//! byte of the body read. Management routes are also behind [`require_management_key`], a layer
+//! on the whole management router (`lib.rs`), so a handler that forgets its extractor is still
+//! not public: deny by default.
+//!
+//! The only routes without a key are listed once, in `lib.rs`: `/health`, `/openapi.json`,
+//! `POST /v1/auth/signup`, `POST /v1/auth/login` (the caller has no key yet) and
+//! `POST /v1/payments/webhooks/{provider}` (the provider signs its body instead); their bodies
+//! are limited to [`crate::state::ServerConfig::max_public_body_bytes`].
 
 use std::sync::Arc;
 
+use axum::extract::{FromRequestParts, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use http::HeaderMap;
+use http::request::Parts;
 
 use router_one_core::secret::{self, INFERENCE_PREFIX, MANAGEMENT_PREFIX};
 use router_one_core::store::ApiKey;
@@ -118,4 +133,62 @@ pub(crate) async fn management_account(app: &AppState, headers: &HeaderMap) -> R
 /// lookup started before the revocation.
 pub(crate) fn forget_management_key(app: &AppState, hash: &str) {
     app.management_keys.insert(hash.to_owned(), None);
+}
+
+/// The inference key presenting the request, as found: it may be revoked or expired, which the
+/// metered endpoints refuse themselves so that the refusal is recorded like any outcome.
+pub(crate) struct InferenceKey(pub(crate) Arc<KeyState>);
+
+impl FromRequestParts<Arc<AppState>> for InferenceKey {
+    type Rejection = ErrorResponse;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<Self, ErrorResponse> {
+        inference_key(app, &parts.headers).await.map(InferenceKey)
+    }
+}
+
+/// An inference key that may be used now: neither revoked nor expired (else the 401 inference
+/// answers).
+pub(crate) struct ActiveInferenceKey(pub(crate) Arc<KeyState>);
+
+impl FromRequestParts<Arc<AppState>> for ActiveInferenceKey {
+    type Rejection = ErrorResponse;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<Self, ErrorResponse> {
+        let key = inference_key(app, &parts.headers).await?;
+        key.check_active(router_one_core::ids::now_us())?;
+        Ok(ActiveInferenceKey(key))
+    }
+}
+
+/// The account whose management key presents the request (its id).
+#[derive(Debug, Clone)]
+pub(crate) struct ManagementAccount(pub(crate) String);
+
+impl FromRequestParts<Arc<AppState>> for ManagementAccount {
+    type Rejection = ErrorResponse;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<Self, ErrorResponse> {
+        // Behind `require_management_key` the account is already known.
+        if let Some(account) = parts.extensions.get::<ManagementAccount>() {
+            return Ok(account.clone());
+        }
+        management_account(app, &parts.headers).await.map(ManagementAccount)
+    }
+}
+
+/// The layer every management route sits behind: no valid management key, no handler (and no
+/// body read).
+pub(crate) async fn require_management_key(
+    State(app): State<Arc<AppState>>,
+    mut request: Request,
+    next: Next,
+) -> Response {
+    match management_account(&app, request.headers()).await {
+        Ok(account) => {
+            request.extensions_mut().insert(ManagementAccount(account));
+            next.run(request).await
+        }
+        Err(e) => e.into_response(),
+    }
 }

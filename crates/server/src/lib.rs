@@ -6,12 +6,16 @@ mod admission;
 mod auth;
 mod error;
 pub mod follower;
+pub mod listener;
+mod log_throttle;
+mod login_limit;
 mod metered;
 mod openapi;
 mod password;
 mod record;
 mod routes;
 mod run_to_completion;
+mod source;
 mod state;
 
 pub use state::{AppState, ServerConfig};
@@ -23,13 +27,69 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{delete, get, post};
 
+/// How long a management call (or sign-up, login, webhook) may take: they touch the database,
+/// and none may hang a client.
+const MANAGEMENT_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The whole HTTP application.
 ///
-/// The tower layers carry only HTTP-generic concerns; business steps live in the handlers.
+/// Authentication is deny-by-default: a route is public only if it is in [`public_routes`];
+/// inference routes take the caller's inference key as their first extractor; every route in
+/// [`management_routes`] is behind the management-key layer, whatever its handler extracts.
+/// Keys are checked from the request head, before any body is read. The tower layers carry only
+/// HTTP-generic concerns; business steps live in the handlers.
 pub fn app(state: Arc<AppState>) -> Router {
     let max_body = state.config.max_body_bytes;
-    let management_timeout = Duration::from_secs(60);
-    let management = Router::new()
+    Router::new()
+        .merge(public_routes(state.config.max_public_body_bytes))
+        .merge(inference_routes())
+        .merge(management_routes(&state))
+        .fallback(routes::not_found)
+        .method_not_allowed_fallback(routes::method_not_allowed)
+        // Every response carries a request id: inference responses the id of their usage record,
+        // anything else (a refusal before metering, a management call) a fresh one.
+        .layer(axum::middleware::map_response(ensure_request_id))
+        // Bodies above the limit are refused with 413 before they are read in full, and a client
+        // that stops sending its body mid-way cannot hold a connection forever.
+        .layer(DefaultBodyLimit::max(max_body))
+        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(Duration::from_secs(
+            60,
+        )))
+        .with_state(state)
+}
+
+/// The only routes without a key. Their bodies are small: nobody is authenticated yet.
+fn public_routes(max_public_body: usize) -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/health", get(routes::health))
+        // The management API's OpenAPI document.
+        .route("/openapi.json", get(openapi::serve))
+        // The caller has no key yet.
+        .route("/v1/auth/signup", post(routes::signup::signup))
+        .route("/v1/auth/login", post(routes::signup::login))
+        // A payment provider signs its body instead.
+        .route("/v1/payments/webhooks/{provider}", post(routes::payments::webhook))
+        .layer(DefaultBodyLimit::max(max_public_body))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            http::StatusCode::GATEWAY_TIMEOUT,
+            MANAGEMENT_TIMEOUT,
+        ))
+}
+
+/// Routes for an inference key (`sk-rk-…`): each handler extracts it (`auth::InferenceKey` or
+/// `auth::ActiveInferenceKey`) from the request head. No layer here: this is the hot path.
+fn inference_routes() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/v1/chat/completions", post(routes::chat::completions))
+        .route("/v1/embeddings", post(routes::embeddings::create))
+        .route("/v1/models", get(routes::models::list))
+        .route("/v1/dashboard/billing/subscription", get(routes::billing::subscription))
+        .route("/v1/dashboard/billing/usage", get(routes::billing::usage))
+}
+
+/// Routes for a management key (`sk-rm-…`), all behind `auth::require_management_key`.
+fn management_routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
+    Router::new()
         .route("/v1/keys", post(routes::keys::create).get(routes::keys::list))
         .route(
             "/v1/keys/{id}",
@@ -52,37 +112,14 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/management-keys/{id}", delete(routes::management_keys::revoke))
         .route("/v1/referrals", get(routes::referrals::get))
         .route("/v1/referrals/claim", post(routes::referrals::claim))
-        // No key: the caller has none yet, or is a payment provider (which signs instead).
-        .route("/v1/auth/signup", post(routes::signup::signup))
-        .route("/v1/auth/login", post(routes::signup::login))
-        .route("/v1/payments/webhooks/{provider}", post(routes::payments::webhook))
-        // Management calls touch the database; none may hang a client.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_management_key,
+        ))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             http::StatusCode::GATEWAY_TIMEOUT,
-            management_timeout,
-        ));
-    Router::new()
-        .route("/v1/chat/completions", post(routes::chat::completions))
-        .route("/v1/embeddings", post(routes::embeddings::create))
-        .route("/v1/models", get(routes::models::list))
-        .route("/v1/dashboard/billing/subscription", get(routes::billing::subscription))
-        .route("/v1/dashboard/billing/usage", get(routes::billing::usage))
-        .route("/health", get(routes::health))
-        // The management API's OpenAPI document; no key.
-        .route("/openapi.json", get(openapi::serve))
-        .merge(management)
-        .fallback(routes::not_found)
-        .method_not_allowed_fallback(routes::method_not_allowed)
-        // Every response carries a request id: inference responses the id of their usage record,
-        // anything else (a refusal before metering, a management call) a fresh one.
-        .layer(axum::middleware::map_response(ensure_request_id))
-        // Bodies above the limit are refused with 413 before they are read in full, and a client
-        // that stops sending its body mid-way cannot hold a connection forever.
-        .layer(DefaultBodyLimit::max(max_body))
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(Duration::from_secs(
-            60,
-        )))
-        .with_state(state)
+            MANAGEMENT_TIMEOUT,
+        ))
 }
 
 async fn ensure_request_id(mut response: axum::response::Response) -> axum::response::Response {

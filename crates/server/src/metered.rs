@@ -106,7 +106,7 @@ impl MeteredStream {
         if let Err(error) = std::future::poll_fn(|cx| state.poll_first_event(cx)).await
             && let Some(meter) = state.meter.take()
         {
-            return fail(&state.app, meter, error);
+            return fail(meter, error);
         }
         let served_model = state.decoder.served_model().map(str::to_owned);
         let mut response = success(
@@ -271,7 +271,7 @@ impl StreamState {
             served_model: self.decoder.served_model().map(str::to_owned),
             usage: self.usage.unwrap_or_default(),
         };
-        let cost = match meter.finish(&self.app.usage, outcome) {
+        let cost = match meter.finish(outcome) {
             Ok(cost) => cost,
             Err(e) => {
                 self.ready.push_back(error_event(&e));
@@ -334,7 +334,19 @@ impl Drop for MeteredStream {
                     &runtime,
                 );
             }
-            Err(_) => state.end(Ending::Cut),
+            // No runtime to drain on: the state's own drop records what was seen.
+            Err(_) => drop(state),
+        }
+    }
+}
+
+impl Drop for StreamState {
+    /// Dropped before the stream ended — its drain task stopped with the runtime at the shutdown
+    /// deadline: the stream still gets its one record, with what was seen so far.
+    fn drop(&mut self) {
+        if self.meter.is_some() {
+            self.client_gone = true;
+            self.end(Ending::Cut);
         }
     }
 }

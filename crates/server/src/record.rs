@@ -67,11 +67,21 @@ pub(crate) struct RequestMeter {
     /// Set if the client hung up before the response head: the exchange still finishes and is
     /// recorded, as 499 `client_disconnected` if it succeeded.
     pub(crate) hung_up: HungUp,
+    /// Where the record goes.
+    writer: UsageWriter,
+    /// The record was written (or, unmetered, skipped): [`Drop`] has nothing left to do.
+    finished: bool,
 }
 
 impl RequestMeter {
     /// A meter for a request that just arrived.
-    pub(crate) fn new(key: Arc<KeyState>, endpoint: Endpoint, started: Instant, metering: bool) -> RequestMeter {
+    pub(crate) fn new(
+        key: Arc<KeyState>,
+        endpoint: Endpoint,
+        started: Instant,
+        metering: bool,
+        writer: &UsageWriter,
+    ) -> RequestMeter {
         RequestMeter {
             request_id: router_one_core::ids::new_id("req"),
             key,
@@ -88,6 +98,8 @@ impl RequestMeter {
             rate_snapshot: None,
             metering,
             hung_up: HungUp::default(),
+            writer: writer.clone(),
+            finished: false,
         }
     }
 
@@ -110,7 +122,14 @@ impl RequestMeter {
 
     /// Settles the reservation with the usage the upstream reported (bounded and priced there,
     /// never billed above what was reserved) and writes the usage record. Returns the cost.
-    pub(crate) fn finish(mut self, writer: &UsageWriter, mut outcome: Outcome) -> Result<Usd, ApiError> {
+    pub(crate) fn finish(mut self, outcome: Outcome) -> Result<Usd, ApiError> {
+        self.write(outcome)
+    }
+
+    /// [`RequestMeter::finish`], once: the record is written by whichever of `finish` and
+    /// [`Drop`] comes first.
+    fn write(&mut self, mut outcome: Outcome) -> Result<Usd, ApiError> {
+        self.finished = true;
         if self.hung_up.get() && (200..300).contains(&outcome.status) {
             outcome.status = CLIENT_CLOSED_REQUEST;
             outcome.error_code = Some("client_disconnected");
@@ -154,7 +173,11 @@ impl RequestMeter {
         if let Some(grant) = self.rate.take() {
             grant.settle(usage.prompt_tokens.saturating_add(usage.completion_tokens));
         }
-        let written = if self.metering { writer.record(record) } else { Ok(()) };
+        let written = if self.metering {
+            self.writer.record(record)
+        } else {
+            Ok(())
+        };
         written.map_err(|e| {
             // The writer logs the journal failing and recovering once; not every request.
             tracing::debug!(error = %e, "usage journal write failed");
@@ -164,13 +187,30 @@ impl RequestMeter {
     }
 
     /// Records a request refused after authentication (bad input, unknown model, …).
-    pub(crate) fn refuse(self, writer: &UsageWriter, error: &ApiError) {
+    pub(crate) fn refuse(self, error: &ApiError) {
         let outcome = Outcome {
             status: error.kind.status(),
             error_code: Some(error.kind.code()),
             ..Outcome::default()
         };
         // A refusal costs nothing; if even its record cannot be written the error goes out anyway.
-        let _ = self.finish(writer, outcome);
+        let _ = self.finish(outcome);
+    }
+}
+
+impl Drop for RequestMeter {
+    /// A meter dropped unfinished after its request went upstream: the exchange was abandoned
+    /// (the runtime stopped at the shutdown deadline while the upstream was still answering).
+    /// The upstream may bill it, so it still gets its one record, written synchronously to the
+    /// journal: what is known of it, at no cost (its reservation is released unspent).
+    fn drop(&mut self) {
+        if !self.finished && self.upstream_sent_us.is_some() {
+            let outcome = Outcome {
+                status: CLIENT_CLOSED_REQUEST,
+                error_code: Some("gateway_shutdown"),
+                ..Outcome::default()
+            };
+            let _ = self.write(outcome);
+        }
     }
 }

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +27,12 @@ use router_one_store::UsageWriter;
 pub struct ServerConfig {
     /// Largest request body accepted, bytes.
     pub max_body_bytes: usize,
+    /// Largest body accepted on the routes that take no key (sign-up, login, payment webhooks):
+    /// whoever sends it is not authenticated yet.
+    pub max_public_body_bytes: usize,
+    /// Reverse proxies whose `X-Forwarded-For` names the client, for limits counted per source
+    /// address (logins); any other peer is the source itself.
+    pub trusted_proxies: Vec<IpAddr>,
     /// How long to wait for an upstream's response head, and between stream events.
     pub upstream_timeout: Duration,
     /// Output tokens reserved for (and sent upstream with) a request that names no `max_tokens`,
@@ -51,6 +58,11 @@ impl Default for ServerConfig {
     fn default() -> Self {
         ServerConfig {
             max_body_bytes: 32 * 1024 * 1024,
+            max_public_body_bytes: 64 * 1024,
+            trusted_proxies: vec![
+                IpAddr::from([127, 0, 0, 1]),
+                IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+            ],
             upstream_timeout: Duration::from_secs(600),
             default_output_tokens: 8192,
             metering: true,
@@ -80,8 +92,8 @@ pub struct AppState {
     /// Management-key hash → (account id, when the store last vouched for it, µs), filled on
     /// first use; `None` marks a revoked key.
     pub management_keys: DashMap<String, Option<(String, i64)>>,
-    /// Failed logins per email, to slow password guessing.
-    pub(crate) failed_logins: crate::password::FailedLogins,
+    /// Login attempts per email and source, counted before a password is verified.
+    pub(crate) login_limits: crate::login_limit::LoginLimits,
     /// Durable state.
     pub store: Arc<dyn Store>,
     /// The crash-safe usage path.
@@ -127,7 +139,7 @@ impl AppState {
             keys: KeyIndex::default(),
             limiter: Arc::new(InProcessLimiter::default()),
             management_keys: DashMap::new(),
-            failed_logins: crate::password::FailedLogins::default(),
+            login_limits: crate::login_limit::LoginLimits::default(),
             store,
             usage,
             tasks: tokio_util::task::TaskTracker::new(),

@@ -7,14 +7,13 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Query, State};
 use axum::response::{IntoResponse, Response};
-use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::json;
 
 use router_one_core::ids::rfc3339;
 use router_one_core::{ApiError, ErrorKind};
 
-use crate::auth;
+use crate::auth::ManagementAccount;
 use crate::error::{ErrorResponse, internal};
 use crate::state::AppState;
 
@@ -37,8 +36,10 @@ const MAX_LIMIT: u32 = 1000;
     ),
     security(("management_key" = [])),
 )]
-pub(crate) async fn get(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ErrorResponse> {
-    let account_id = auth::management_account(&app, &headers).await?;
+pub(crate) async fn get(
+    State(app): State<Arc<AppState>>,
+    ManagementAccount(account_id): ManagementAccount,
+) -> Result<Response, ErrorResponse> {
     let account = app
         .store
         .account(&account_id)
@@ -89,10 +90,9 @@ pub(crate) struct LedgerQuery {
 )]
 pub(crate) async fn ledger(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    ManagementAccount(account_id): ManagementAccount,
     query: Result<Query<LedgerQuery>, QueryRejection>,
 ) -> Result<Response, ErrorResponse> {
-    let account_id = auth::management_account(&app, &headers).await?;
     let Query(query) =
         query.map_err(|e| ApiError::new(ErrorKind::InvalidRequest, e.body_text()).with_param("query"))?;
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);

@@ -3,20 +3,16 @@
 //! for the calling inference key in the shape they read: `hard_limit_usd` (USD) and
 //! `total_usage` (US cents); the relay shows `hard_limit_usd − total_usage / 100`, which here is
 //! exactly what the key can still spend (its own budget and its account's balance, whichever is
-//! less). Amounts are written as exact decimal literals, never through a float.
+//! less). Amounts are written as exact decimal literals, never through a float. A revoked or
+//! expired key gets the 401 inference would give it.
 
-use std::sync::Arc;
-
-use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, HeaderValue};
+use http::HeaderValue;
 
 use router_one_core::Usd;
 use router_one_metering::KeyState;
 
-use crate::auth;
-use crate::error::ErrorResponse;
-use crate::state::AppState;
+use crate::auth::ActiveInferenceKey;
 
 /// What the key has spent (in its current period, if it has one) and can still spend.
 fn standing(key: &KeyState) -> (Usd, Usd) {
@@ -41,27 +37,20 @@ fn json(body: String) -> Response {
 }
 
 /// `GET /v1/dashboard/billing/subscription`.
-pub(crate) async fn subscription(
-    State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
-) -> Result<Response, ErrorResponse> {
-    let key = auth::inference_key(&app, &headers).await?;
+pub(crate) async fn subscription(ActiveInferenceKey(key): ActiveInferenceKey) -> Response {
     let (spent, left) = standing(&key);
     let hard = spent.saturating_add(left);
     let access_until = key.expires_at_us().map_or(0, |us| us / 1_000_000);
-    Ok(json(format!(
+    json(format!(
         r#"{{"object":"billing_subscription","has_payment_method":true,"soft_limit_usd":{hard},"hard_limit_usd":{hard},"system_hard_limit_usd":{hard},"access_until":{access_until}}}"#
-    )))
+    ))
 }
 
 /// `GET /v1/dashboard/billing/usage` (its `start_date` / `end_date` are accepted and ignored:
 /// the answer is the key's spend in its budget period, or in all, which is what the relay
 /// subtracts from the hard limit).
-pub(crate) async fn usage(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ErrorResponse> {
-    let key = auth::inference_key(&app, &headers).await?;
+pub(crate) async fn usage(ActiveInferenceKey(key): ActiveInferenceKey) -> Response {
     let (spent, _) = standing(&key);
     let cents = (spent.to_decimal() * rust_decimal::Decimal::ONE_HUNDRED).normalize();
-    Ok(json(format!(
-        r#"{{"object":"list","total_usage":{cents},"daily_costs":[]}}"#
-    )))
+    json(format!(r#"{{"object":"list","total_usage":{cents},"daily_costs":[]}}"#))
 }

@@ -6,7 +6,6 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::response::Response;
 use bytes::Bytes;
-use http::HeaderMap;
 
 use router_one_core::usage::Endpoint;
 use router_one_core::{ApiError, ModelKind};
@@ -15,6 +14,7 @@ use router_one_providers::request::{TopLevel, chat_view};
 use router_one_providers::{ChatRequest, Target};
 
 use crate::admission::{self, OutputRequest};
+use crate::auth::InferenceKey;
 use crate::record::RequestMeter;
 use crate::routes::upstream::{Admitted, serve_inference};
 use crate::state::AppState;
@@ -22,10 +22,10 @@ use crate::state::AppState;
 /// Authenticate → admit → route → forward (call, settle, record).
 pub(crate) async fn completions(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    key: InferenceKey,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    serve_inference(app, headers, body, Endpoint::ChatCompletions, admit).await
+    serve_inference(app, key, body, Endpoint::ChatCompletions, admit).await
 }
 
 fn admit(app: &AppState, meter: &mut RequestMeter, body: &Bytes) -> Result<Admitted, ApiError> {

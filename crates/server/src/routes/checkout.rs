@@ -10,7 +10,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -20,7 +20,7 @@ use router_one_core::checkout::{self, Quote, QuoteError};
 use router_one_core::{ApiError, ErrorKind, ids};
 use router_one_payments::{OpenPayment, PaymentError, PaymentProvider};
 
-use crate::auth;
+use crate::auth::ManagementAccount;
 use crate::error::{ErrorResponse, internal};
 use crate::routes;
 use crate::state::AppState;
@@ -91,11 +91,10 @@ fn quote_json(quote: &Quote) -> Result<Value, ErrorResponse> {
 )]
 pub(crate) async fn quote(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    _account: ManagementAccount,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ErrorResponse> {
     let body = routes::body(body, app.config.max_body_bytes)?;
-    auth::management_account(&app, &headers).await?;
     let request = QuoteRequest::parse(&body)?;
     if request.provider.is_some() {
         return Err(ApiError::new(ErrorKind::InvalidRequest, "A quote takes no `provider`.")
@@ -129,11 +128,10 @@ pub(crate) async fn quote(
 )]
 pub(crate) async fn create_session(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    ManagementAccount(account_id): ManagementAccount,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ErrorResponse> {
     let body = routes::body(body, app.config.max_body_bytes)?;
-    let account_id = auth::management_account(&app, &headers).await?;
     let request = QuoteRequest::parse(&body)?;
     let quote = request.quote(&app)?;
     let provider = pick_provider(&app, request.provider.as_deref())?;
@@ -188,10 +186,9 @@ pub(crate) async fn create_session(
 )]
 pub(crate) async fn get_session(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    ManagementAccount(account_id): ManagementAccount,
     Path(id): Path<String>,
 ) -> Result<Response, ErrorResponse> {
-    let account_id = auth::management_account(&app, &headers).await?;
     let session = app
         .store
         .checkout_session(&account_id, &id)

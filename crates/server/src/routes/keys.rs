@@ -14,7 +14,7 @@ use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderValue, StatusCode};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use time::OffsetDateTime;
@@ -25,7 +25,7 @@ use router_one_core::secret::{self, INFERENCE_PREFIX};
 use router_one_core::store::{ApiKey, BudgetPeriod, KeySettings};
 use router_one_core::{ApiError, ErrorKind, Usd};
 
-use crate::auth;
+use crate::auth::{self, ManagementAccount};
 use crate::error::{ErrorResponse, internal};
 use crate::routes;
 use crate::state::{AppState, budget_spent};
@@ -322,11 +322,10 @@ fn no_such_key(id: &str) -> ErrorResponse {
 )]
 pub(crate) async fn create(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    ManagementAccount(account_id): ManagementAccount,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ErrorResponse> {
     let body = routes::body(body, app.config.max_body_bytes)?;
-    let account_id = auth::management_account(&app, &headers).await?;
     let settings = KeyFields::parse(&body)?.into_settings(&app)?;
     let secret = secret::generate(INFERENCE_PREFIX);
     let key = ApiKey {
@@ -384,10 +383,9 @@ pub(crate) struct KeyListQuery {
 )]
 pub(crate) async fn list(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    ManagementAccount(account_id): ManagementAccount,
     query: Result<Query<KeyListQuery>, QueryRejection>,
 ) -> Result<Response, ErrorResponse> {
-    let account_id = auth::management_account(&app, &headers).await?;
     let Query(query) = query.map_err(|e| bad("query", e.body_text()))?;
     let limit = query.limit.unwrap_or(DEFAULT_LIMIT);
     if !(1..=MAX_LIMIT).contains(&limit) {
@@ -430,10 +428,9 @@ pub(crate) async fn list(
 )]
 pub(crate) async fn get(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    ManagementAccount(account_id): ManagementAccount,
     Path(id): Path<String>,
 ) -> Result<Response, ErrorResponse> {
-    let account_id = auth::management_account(&app, &headers).await?;
     let key = owned_key(&app, &account_id, &id).await?;
     Ok(Json(key_json(&app, &key)).into_response())
 }
@@ -458,12 +455,11 @@ pub(crate) async fn get(
 )]
 pub(crate) async fn update(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    ManagementAccount(account_id): ManagementAccount,
     Path(id): Path<String>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ErrorResponse> {
     let body = routes::body(body, app.config.max_body_bytes)?;
-    let account_id = auth::management_account(&app, &headers).await?;
     let key = owned_key(&app, &account_id, &id).await?;
     let patch: Map<String, Value> = serde_json::from_slice(&body)
         .map_err(|e| ApiError::new(ErrorKind::InvalidJson, format!("The body must be a JSON object: {e}")))?;
@@ -511,10 +507,9 @@ pub(crate) async fn update(
 )]
 pub(crate) async fn revoke(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    ManagementAccount(account_id): ManagementAccount,
     Path(id): Path<String>,
 ) -> Result<Response, ErrorResponse> {
-    let account_id = auth::management_account(&app, &headers).await?;
     let now = router_one_core::ids::now_us();
     let key = app
         .store

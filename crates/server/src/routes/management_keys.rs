@@ -8,16 +8,17 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{HeaderMap, StatusCode};
+use http::StatusCode;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use router_one_core::billing::ManagementKey;
 use router_one_core::{ApiError, ErrorKind, ids};
 
+use crate::auth::{self, ManagementAccount};
 use crate::error::{ErrorResponse, internal};
+use crate::routes;
 use crate::state::AppState;
-use crate::{auth, routes};
 
 /// Longest key name, characters.
 const MAX_NAME_CHARS: usize = 200;
@@ -58,11 +59,10 @@ fn key_json(key: &ManagementKey) -> Value {
 )]
 pub(crate) async fn create(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    ManagementAccount(account_id): ManagementAccount,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ErrorResponse> {
     let body = routes::body(body, app.config.max_body_bytes)?;
-    let account_id = auth::management_account(&app, &headers).await?;
     let request: NewKey = if body.iter().all(u8::is_ascii_whitespace) {
         NewKey::default()
     } else {
@@ -105,8 +105,10 @@ pub(crate) async fn create(
     ),
     security(("management_key" = [])),
 )]
-pub(crate) async fn list(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ErrorResponse> {
-    let account_id = auth::management_account(&app, &headers).await?;
+pub(crate) async fn list(
+    State(app): State<Arc<AppState>>,
+    ManagementAccount(account_id): ManagementAccount,
+) -> Result<Response, ErrorResponse> {
     let keys = app.store.management_keys(&account_id).await.map_err(internal)?;
     let data: Vec<Value> = keys.iter().map(key_json).collect();
     Ok(Json(json!({ "object": "list", "data": data })).into_response())
@@ -129,10 +131,9 @@ pub(crate) async fn list(State(app): State<Arc<AppState>>, headers: HeaderMap) -
 )]
 pub(crate) async fn revoke(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    ManagementAccount(account_id): ManagementAccount,
     Path(id): Path<String>,
 ) -> Result<Response, ErrorResponse> {
-    let account_id = auth::management_account(&app, &headers).await?;
     let key = app
         .store
         .revoke_management_key(&account_id, &id, ids::now_us())

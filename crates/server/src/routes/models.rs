@@ -5,17 +5,13 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use http::HeaderMap;
 use serde_json::json;
 
-use crate::auth;
+use crate::auth::ActiveInferenceKey;
 use crate::state::AppState;
 
 /// Lists every catalog model with its rates (USD per 1M tokens, decimal strings).
-pub(crate) async fn list(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Response {
-    if let Err(e) = auth::inference_key(&app, &headers).await {
-        return e.into_response();
-    }
+pub(crate) async fn list(State(app): State<Arc<AppState>>, _key: ActiveInferenceKey) -> Response {
     let data: Vec<_> = app
         .catalog
         .models()

@@ -23,6 +23,7 @@ use router_one_metering::Budget;
 use router_one_payments::{PaymentProvider, WebhookError};
 
 use crate::error::{ErrorResponse, internal};
+use crate::log_throttle::Throttle;
 use crate::state::AppState;
 use crate::{follower, routes};
 
@@ -51,7 +52,7 @@ pub(crate) async fn webhook(
     headers: HeaderMap,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ErrorResponse> {
-    let body = routes::body(body, app.config.max_body_bytes)?;
+    let body = routes::body(body, app.config.max_public_body_bytes)?;
     let provider = app
         .payments
         .get(&name)
@@ -62,7 +63,12 @@ pub(crate) async fn webhook(
         Ok(Some(event)) => event,
         Ok(None) => return Ok(answer("ignored")),
         Err(WebhookError::Signature(e)) => {
-            tracing::warn!(provider = %name, error = %e, "webhook refused");
+            // Anyone can send these: at most one warning a minute, with the count.
+            static REFUSED: Throttle = Throttle::per_minute();
+            match REFUSED.hit() {
+                Some(count) => tracing::warn!(provider = %name, error = %e, count, "webhooks refused (bad signature)"),
+                None => tracing::debug!(provider = %name, error = %e, "webhook refused"),
+            }
             return Err(ApiError::new(ErrorKind::InvalidSignature, format!("Webhook refused: {e}.")).into());
         }
         Err(e @ WebhookError::Malformed(_)) => {

@@ -10,7 +10,6 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::HeaderMap;
 use serde::Deserialize;
 use serde_json::json;
 
@@ -19,10 +18,11 @@ use router_one_core::ids::rfc3339;
 use router_one_core::store::Account;
 use router_one_core::{ApiError, ErrorKind, Usd};
 
+use crate::auth::ManagementAccount;
 use crate::error::{ErrorResponse, internal};
+use crate::routes;
 use crate::routes::signup::invite_link;
 use crate::state::AppState;
-use crate::{auth, routes};
 
 /// `GET /v1/referrals`.
 #[utoipa::path(
@@ -37,8 +37,10 @@ use crate::{auth, routes};
     ),
     security(("management_key" = [])),
 )]
-pub(crate) async fn get(State(app): State<Arc<AppState>>, headers: HeaderMap) -> Result<Response, ErrorResponse> {
-    let account_id = auth::management_account(&app, &headers).await?;
+pub(crate) async fn get(
+    State(app): State<Arc<AppState>>,
+    ManagementAccount(account_id): ManagementAccount,
+) -> Result<Response, ErrorResponse> {
     let account = app
         .store
         .account(&account_id)
@@ -96,11 +98,10 @@ struct Claim {
 )]
 pub(crate) async fn claim(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    ManagementAccount(account_id): ManagementAccount,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ErrorResponse> {
     let body = routes::body(body, app.config.max_body_bytes)?;
-    let account_id = auth::management_account(&app, &headers).await?;
     let request: Claim = serde_json::from_slice(&body).map_err(|e| {
         ApiError::new(
             ErrorKind::InvalidRequest,

@@ -18,6 +18,7 @@ use router_one_core::{ApiError, ErrorKind, Usd, ids};
 
 use crate::error::{ErrorResponse, internal};
 use crate::routes::referrals;
+use crate::source::ClientSource;
 use crate::state::AppState;
 use crate::{password, routes};
 
@@ -74,7 +75,7 @@ pub(crate) async fn signup(
     State(app): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ErrorResponse> {
-    let body = routes::body(body, app.config.max_body_bytes)?;
+    let body = routes::body(body, app.config.max_public_body_bytes)?;
     let request: Signup = parse(&body, r#"{"email", "password", "invite_code"?}"#)?;
     let email = email(&request.email)?;
     password::check_rule(&request.password)?;
@@ -146,15 +147,16 @@ pub(crate) async fn signup(
 )]
 pub(crate) async fn login(
     State(app): State<Arc<AppState>>,
+    ClientSource(source): ClientSource,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ErrorResponse> {
-    let body = routes::body(body, app.config.max_body_bytes)?;
+    let body = routes::body(body, app.config.max_public_body_bytes)?;
     let request: Login = parse(&body, r#"{"email", "password"}"#)?;
     let email = billing::normalize_email(&request.email);
-    let now_s = ids::now_us() / 1_000_000;
-    if let Some(email) = &email {
-        app.failed_logins.check(email, now_s)?;
-    }
+    // Counted before the password is checked, so concurrent guesses cannot overtake the count.
+    let attempt = app
+        .login_limits
+        .begin(email.as_deref().unwrap_or_default(), source, ids::now_us() / 1_000_000)?;
     let found = match &email {
         Some(email) => app.store.account_by_email(email).await.map_err(internal)?,
         None => None,
@@ -164,13 +166,11 @@ pub(crate) async fn login(
         None => (None, None),
     };
     let matches = password::verify(&app, request.password, stored).await?;
+    // A wrong password leaves the attempt counted.
     let Some(account) = account.filter(|_| matches) else {
-        if let Some(email) = &email {
-            app.failed_logins.failed(email, now_s);
-        }
         return Err(ApiError::new(ErrorKind::InvalidCredentials, "Incorrect email or password.").into());
     };
-    app.failed_logins.succeeded(&account.email);
+    attempt.succeeded(ids::now_us() / 1_000_000);
     let now = ids::now_us();
     let name = format!("login {}", &ids::rfc3339(now).get(..10).unwrap_or_default());
     let (key, plaintext) = ManagementKey::generate(&account.id, Some(name), now);

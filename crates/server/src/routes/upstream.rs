@@ -8,7 +8,7 @@ use axum::body::Body;
 use axum::extract::rejection::BytesRejection;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, StatusCode};
+use http::{HeaderValue, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use hyper::body::Incoming;
 use router_one_core::usage::Endpoint;
@@ -16,7 +16,7 @@ use router_one_core::{ApiError, ErrorKind};
 use router_one_providers::openai::with_cost;
 use router_one_providers::{PreparedRequest, Provider, ReadContext, Refusal, UpstreamError};
 
-use crate::auth;
+use crate::auth::InferenceKey;
 use crate::error::ErrorResponse;
 use crate::metered::MeteredStream;
 use crate::record::{Outcome, RequestMeter};
@@ -41,7 +41,7 @@ pub(crate) struct Admitted {
 /// forward. `admit` is the endpoint's own part; a refusal is recorded like any outcome.
 pub(crate) async fn serve_inference(
     app: Arc<AppState>,
-    headers: HeaderMap,
+    InferenceKey(key): InferenceKey,
     body: Result<Bytes, BytesRejection>,
     endpoint: Endpoint,
     admit: impl FnOnce(&AppState, &mut RequestMeter, &Bytes) -> Result<Admitted, ApiError>,
@@ -51,11 +51,7 @@ pub(crate) async fn serve_inference(
         Ok(body) => body,
         Err(e) => return ErrorResponse::from(e).into_response(),
     };
-    let key = match auth::inference_key(&app, &headers).await {
-        Ok(key) => key,
-        Err(e) => return e.into_response(),
-    };
-    let mut meter = RequestMeter::new(key, endpoint, started, app.config.metering);
+    let mut meter = RequestMeter::new(key, endpoint, started, app.config.metering, &app.usage);
     let admitted = admit(&app, &mut meter, &body);
     let rate = meter.rate_snapshot.take();
     let mut response = match admitted {
@@ -64,7 +60,7 @@ pub(crate) async fn serve_inference(
             let hung_up = meter.hung_up.clone();
             RunToCompletion::new(forward(app.clone(), meter, admitted), &app.tasks, hung_up).await
         }
-        Err(e) => fail(&app, meter, e),
+        Err(e) => fail(meter, e),
     };
     // Every response of a limited key says where its limits stand (OpenAI's headers, which
     // relays read).
@@ -91,7 +87,7 @@ async fn forward(app: Arc<AppState>, mut meter: RequestMeter, admitted: Admitted
     } = admitted;
     // Never spend upstream money on an answer whose usage record could not be kept.
     if !app.usage.is_durable() {
-        return fail(app, meter, crate::record::usage_unavailable());
+        return fail(meter, crate::record::usage_unavailable());
     }
     let deadline = Instant::now() + app.config.upstream_timeout;
     meter.mark_sent();
@@ -101,10 +97,10 @@ async fn forward(app: Arc<AppState>, mut meter: RequestMeter, admitted: Admitted
         .await
     {
         Ok(response) => response,
-        Err(e) => return fail(app, meter, connection_error(&e)),
+        Err(e) => return fail(meter, connection_error(&e)),
     };
     if !response.status().is_success() {
-        return upstream_refused(app, &provider, meter, response, deadline).await;
+        return upstream_refused(&provider, meter, response, deadline).await;
     }
     let context = ReadContext {
         upstream_id: &upstream_id,
@@ -118,7 +114,7 @@ async fn forward(app: Arc<AppState>, mut meter: RequestMeter, admitted: Admitted
     meter.mark_first_byte();
     let body = match read_body(response.into_body(), deadline).await {
         Ok(body) => body,
-        Err(e) => return fail(app, meter, e),
+        Err(e) => return fail(meter, e),
     };
     let read = match meter.endpoint {
         Endpoint::Embeddings => provider.api.read_embeddings(body, context),
@@ -126,7 +122,7 @@ async fn forward(app: Arc<AppState>, mut meter: RequestMeter, admitted: Admitted
     };
     let read = match read {
         Ok(read) => read,
-        Err(e) => return fail(app, meter, e),
+        Err(e) => return fail(meter, e),
     };
     let request_id = meter.request_id.clone();
     let provider_name = meter.provider.clone();
@@ -140,7 +136,7 @@ async fn forward(app: Arc<AppState>, mut meter: RequestMeter, admitted: Admitted
         served_model: read.served_model.clone(),
         usage: read.usage.unwrap_or_default(),
     };
-    match meter.finish(&app.usage, outcome) {
+    match meter.finish(outcome) {
         Ok(cost) => {
             let body = with_cost(read.body, read.usage_end, &cost.to_string());
             success(
@@ -185,9 +181,9 @@ pub(crate) fn success(
 }
 
 /// Records a failed request and answers with its error.
-pub(crate) fn fail(app: &AppState, meter: RequestMeter, error: ApiError) -> Response {
+pub(crate) fn fail(meter: RequestMeter, error: ApiError) -> Response {
     let request_id = meter.request_id.clone();
-    meter.refuse(&app.usage, &error);
+    meter.refuse(&error);
     ErrorResponse {
         error,
         request_id: Some(request_id),
@@ -231,7 +227,6 @@ pub(crate) async fn read_body(body: Incoming, deadline: Instant) -> Result<Bytes
 /// (`Refusal`): an OpenAI-format client mistake passes through with its status and body;
 /// anything else becomes our error — rate limits a neutral 429 with `Retry-After`.
 async fn upstream_refused(
-    app: &AppState,
     provider: &Provider,
     meter: RequestMeter,
     response: hyper::Response<Incoming>,
@@ -249,7 +244,7 @@ async fn upstream_refused(
                 error_code: Some("upstream_rejected"),
                 ..Outcome::default()
             };
-            if let Err(e) = meter.finish(&app.usage, outcome) {
+            if let Err(e) = meter.finish(outcome) {
                 return ErrorResponse {
                     error: e,
                     request_id: Some(request_id),
@@ -260,7 +255,7 @@ async fn upstream_refused(
         }
         Refusal::Error(error) => {
             let rate_limited = error.kind == ErrorKind::RateLimited;
-            let mut response = fail(app, meter, error);
+            let mut response = fail(meter, error);
             if rate_limited {
                 let retry = retry_after.unwrap_or(HeaderValue::from_static("1"));
                 response.headers_mut().insert(http::header::RETRY_AFTER, retry);

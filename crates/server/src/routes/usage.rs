@@ -15,7 +15,7 @@ use axum::Json;
 use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, HeaderValue};
+use http::HeaderValue;
 use serde::Deserialize;
 use serde_json::{Value, json};
 use time::OffsetDateTime;
@@ -25,7 +25,7 @@ use router_one_core::ids::rfc3339;
 use router_one_core::store::{SummaryGroup, UsageFilter};
 use router_one_core::{ApiError, ErrorKind, UsageRecord};
 
-use crate::auth;
+use crate::auth::ManagementAccount;
 use crate::error::{ErrorResponse, internal};
 use crate::state::AppState;
 
@@ -222,10 +222,9 @@ fn with_type(body: String, content_type: &'static str) -> Response {
 )]
 pub(crate) async fn list(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    ManagementAccount(account_id): ManagementAccount,
     query: Result<Query<UsageQuery>, QueryRejection>,
 ) -> Result<Response, ErrorResponse> {
-    let account_id = auth::management_account(&app, &headers).await?;
     let Query(query) = query.map_err(|e| bad("query", e.body_text()))?;
     let filter = query.filter(account_id)?;
     // One extra row tells whether another page exists.
@@ -286,10 +285,9 @@ pub(crate) async fn list(
 )]
 pub(crate) async fn summary(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    ManagementAccount(account_id): ManagementAccount,
     query: Result<Query<UsageQuery>, QueryRejection>,
 ) -> Result<Response, ErrorResponse> {
-    let account_id = auth::management_account(&app, &headers).await?;
     let Query(query) = query.map_err(|e| bad("query", e.body_text()))?;
     let group = match query.group_by.as_deref().unwrap_or("model") {
         "key" => SummaryGroup::Key,
@@ -325,10 +323,9 @@ pub(crate) async fn summary(
 )]
 pub(crate) async fn trace(
     State(app): State<Arc<AppState>>,
-    headers: HeaderMap,
+    ManagementAccount(account_id): ManagementAccount,
     Path(id): Path<String>,
 ) -> Result<Response, ErrorResponse> {
-    let account_id = auth::management_account(&app, &headers).await?;
     let record = app
         .store
         .usage_record(&account_id, &id)
