@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import time
+import uuid
 from collections import Counter
 from decimal import ROUND_HALF_UP, Decimal, localcontext
 from pathlib import Path
@@ -336,3 +337,29 @@ def check_key_spend_matches_records(mgmt: httpx.Client, records: list[dict]) -> 
                                          f"but its usage records sum to {want}")
         out[key["id"]] = (key["spend"], want)
     return out
+
+
+# -------------------------------------------------------------------- keys
+
+
+def new_key(mgmt: httpx.Client, **fields) -> dict:
+    """POST /v1/keys with a random name and `fields`; the created key (with its secret)."""
+    r = mgmt.post("/v1/keys", json={"name": f"e2e-{uuid.uuid4().hex[:8]}", **fields})
+    assert r.status_code == 201, r.text
+    return r.json()
+
+
+def key_state(mgmt: httpx.Client, key_id: str) -> dict:
+    r = mgmt.get(f"/v1/keys/{key_id}")
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def wait_settled(mgmt: httpx.Client, key_id: str, timeout: float = 20) -> dict:
+    """The key once nothing is reserved any more (streams drain in the background)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        k = key_state(mgmt, key_id)
+        if D(k["reserved"]) == 0 or time.monotonic() > deadline:
+            return k
+        time.sleep(0.1)

@@ -15,31 +15,10 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from gateway import D, assert_money_refusal, check_record_cost, get_record, list_usage
+from gateway import (D, assert_money_refusal, check_record_cost, get_record, key_state, list_usage, new_key,
+                     wait_settled)
 
 OUT = 200  # output tokens per request in the budget tests: the simulator writes exactly this many
-
-
-def new_key(mgmt, **fields) -> dict:
-    r = mgmt.post("/v1/keys", json={"name": f"limits-{uuid.uuid4().hex[:6]}", **fields})
-    assert r.status_code == 201, r.text
-    return r.json()
-
-
-def key_state(mgmt, key_id: str) -> dict:
-    r = mgmt.get(f"/v1/keys/{key_id}")
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-def wait_settled(mgmt, key_id: str, timeout: float = 20) -> dict:
-    """The key once nothing is reserved any more (streams drain in the background)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        k = key_state(mgmt, key_id)
-        if D(k["reserved"]) == 0 or time.monotonic() > deadline:
-            return k
-        time.sleep(0.1)
 
 
 async def _burst(root: str, secret: str, bodies: list[dict]) -> list[tuple[int, dict, str, bytes]]:

@@ -16,7 +16,9 @@ from decimal import Decimal
 import httpx
 import pytest
 
-from gateway import RELAY_DEAD_WORDS, D, Gateway, expected_cost, get_record, list_usage, log_path
+from conftest import tracked
+from gateway import (RELAY_DEAD_WORDS, D, Gateway, expected_cost, get_record, key_state, list_usage, log_path, new_key,
+                     wait_settled)
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +27,7 @@ def agw(tmp_path_factory):
     reservation (not at the formula on their tokens), which the shared gateway's final check of
     every record's cost must not see."""
     data = tmp_path_factory.mktemp("attacks") / "data"
-    g = Gateway(data, log_path=log_path("attacks-gateway", data.parent))
+    g = tracked(Gateway(data, log_path=log_path("attacks-gateway", data.parent)))
     g.start()
     yield g
     g.stop()
@@ -57,27 +59,6 @@ def cheap_and_dear(catalog):
     cheap, dear = by_price[0], by_price[-1]
     assert D(catalog[dear]["pricing"]["output_per_mtok"]) > D(catalog[cheap]["pricing"]["output_per_mtok"])
     return cheap, dear
-
-
-def new_key(mgmt, **fields) -> dict:
-    r = mgmt.post("/v1/keys", json={"name": f"attack-{uuid.uuid4().hex[:6]}", **fields})
-    assert r.status_code == 201, r.text
-    return r.json()
-
-
-def key_state(mgmt, key_id: str) -> dict:
-    r = mgmt.get(f"/v1/keys/{key_id}")
-    assert r.status_code == 200, r.text
-    return r.json()
-
-
-def wait_settled(mgmt, key_id: str, timeout: float = 20) -> dict:
-    deadline = time.monotonic() + timeout
-    while True:
-        k = key_state(mgmt, key_id)
-        if D(k["reserved"]) == 0 or time.monotonic() > deadline:
-            return k
-        time.sleep(0.1)
 
 
 def records_of(mgmt, key_id: str, n: int, wait: float = 10) -> list[dict]:
