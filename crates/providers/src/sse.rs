@@ -122,14 +122,18 @@ impl SseSplitter {
         }
     }
 
-    /// Bytes of an unterminated event left when the stream ended.
+    /// The unterminated event left when the stream ended (`data: [DONE]` then close, say),
+    /// completed with its blank line so that it reads, and is forwarded, like any other event:
+    /// whatever follows it cannot run into it. `None` if only whitespace is left.
     pub fn remainder(&mut self) -> Option<Bytes> {
         if self.pending.iter().all(u8::is_ascii_whitespace) {
             self.pending.clear();
             return None;
         }
-        let rest = self.pending.split().freeze();
-        Some(rest)
+        // The pending bytes hold no blank line, so one more line end (two without one) ends them.
+        let ends_a_line = self.pending.ends_with(b"\n") || self.pending.ends_with(b"\n\r");
+        self.pending.extend_from_slice(if ends_a_line { &b"\n"[..] } else { b"\n\n" });
+        Some(self.pending.split().freeze())
     }
 }
 
@@ -264,6 +268,31 @@ mod tests {
                 }
             }
         }
+    }
+
+    /// Found by fuzzing: a last event without its blank line was forwarded as is, so the
+    /// gateway's own final event (usage, `[DONE]`, an error) ran into its `data:` line.
+    #[test]
+    fn an_unterminated_last_event_is_completed() {
+        for (rest, whole) in [
+            (&b"data: {\"a\":1}"[..], &b"data: {\"a\":1}\n\n"[..]),
+            (b"data: x\n", b"data: x\n\n"),
+            (b"data: x\r", b"data: x\r\n\n"),
+            (b"data: x\r\n", b"data: x\r\n\n"),
+            (b"data: x\n\r", b"data: x\n\r\n"),
+        ] {
+            let mut s = SseSplitter::default();
+            let mut out = Vec::new();
+            s.push(Bytes::copy_from_slice(rest), &mut out).unwrap();
+            assert!(out.is_empty());
+            let event = s.remainder().unwrap();
+            assert_eq!(&event[..], whole);
+            assert_eq!(first_blank_line_end(&event), Some(event.len()));
+            assert_eq!(event_data(&event), event_data(&Bytes::copy_from_slice(rest)));
+        }
+        let mut s = SseSplitter::default();
+        s.push(Bytes::from_static(b"\r\n \n"), &mut Vec::new()).unwrap();
+        assert_eq!(s.remainder(), None);
     }
 
     /// Issue 10, item 12: an upstream that never ends its event is refused at the limit instead
