@@ -18,6 +18,7 @@
 //! | `ttft_ms=N`, `tpot_ms=N` | override the server's pacing for this request |
 //! | `cached=N`, `reasoning=N` | report that many cached prompt / reasoning tokens |
 //! | `words=N` | make the reply exactly N words (padded with `lorem`) before any max-tokens cap |
+//! | `endless_event` | OpenAI streams only: after the role chunk, one event that never ends (6 MiB without a blank line), then the connection drops |
 //!
 //! Bare flags also accept `=1`/`=true` (and `=0`/`=false` to switch them off). Unknown keys and
 //! unparsable values are ignored; parsing never fails.
@@ -58,6 +59,8 @@ pub(crate) struct Directives {
     pub(crate) words: Option<u64>,
     /// `keepalive`: open a stream with an SSE comment line, as some hosts do.
     pub(crate) keepalive: bool,
+    /// `endless_event`: stream one event that never ends.
+    pub(crate) endless_event: bool,
 }
 
 /// What a request's directives say to do instead of answering normally, most drastic first.
@@ -135,6 +138,7 @@ impl Directives {
             "reasoning" => self.reasoning = number,
             "words" => self.words = number.map(|n| n.min(MAX_WORDS)),
             "keepalive" => self.keepalive = flag(value),
+            "endless_event" => self.endless_event = flag(value),
             _ => {}
         }
     }

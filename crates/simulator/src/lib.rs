@@ -54,7 +54,8 @@
 //! user message (or in any embeddings input string), because a gateway under test does not forward
 //! client headers. Keys: `status=NNN`, `timeout`, `reset`, `malformed`, `cut=N`, `ttft_ms=N`,
 //! `tpot_ms=N`, `cached=N`, `reasoning=N`, `words=N`, `keepalive` (open an OpenAI stream with an SSE
-//! comment); the `directives` module documents them.
+//! comment), `endless_event` (an OpenAI stream event that never ends); the `directives` module
+//! documents them.
 //!
 //! # Payment provider
 //! The simulator is also the project's simulated payment provider (`kind = "simulated"` in the

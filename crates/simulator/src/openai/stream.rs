@@ -7,7 +7,9 @@
 //! with an empty delta and the finish reason; with `include_usage`, a chunk with `"choices":[]`
 //! and the usage (every other chunk then carries `"usage":null`); then `data: [DONE]`.
 //! With `cut=N`, the stream stops after N content chunks and the connection is dropped; with
-//! `keepalive`, it opens with an SSE comment line (`: keep-alive`).
+//! `keepalive`, it opens with an SSE comment line (`: keep-alive`); with `endless_event`, the
+//! role chunk is followed by [`ENDLESS_EVENT_BYTES`] of one content event that never ends, then
+//! the connection is dropped.
 
 use std::time::Duration;
 
@@ -23,6 +25,9 @@ use crate::reply::{Answer, Reply, ToolCall, fragments};
 
 /// Characters per streamed fragment of tool-call arguments.
 const ARGUMENT_FRAGMENT_CHARS: usize = 8;
+
+/// The size of the `endless_event` (above the gateway's 4 MiB limit on one event).
+const ENDLESS_EVENT_BYTES: usize = 6 * 1024 * 1024;
 
 /// A streamed response for `reply`.
 pub(super) fn response(
@@ -50,6 +55,13 @@ pub(super) fn response(
         br#"{"role":"assistant","content":"","refusal":null}"#,
         None,
     );
+    if directives.endless_event {
+        events.out.segment(Duration::ZERO, |buf| {
+            buf.extend_from_slice(br#"data: {"choices":[{"index":0,"delta":{"content":""#);
+            buf.resize(buf.len() + ENDLESS_EVENT_BYTES, b'x');
+        });
+        return exchange::event_stream(events.out.finish(true));
+    }
     let complete = match &reply.answer {
         Answer::Text(text) => events.words(text, pacing.tpot),
         Answer::ToolCalls(calls) => events.tool_calls(calls, pacing.tpot),
