@@ -54,14 +54,13 @@ fuzz_target!(|input: &[u8]| {
         },
         output_cap: (flags & 32 != 0).then_some(1024),
     };
-    let adapters: [&dyn ChatApi; 4] = [
-        &OpenAi::default(),
-        &OpenAi {
+    let openai = [
+        OpenAi::default(),
+        OpenAi {
             output_limit_field: OutputLimitField::MaxCompletionTokens,
         },
-        &Anthropic,
-        &Gemini,
     ];
+    let adapters: [&dyn ChatApi; 4] = [&openai[0], &openai[1], &Anthropic, &Gemini];
     for api in adapters {
         if let Ok(prepared) = api.prepare_embeddings(&top, target) {
             assert_json(&prepared.body, "a prepared embeddings body");
@@ -80,4 +79,57 @@ fuzz_target!(|input: &[u8]| {
             assert_json(&prepared.body, "a prepared chat body");
         }
     }
+    for api in openai {
+        if let Ok(prepared) = api.prepare_chat(&request, target) {
+            assert_sent_as_metered(&prepared.body, &view, target.upstream_id);
+        }
+    }
 });
+
+/// The fields the gateway meters by, in an OpenAI body (others are written from scratch).
+#[cfg(feature = "metered-fields")]
+const METERED: &[&str] = &[
+    "model",
+    "stream",
+    "stream_options",
+    "max_tokens",
+    "max_completion_tokens",
+    "n",
+];
+
+/// With `--features metered-fields` (issue 10, item 1): the OpenAI body sent upstream says what
+/// was metered, whichever duplicate an upstream's parser keeps: each metered field appears once,
+/// the model is the route's, and a stream asks for usage.
+#[cfg(feature = "metered-fields")]
+fn assert_sent_as_metered(body: &[u8], view: &router_one_providers::ChatView<'_>, upstream_id: &str) {
+    let sent = TopLevel::parse(body).expect("a prepared body is a JSON object");
+    for field in METERED {
+        let count = sent.0.iter().filter(|(k, _)| k == field).count();
+        assert!(
+            count <= 1,
+            "`{field}` is sent {count} times: {:?}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    let model = sent
+        .get("model")
+        .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok());
+    assert_eq!(model.as_deref(), Some(upstream_id), "the model sent is not the route's");
+    if view.stream {
+        let options = sent
+            .get("stream_options")
+            .map(|raw| raw.get().to_owned())
+            .unwrap_or_default();
+        let usage = serde_json::from_str::<serde_json::Value>(&options)
+            .ok()
+            .and_then(|o| o["include_usage"].as_bool());
+        assert_eq!(
+            usage,
+            Some(true),
+            "a stream is sent without asking for usage: {options}"
+        );
+    }
+}
+
+#[cfg(not(feature = "metered-fields"))]
+fn assert_sent_as_metered(_: &[u8], _: &router_one_providers::ChatView<'_>, _: &str) {}
