@@ -7,9 +7,10 @@
 use std::sync::LazyLock;
 
 use bytes::Bytes;
+use serde::Deserialize;
 use serde::de::IgnoredAny;
 
-use router_one_core::Model;
+use router_one_core::{Model, TokenUsage};
 use router_one_providers::openai::with_cost;
 use router_one_providers::sse::{SseSplitter, event_data};
 use router_one_providers::{ChatApi, ReadContext, ReadHints, ReadResponse, Refusal};
@@ -74,9 +75,13 @@ pub fn assert_json(bytes: &[u8], what: &str) {
     }
 }
 
-/// Panics unless `usage_end` (if any) is a `}` inside `json`, where adding the cost keeps the
-/// document valid JSON.
-pub fn assert_usage_end(json: &Bytes, usage_end: Option<usize>, what: &str) {
+/// The cost the targets add, as the gateway does once a request is settled.
+const COST: &str = "0.0000123";
+
+/// Panics unless `usage_end` (if any) is the closing `}` of the top-level `usage` object of
+/// `json`, so that the cost added there lands in `usage`, and unless that object tells the client
+/// the tokens the gateway bills (`usage`).
+pub fn assert_usage_end(json: &Bytes, usage_end: Option<usize>, usage: Option<TokenUsage>, what: &str) {
     let Some(end) = usage_end else {
         return;
     };
@@ -85,14 +90,46 @@ pub fn assert_usage_end(json: &Bytes, usage_end: Option<usize>, what: &str) {
         Some(&b'}'),
         "{what}: usage_end {end} is not on a closing brace"
     );
-    let costed = with_cost(json.clone(), Some(end), "0.0000123");
+    let costed = with_cost(json.clone(), Some(end), COST);
     assert_json(&costed, &format!("{what} with its cost"));
+    assert!(costed.trim_ascii_start().starts_with(b"{"), "{what}: not a JSON object");
+    let reported = serde_json::from_slice::<Reported>(&costed).map(|r| r.usage);
+    let Ok(Some(reported)) = reported else {
+        panic!("{what}: no top-level usage ({reported:?})");
+    };
+    assert_eq!(
+        reported.cost.as_deref(),
+        Some(COST),
+        "{what}: the cost is not in the top-level usage"
+    );
+    if let Some(usage) = usage {
+        assert_eq!(
+            (reported.prompt_tokens, reported.completion_tokens),
+            (usage.prompt_tokens, usage.completion_tokens),
+            "{what}: the client is told other tokens than are billed"
+        );
+    }
+}
+
+/// What a client reads of a body's `usage` (every other field ignored, unvalidated).
+#[derive(Debug, Deserialize)]
+struct Reported {
+    usage: Option<ReportedUsage>,
+}
+
+#[derive(Debug, Deserialize)]
+struct ReportedUsage {
+    cost: Option<String>,
+    #[serde(default)]
+    prompt_tokens: u64,
+    #[serde(default)]
+    completion_tokens: u64,
 }
 
 /// Panics unless a successful read is valid JSON with a sound `usage_end`.
 pub fn assert_read(read: &ReadResponse, what: &str) {
     assert_json(&read.body, what);
-    assert_usage_end(&read.body, read.usage_end, what);
+    assert_usage_end(&read.body, read.usage_end, read.usage, what);
 }
 
 /// Panics unless `event` is one whole SSE event: it ends in a blank line, so whatever the gateway
@@ -195,7 +232,7 @@ fn decode_stream(api: &dyn ChatApi, context: ReadContext<'_>, body: Bytes, outpu
         }
         if let Some(held) = decoded.held {
             assert_json(&held.chunk, "the held usage chunk");
-            assert_usage_end(&held.chunk, held.usage_end, "the held usage chunk");
+            assert_usage_end(&held.chunk, held.usage_end, decoded.usage, "the held usage chunk");
         }
     }
 }
