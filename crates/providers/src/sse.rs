@@ -132,7 +132,8 @@ impl SseSplitter {
         }
         // The pending bytes hold no blank line, so one more line end (two without one) ends them.
         let ends_a_line = self.pending.ends_with(b"\n") || self.pending.ends_with(b"\n\r");
-        self.pending.extend_from_slice(if ends_a_line { &b"\n"[..] } else { b"\n\n" });
+        let end: &[u8] = if ends_a_line { b"\n" } else { b"\n\n" };
+        self.pending.extend_from_slice(end);
         Some(self.pending.split().freeze())
     }
 }
