@@ -109,7 +109,7 @@ fn event_value(event: &Bytes) -> Value {
 fn run_stream(text: &[u8]) -> Value {
     let mut splitter = SseSplitter::default();
     let mut events = Vec::new();
-    splitter.push(Bytes::copy_from_slice(text), &mut events);
+    splitter.push(Bytes::copy_from_slice(text), &mut events).unwrap();
     assert_eq!(splitter.remainder(), None);
     let mut decoder = Anthropic.stream_decoder(CONTEXT);
     let mut transcript = Vec::new();

@@ -318,7 +318,7 @@ fn run_stream(text: &[u8], pieces: usize) -> Transcript {
     let mut events = Vec::new();
     let step = text.len().div_ceil(pieces.max(1)).max(1);
     for piece in text.chunks(step) {
-        splitter.push(Bytes::copy_from_slice(piece), &mut events);
+        splitter.push(Bytes::copy_from_slice(piece), &mut events).unwrap();
     }
     assert!(splitter.remainder().is_none());
     let mut t = Transcript {

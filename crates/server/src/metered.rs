@@ -207,7 +207,7 @@ impl StreamState {
         };
         self.idle.as_mut().reset(Instant::now() + self.timeout);
         let mut events = std::mem::take(&mut self.scratch);
-        self.splitter.push(data, &mut events);
+        self.broken |= self.splitter.push(data, &mut events).is_err();
         for event in events.drain(..) {
             self.on_event(event);
         }

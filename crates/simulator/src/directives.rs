@@ -20,6 +20,7 @@
 //! | `reasoning=N` | the model also reasoned N tokens: added to the completion tokens (once per response, whatever OpenAI's `n`), not capped by max tokens, so it is the way to make a response cost more than its cap allows |
 //! | `words=N` | make the reply exactly N words (padded with `lorem`) before any max-tokens cap; at most 100,000 words, shared by OpenAI's `n` choices (each gets at most 100,000 / n) |
 //! | `report_prompt=N`, `report_completion=N`, `report_cached=N`, `report_reasoning=N` | a lying upstream: the usage *reported* says N instead of the real count, field by field (table below); the answer, its pacing and its cap stay what they would be |
+//! | `endless_event` | OpenAI streams only: after the role chunk, one event that never ends (6 MiB without a blank line), then the connection drops |
 //!
 //! Bare flags also accept `=1`/`=true` (and `=0`/`=false` to switch them off). Unknown keys and
 //! unparsable values are ignored (a number above 18446744073709551615 is unparsable); parsing
@@ -83,6 +84,8 @@ pub(crate) struct Directives {
     pub(crate) report: Reported,
     /// `keepalive`: open a stream with an SSE comment line, as some hosts do.
     pub(crate) keepalive: bool,
+    /// `endless_event`: stream one event that never ends.
+    pub(crate) endless_event: bool,
 }
 
 /// What a request's directives say to do instead of answering normally, most drastic first.
@@ -164,6 +167,7 @@ impl Directives {
             "report_cached" => self.report.cached = number,
             "report_reasoning" => self.report.reasoning = number,
             "keepalive" => self.keepalive = flag(value),
+            "endless_event" => self.endless_event = flag(value),
             _ => {}
         }
     }

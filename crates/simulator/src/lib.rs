@@ -63,7 +63,8 @@
 //! `tpot_ms=N`, `cached=N`, `reasoning=N`, `words=N`, `keepalive` (open an OpenAI stream with an SSE
 //! comment), and `report_prompt=N`, `report_completion=N`, `report_cached=N`, `report_reasoning=N`
 //! (a lying upstream: each replaces one field of the usage reported, in every format, up to
-//! 18446744073709551615, and changes nothing else); the `directives` module documents them.
+//! 18446744073709551615, and changes nothing else), and `endless_event` (an OpenAI stream event
+//! that never ends); the `directives` module documents them.
 //!
 //! # Payment provider
 //! The simulator is also the project's simulated payment provider (`kind = "simulated"` in the

@@ -9,7 +9,9 @@
 //! `"choices":[]` and the usage of all choices (every other chunk then carries `"usage":null`);
 //! then `data: [DONE]`. With `cut=N`, the stream stops after N content chunks (counted over all
 //! choices, or all of them if fewer), no choice gets its finish chunk, and the connection is
-//! dropped; with `keepalive`, it opens with an SSE comment line (`: keep-alive`).
+//! dropped; with `keepalive`, it opens with an SSE comment line (`: keep-alive`); with
+//! `endless_event`, the first role chunk is followed by [`ENDLESS_EVENT_BYTES`] of one content
+//! event that never ends, then the connection is dropped.
 
 use std::time::Duration;
 
@@ -28,6 +30,9 @@ const ARGUMENT_FRAGMENT_CHARS: usize = 8;
 
 /// The delta of the first chunk of each choice.
 const ROLE_DELTA: &[u8] = br#"{"role":"assistant","content":"","refusal":null}"#;
+
+/// The size of the `endless_event` (above the gateway's 4 MiB limit on one event).
+const ENDLESS_EVENT_BYTES: usize = 6 * 1024 * 1024;
 
 /// A streamed response for `choices`.
 pub(super) fn response(
@@ -55,6 +60,13 @@ pub(super) fn response(
         events.choice = index;
         let delay = if index == 0 { pacing.ttft } else { Duration::ZERO };
         events.chunk(delay, ROLE_DELTA, None);
+        if directives.endless_event {
+            events.out.segment(Duration::ZERO, |buf| {
+                buf.extend_from_slice(br#"data: {"choices":[{"index":0,"delta":{"content":""#);
+                buf.resize(buf.len() + ENDLESS_EVENT_BYTES, b'x');
+            });
+            return exchange::event_stream(events.out.finish(true));
+        }
         let complete = match &reply.answer {
             Answer::Text(text) => events.words(text, pacing.tpot),
             Answer::ToolCalls(calls) => events.tool_calls(calls, pacing.tpot),
