@@ -2,8 +2,6 @@
 //! feeds one adapter's four readers, and the invariants every reader's output must keep. A
 //! broken invariant panics, which libFuzzer reports as a crash with the input that caused it.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
-
 use std::sync::LazyLock;
 
 use bytes::Bytes;

@@ -7,10 +7,11 @@ use bytes::{Buf, Bytes, BytesMut};
 
 /// The largest event accepted, terminating blank line included: 4 MiB.
 ///
-/// Generous for real streams: the longest answer any catalog model can give (128k output
-/// tokens, about 512 KiB of text) fits eight times over, so even a vendor that sends a whole
-/// answer or a whole tool call's arguments in one event, JSON-escaped, stays below it. Bigger is
-/// a broken or hostile stream; refusing it bounds what one stream can make the gateway hold.
+/// Generous for real streams, whose events carry a few tokens each: the largest are a Gemini
+/// chunk with a whole function call's arguments or a server tool's result, well under 1 MiB.
+/// Even the longest answer the catalog allows (384K output tokens, about 1.5 MiB of text) fits
+/// in one event with room for JSON escapes. Bigger is a broken or hostile stream; refusing it
+/// bounds what one stream makes the gateway hold (the buffer's capacity, at most twice this).
 pub const MAX_EVENT_BYTES: usize = 4 * 1024 * 1024;
 
 /// An upstream event longer than the splitter's limit ([`MAX_EVENT_BYTES`] unless set): the

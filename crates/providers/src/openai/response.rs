@@ -71,6 +71,16 @@ struct Head<'a> {
     choices: Option<&'a RawValue>,
 }
 
+/// The head of an OpenAI answer or chunk, which is always a JSON object. An array is refused:
+/// serde reads a struct from one by position, so `["m", {"prompt_tokens": 1}]` would name a model
+/// and report usage while the client got an array.
+fn read_head(data: &[u8]) -> Option<Head<'_>> {
+    if !data.trim_ascii_start().starts_with(b"{") {
+        return None;
+    }
+    serde_json::from_slice(data).ok()
+}
+
 fn upstream_garbage() -> ApiError {
     ApiError::new(
         ErrorKind::UpstreamError,
@@ -80,7 +90,7 @@ fn upstream_garbage() -> ApiError {
 
 /// Reads served model and usage from a complete response body, which goes to the client as is.
 pub(crate) fn read_response(body: Bytes) -> Result<ReadResponse, ApiError> {
-    let head: Head<'_> = serde_json::from_slice(&body).map_err(|_| upstream_garbage())?;
+    let head = read_head(&body).ok_or_else(upstream_garbage)?;
     let usage = match head.usage {
         Some(raw) if raw.get() != "null" => Some(parse_usage(raw)?),
         _ => None,
@@ -103,10 +113,7 @@ fn parse_usage(raw: &RawValue) -> Result<TokenUsage, ApiError> {
 
 /// The served model named by a stream event, if it names one.
 fn served_model(data: &[u8]) -> Option<String> {
-    serde_json::from_slice::<Head<'_>>(data)
-        .ok()?
-        .model
-        .map(Cow::into_owned)
+    read_head(data)?.model.map(Cow::into_owned)
 }
 
 /// Decodes an OpenAI stream: events pass to the client untouched (no copy), except the
@@ -198,7 +205,7 @@ fn read_event(data: &[u8]) -> StreamEvent {
         }
         return StreamEvent::Other;
     }
-    let Ok(head) = serde_json::from_slice::<Head<'_>>(data) else {
+    let Some(head) = read_head(data) else {
         return StreamEvent::Malformed;
     };
     match head.usage {
@@ -286,6 +293,16 @@ mod tests {
         let spaced = add_cost(r#"{"usage": { } }"#, "1");
         assert_eq!(&spaced[..], br#"{"usage": { "cost":"1"} }"#);
         assert_eq!(&add_cost(r#"{"usage":null}"#, "1")[..], br#"{"usage":null}"#);
+    }
+
+    /// Found by fuzzing (`openai_response`): a JSON array was read by position as a completion,
+    /// naming a model and usage, and went to the client as a successful answer.
+    #[test]
+    fn an_array_is_not_an_answer() {
+        let array = Bytes::from_static(br#" ["gpt-4o", {"prompt_tokens": 5, "completion_tokens": 1}]"#);
+        let error = read_response(array).unwrap_err();
+        assert_eq!(error.kind, ErrorKind::UpstreamError);
+        assert_eq!(served_model(br#"["gpt-4o"]"#), None);
     }
 
     #[test]
