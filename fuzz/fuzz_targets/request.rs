@@ -17,7 +17,7 @@ use router_one_providers::estimate::{self, Tokenizer};
 use router_one_providers::gemini::Gemini;
 use router_one_providers::openai::OpenAi;
 use router_one_providers::request::{TopLevel, chat_view, model_field};
-use router_one_providers::{ChatApi, ChatRequest, OutputLimitField, Target};
+use router_one_providers::{ChatApi, ChatRequest, ChatView, OutputLimitField, Target};
 
 fuzz_target!(|input: &[u8]| {
     let [flags, body @ ..] = input else {
@@ -29,7 +29,7 @@ fuzz_target!(|input: &[u8]| {
     };
     assert_json(&top.write_with(&[]), "the body written back");
     assert_json(
-        &top.write_with(&[("model", "\"m\""), ("extra", "[1]")]),
+        &top.write_with(&[("model", Some("\"m\"")), ("extra", Some("[1]")), ("n", None)]),
         "the body rewritten",
     );
     let _ = model_field(&top);
@@ -52,7 +52,7 @@ fuzz_target!(|input: &[u8]| {
         } else {
             UPSTREAM_ID
         },
-        output_cap: (flags & 32 != 0).then_some(1024),
+        output_limit: (flags & 32 != 0).then_some(1024),
     };
     let openai = [
         OpenAi::default(),
@@ -81,13 +81,12 @@ fuzz_target!(|input: &[u8]| {
     }
     for api in openai {
         if let Ok(prepared) = api.prepare_chat(&request, target) {
-            assert_sent_as_metered(&prepared.body, &view, target.upstream_id);
+            assert_sent_as_metered(&prepared.body, &view, target, api.output_limit_field);
         }
     }
 });
 
 /// The fields the gateway meters by, in an OpenAI body (others are written from scratch).
-#[cfg(feature = "metered-fields")]
 const METERED: &[&str] = &[
     "model",
     "stream",
@@ -97,24 +96,28 @@ const METERED: &[&str] = &[
     "n",
 ];
 
-/// With `--features metered-fields` (issue 10, item 1): the OpenAI body sent upstream says what
-/// was metered, whichever duplicate an upstream's parser keeps: each metered field appears once,
-/// the model is the route's, and a stream asks for usage.
-#[cfg(feature = "metered-fields")]
-fn assert_sent_as_metered(body: &[u8], view: &router_one_providers::ChatView<'_>, upstream_id: &str) {
+/// Issue 10, item 1: the OpenAI body sent upstream says what was metered, whichever duplicate an
+/// upstream's parser keeps: each metered field appears once, the model is the route's, a stream
+/// asks for usage, and the output limit admission reserved for is the one the provider reads
+/// (the other field is gone).
+fn assert_sent_as_metered(body: &[u8], view: &ChatView<'_>, target: Target<'_>, field: OutputLimitField) {
     let sent = TopLevel::parse(body).expect("a prepared body is a JSON object");
-    for field in METERED {
-        let count = sent.0.iter().filter(|(k, _)| k == field).count();
+    for name in METERED {
+        let count = sent.0.iter().filter(|(k, _)| k == name).count();
         assert!(
             count <= 1,
-            "`{field}` is sent {count} times: {:?}",
+            "`{name}` is sent {count} times: {:?}",
             String::from_utf8_lossy(body)
         );
     }
     let model = sent
         .get("model")
         .and_then(|raw| serde_json::from_str::<String>(raw.get()).ok());
-    assert_eq!(model.as_deref(), Some(upstream_id), "the model sent is not the route's");
+    assert_eq!(
+        model.as_deref(),
+        Some(target.upstream_id),
+        "the model sent is not the route's"
+    );
     if view.stream {
         let options = sent
             .get("stream_options")
@@ -129,7 +132,15 @@ fn assert_sent_as_metered(body: &[u8], view: &router_one_providers::ChatView<'_>
             "a stream is sent without asking for usage: {options}"
         );
     }
+    if let Some(limit) = target.output_limit {
+        let sent_limit = sent
+            .get(field.as_str())
+            .and_then(|raw| serde_json::from_str::<u64>(raw.get()).ok());
+        assert_eq!(sent_limit, Some(limit), "the output limit sent is not the one reserved");
+        assert!(
+            sent.get(field.other().as_str()).is_none(),
+            "the output limit is also sent in `{}`",
+            field.other().as_str()
+        );
+    }
 }
-
-#[cfg(not(feature = "metered-fields"))]
-fn assert_sent_as_metered(_: &[u8], _: &router_one_providers::ChatView<'_>, _: &str) {}
