@@ -9,7 +9,10 @@
 #      SIM_TTFT_MS / SIM_TPOT_MS (simulator pacing, default 0 / 0), SKIP_BUILD=1, NO_APPEND=1,
 #      TRANSLATED=0 (skip the translated runs), CLAUDE_MODEL, GEMINI_MODEL, UNMETERED=0 (skip the
 #      metering-cost runs against a second gateway started with ROUTER_ONE_BENCH_UNMETERED=1, which
-#      only a build with the `bench-unmetered` feature accepts: the script builds with it).
+#      only a build with the `bench-unmetered` feature accepts: the script builds with it),
+#      POSTGRES=0 (skip the runs against cluster nodes on PostgreSQL + Redis: a fresh database made
+#      on BENCH_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432/test, dropped afterwards,
+#      and BENCH_REDIS_URL, default redis://127.0.0.1:6379; one node, then three).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -45,7 +48,15 @@ while [ "$GW_PORT" = "$SIM_PORT" ]; do GW_PORT=$(free_port); done
 OUT=$ROOT/bench/out/$(date -u +%Y%m%dT%H%M%SZ)
 mkdir -p "$OUT"
 PIDS=()
-cleanup() { for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done; }
+PG_SERVER=${BENCH_POSTGRES_URL:-postgres://postgres@127.0.0.1:5432/test}
+PG_DB=""
+cleanup() {
+  for p in "${PIDS[@]:-}"; do [ -n "$p" ] && kill "$p" 2>/dev/null || true; done
+  if [ -n "$PG_DB" ]; then
+    sleep 1
+    psql "$PG_SERVER" -qc "DROP DATABASE IF EXISTS $PG_DB WITH (FORCE)" >/dev/null 2>&1 || true
+  fi
+}
 trap cleanup EXIT
 
 wait_http() { # url, what
@@ -203,6 +214,70 @@ if [ "${UNMETERED:-1}" != 0 ]; then
   kill "$UM_PID" 2>/dev/null || true
 fi
 
+# The same gateway as a cluster node on PostgreSQL + Redis instead of SQLite (budgets leased from
+# the database, rate limits sliced by Redis): its own database, account and key, measured
+# interleaved with the SQLite gateway at c=1 (ABAB), since the question is whether the cluster
+# changes the hot path at all (it must not: no database or Redis round trip per request). Then
+# two more nodes join and the three share the load at c=64 (three wrk, one per node).
+if [ "${POSTGRES:-1}" != 0 ]; then
+  REDIS_URL=${BENCH_REDIS_URL:-redis://127.0.0.1:6379}
+  PG_PORT=$(free_port)
+  PG_DB=ro_bench_$(date +%s)_$$
+  psql "$PG_SERVER" -qc "CREATE DATABASE $PG_DB" >/dev/null
+  PG_URL="${PG_SERVER%/*}/$PG_DB"
+  say "cluster node n1 on PostgreSQL ($PG_DB) + Redis on 127.0.0.1:$PG_PORT"
+  RUST_LOG=${RUST_LOG:-warn} "$BIN" serve --config "$OUT/config.toml" --listen "127.0.0.1:$PG_PORT" \
+    --data "$OUT/data-pg" --database "$PG_URL" --redis "$REDIS_URL" --node-id "bench-$$-1" \
+    >"$OUT/gateway-pg.log" 2>&1 &
+  PG_PID=$!
+  PIDS+=("$PG_PID")
+  wait_http "http://127.0.0.1:$PG_PORT/health" "cluster node on PostgreSQL"
+  PG_ACCT=$("$BIN" admin create-account --email "bench-pg@example.com" --credit 1000000 --database "$PG_URL" \
+    | tail -n1)
+  PG_MGMT=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["management_key"])' "$PG_ACCT")
+  PG_KEY=$(curl -fsS -X POST "http://127.0.0.1:$PG_PORT/v1/keys" -H "authorization: Bearer $PG_MGMT" \
+    -H 'content-type: application/json' -d '{"name":"bench"}' \
+    | python3 -c 'import json,sys; print(json.load(sys.stdin)["key"])')
+  PG_GW_URL="http://127.0.0.1:$PG_PORT/v1/chat/completions"
+  run pg_c1 "$PG_GW_URL" "$PG_KEY" 0 -t1 -c1
+  run sqlite_again_c1 "$GW_URL" "$API_KEY" 0 -t1 -c1
+  run pg_again_c1 "$PG_GW_URL" "$PG_KEY" 0 -t1 -c1
+  run pg_c64 "$PG_GW_URL" "$PG_KEY" 0 -t2 -c64
+  run pg_stream_c64 "$PG_GW_URL" "$PG_KEY" 1 -t2 -c64
+  # Two more nodes, then the same key through all three at once: 3 × 22 connections.
+  NODE_URLS=("$PG_GW_URL")
+  for n in 2 3; do
+    port=$(free_port)
+    RUST_LOG=${RUST_LOG:-warn} "$BIN" serve --config "$OUT/config.toml" --listen "127.0.0.1:$port" \
+      --data "$OUT/data-pg-$n" --database "$PG_URL" --redis "$REDIS_URL" --node-id "bench-$$-$n" \
+      >"$OUT/gateway-pg-$n.log" 2>&1 &
+    PIDS+=("$!")
+    wait_http "http://127.0.0.1:$port/health" "cluster node $n"
+    NODE_URLS+=("http://127.0.0.1:$port/v1/chat/completions")
+  done
+  say "three nodes, one key: wrk -t1 -c22 against each node at once"
+  WRK_PIDS=()
+  for n in 0 1 2; do
+    BENCH_AUTH=$PG_KEY BENCH_STREAM=0 wrk -t1 -c22 -d "$WARMUP" -s "$LUA" "${NODE_URLS[$n]}" >/dev/null 2>&1 &
+    WRK_PIDS+=("$!")
+  done
+  for p in "${WRK_PIDS[@]}"; do wait "$p" || true; done
+  WRK_PIDS=()
+  for n in 0 1 2; do
+    BENCH_AUTH=$PG_KEY BENCH_STREAM=0 wrk -t1 -c22 -d "$DURATION" --latency -s "$LUA" "${NODE_URLS[$n]}" \
+      >"$OUT/three_nodes_$n.txt" 2>&1 &
+    WRK_PIDS+=("$!")
+  done
+  for p in "${WRK_PIDS[@]}"; do wait "$p"; done
+  for n in 0 1 2; do
+    grep '^BENCH ' "$OUT/three_nodes_$n.txt" | tail -n1 | cut -d' ' -f2- >"$OUT/three_nodes_$n.json"
+  done
+  PG_RECORDS=$(curl -fsS "http://127.0.0.1:$PG_PORT/v1/usage/summary?group_by=key" -H "authorization: Bearer $PG_MGMT" \
+    | python3 -c 'import json,sys; print(sum(int(r["requests"]) for r in json.load(sys.stdin)["data"]))')
+  echo "usage records on PostgreSQL so far: $PG_RECORDS" >&2
+  kill "$PG_PID" 2>/dev/null || true
+fi
+
 HWM_KB=$(awk '/^VmHWM:/ {print $2}' "/proc/$GW_PID/status")
 RSS_KB=$(awk '/^VmRSS:/ {print $2}' "/proc/$GW_PID/status")
 if ! kill -0 "$GW_PID" 2>/dev/null; then echo "the gateway died during the run" >&2; exit 1; fi
@@ -286,6 +361,34 @@ PY
 )
 fi
 
+# SQLite against PostgreSQL: added p50 at c=1 (each the mean of its two interleaved runs) and
+# the throughput ratios at c=64, all against the same direct runs.
+PROW=""
+if [ "${POSTGRES:-1}" != 0 ]; then
+  PROW=$(OUT=$OUT DATE=$DATE COMMIT=$COMMIT python3 - <<'PY'
+import json, os
+out = os.environ["OUT"]
+load = lambda n: json.load(open(f"{out}/{n}.json"))
+ms = lambda us: f"{us / 1000:.3f}"
+d1 = load("direct_c1")["p50_us"]
+sqlite = (load("gateway_c1")["p50_us"] + load("sqlite_again_c1")["p50_us"]) / 2 - d1
+pg = (load("pg_c1")["p50_us"] + load("pg_again_c1")["p50_us"]) / 2 - d1
+ratio = lambda n, d: f'{load(n)["rps"] / load(d)["rps"]:.2f}'
+three = [load(f"three_nodes_{n}") for n in range(3)]
+errors = sum(load(n)["non2xx"] + load(n)["socket_errors"]
+             for n in ("pg_c1", "pg_again_c1", "sqlite_again_c1", "pg_c64", "pg_stream_c64"))
+errors += sum(t["non2xx"] + t["socket_errors"] for t in three)
+three_rps = sum(t["rps"] for t in three)
+print("| " + " | ".join([
+    os.environ["DATE"], os.environ["COMMIT"], ms(sqlite), ms(pg), f"**{(pg - sqlite):+.0f} µs**",
+    ratio("gateway_c64", "direct_c64"), ratio("pg_c64", "direct_c64"),
+    f'{three_rps / load("direct_c64")["rps"]:.2f}',
+    ratio("gateway_stream_c64", "direct_stream_c64"), ratio("pg_stream_c64", "direct_stream_c64"),
+    str(errors)]) + " |")
+PY
+)
+fi
+
 # One row per translated family, beside the pass-through figures of the same run.
 TROWS=$(OUT=$OUT DATE=$DATE COMMIT=$COMMIT FAMILIES="${TRANSLATED_FAMILIES[*]}" CLAUDE=$CLAUDE_MODEL GEMINI=$GEMINI_MODEL \
   python3 - <<'PY'
@@ -316,6 +419,7 @@ echo
 echo "$ROW"
 [ -n "$TROWS" ] && echo "$TROWS"
 [ -n "$MROW" ] && echo "$MROW"
+[ -n "$PROW" ] && echo "$PROW"
 echo "(raw wrk output and logs: $OUT)"
 # Rows of the smaller tables go at the end of their own table, found by its marker comment.
 append_to() { # marker rows
@@ -336,6 +440,7 @@ if [ "${NO_APPEND:-}" != 1 ]; then
   echo "$ROW" >>"$RESULTS"
   append_to "<!-- translated-rows" "$TROWS"
   append_to "<!-- metering-rows" "$MROW"
+  append_to "<!-- postgres-rows" "$PROW"
   echo "appended to bench/RESULTS.md"
 fi
 ERRS=$(echo "$ROW" | awk -F'|' '{gsub(/ /, "", $(NF-2)); print $(NF-2)}')

@@ -95,8 +95,9 @@ pub fn assert_usage_end(json: &Bytes, usage_end: Option<usize>, usage: Option<To
     let Ok(Some(reported)) = reported else {
         panic!("{what}: no top-level usage ({reported:?})");
     };
+    // A JSON number whose text is exactly the decimal (never rounded through a float).
     assert_eq!(
-        reported.cost.as_deref(),
+        reported.cost.as_deref().map(serde_json::value::RawValue::get),
         Some(COST),
         "{what}: the cost is not in the top-level usage"
     );
@@ -117,7 +118,7 @@ struct Reported {
 
 #[derive(Debug, Deserialize)]
 struct ReportedUsage {
-    cost: Option<String>,
+    cost: Option<Box<serde_json::value::RawValue>>,
     #[serde(default)]
     prompt_tokens: u64,
     #[serde(default)]

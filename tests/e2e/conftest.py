@@ -4,6 +4,7 @@ their own). `cargo build -p router-one` must have run first (.ci/run does it).""
 from __future__ import annotations
 
 import os
+import resource
 from pathlib import Path
 
 import pytest
@@ -26,6 +27,25 @@ def log_dir(tmp_path_factory) -> Path:
         p.mkdir(parents=True, exist_ok=True)
         return p
     return tmp_path_factory.mktemp("logs")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fd_limit_for_many_sockets():
+    """Some tests hold over a thousand sockets at once (test_cluster sends 1,000 requests
+    together, test_edge opens 1,100 connections); a CI runner's soft limit is often 1,024
+    while its hard limit is far higher, so the suite raises its own soft limit, as the gateway
+    does at start."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = 8192 if hard == resource.RLIM_INFINITY else min(8192, hard)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _fresh_suite_databases():
+    """Under E2E_POSTGRES=1, databases an earlier run left behind are dropped first."""
+    if gw_mod.ON_POSTGRES:
+        gw_mod.drop_suite_databases()
 
 
 @pytest.fixture(scope="session")

@@ -3,12 +3,14 @@ compute the expected cost of a request with exact decimals (never floats)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import signal
 import socket
 import subprocess
+import threading
 import time
 import uuid
 from collections import Counter
@@ -21,6 +23,15 @@ REPO = Path(__file__).resolve().parents[2]
 BIN = Path(os.environ.get("ROUTER_ONE_BIN", REPO / "target" / "debug" / "router-one"))
 if not BIN.is_absolute():
     BIN = REPO / BIN
+
+#: The PostgreSQL server the store tests and test_postgres.py make their databases on.
+POSTGRES_SERVER = os.environ.get("ROUTER_ONE_TEST_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/test")
+#: When set (`E2E_POSTGRES=1`), every gateway of the suite keeps its data in a PostgreSQL database
+#: of its own instead of its data directory's SQLite file (one per data directory, so a restart
+#: on the same directory finds its data again).
+ON_POSTGRES = os.environ.get("E2E_POSTGRES") == "1"
+#: Databases made by this suite are named with this prefix (and dropped at its start).
+E2E_DB_PREFIX = "ro_e2e_"
 
 #: Usage records are written durably before the response ends, but the DB insert is batched.
 USAGE_WAIT_S = 3.0
@@ -37,6 +48,45 @@ def log_path(name: str, fallback_dir: Path) -> Path:
     return Path(fallback_dir) / f"{name}.log"
 
 
+def database_url(name: str) -> str:
+    """The URL of database `name` on the test PostgreSQL server."""
+    base, _, _db = POSTGRES_SERVER.rpartition("/")
+    return f"{base}/{name}"
+
+
+def psql(sql: str, database: str | None = None) -> str:
+    """Runs SQL on the test PostgreSQL server (its default database, or `database`); returns the
+    unaligned, tuples-only output."""
+    url = database_url(database) if database else POSTGRES_SERVER
+    out = subprocess.run(["psql", url, "-v", "ON_ERROR_STOP=1", "-qtAX", "-c", sql],
+                         capture_output=True, text=True, timeout=60)
+    if out.returncode != 0:
+        raise RuntimeError(f"psql failed ({out.returncode}): {out.stderr.strip()}\nSQL: {sql}")
+    return out.stdout.strip()
+
+
+def create_database(name: str) -> str:
+    """Creates database `name` (dropping an earlier one of that name); returns its URL."""
+    psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    psql(f'CREATE DATABASE "{name}"')
+    return database_url(name)
+
+
+def drop_suite_databases() -> None:
+    """Drops every database an earlier run of this suite left behind."""
+    names = psql(f"SELECT datname FROM pg_database WHERE datname LIKE '{E2E_DB_PREFIX}%'")
+    for name in filter(None, names.splitlines()):
+        psql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def database_for(data_dir: Path) -> str:
+    """The PostgreSQL database of a data directory under E2E_POSTGRES=1, created on first use."""
+    name = E2E_DB_PREFIX + hashlib.sha256(str(Path(data_dir).resolve()).encode()).hexdigest()[:20]
+    if psql(f"SELECT 1 FROM pg_database WHERE datname = '{name}'") != "1":
+        psql(f'CREATE DATABASE "{name}"')
+    return database_url(name)
+
+
 def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -47,9 +97,13 @@ class Gateway:
     """One `router-one serve --demo` process on a free port and its own data dir."""
 
     def __init__(self, data_dir: Path, *, log_path: Path, env: dict | None = None,
-                 config_text: str | None = None, port: int | None = None, preexec_fn=None):
+                 config_text: str | None = None, port: int | None = None, preexec_fn=None,
+                 database: str | None = None, args: list[str] | None = None):
         self.data_dir = Path(data_dir)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        # A PostgreSQL URL (`--database`); None: the data directory's SQLite file.
+        self.database = database or (database_for(self.data_dir) if ON_POSTGRES else None)
+        self.args = list(args or [])  # more `serve` flags (e.g. --node-id, --redis)
         self.log_path = Path(log_path)
         self.extra_env = dict(env or {})
         self.config_path = None
@@ -86,8 +140,14 @@ class Gateway:
                "--data", str(self.data_dir)]
         if self.config_path is not None:
             cmd += ["--config", str(self.config_path)]
+        if self.database is not None:
+            cmd += ["--database", self.database]
+        cmd += self.args
         env = dict(os.environ)
-        env.setdefault("RUST_LOG", "info")
+        # The edge's connection closes (timeouts, errors) at debug: a cut request in a test says why.
+        env.setdefault("RUST_LOG", "info,router_one_server::listener=debug")
+        # Receipts are opt-in (`--receipts`); the suite runs with them on, except where a test says.
+        env.setdefault("ROUTER_ONE_RECEIPTS", "true")
         env.update(self.extra_env)
         self._log = open(self.log_path, "ab")
         self._log.write(f"\n=== start {' '.join(cmd)}\n".encode())
@@ -154,8 +214,25 @@ class Gateway:
         headers = {"authorization": f"Bearer {key}"} if key else {}
         return httpx.Client(base_url=self.root, headers=headers, timeout=timeout)
 
+    def query(self, sql: str) -> list[tuple[str, ...]]:
+        """Rows of a read-only SQL query on the gateway's database as it is now (its SQLite file
+        or its PostgreSQL database), every value as text ('' for NULL)."""
+        if self.database is not None:
+            out = subprocess.run(["psql", self.database, "-v", "ON_ERROR_STOP=1", "-qtAX", "-F", "\t", "-c", sql],
+                                 capture_output=True, text=True, timeout=60)
+            if out.returncode != 0:
+                raise RuntimeError(f"psql failed: {out.stderr.strip()}")
+            return [tuple(line.split("\t")) for line in out.stdout.splitlines() if line]
+        import sqlite3
+        db = sqlite3.connect(f"file:{self.data_dir / 'router-one.db'}?mode=ro", uri=True)
+        try:
+            return [tuple("" if v is None else str(v) for v in row) for row in db.execute(sql)]
+        finally:
+            db.close()
+
     def admin(self, *args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(BIN), "admin", *args, "--data", str(self.data_dir)],
+        database = ["--database", self.database] if self.database is not None else []
+        return subprocess.run([str(BIN), "admin", *args, "--data", str(self.data_dir), *database],
                               capture_output=True, text=True, timeout=60)
 
 
@@ -163,22 +240,31 @@ class Gateway:
 
 
 def D(value) -> Decimal:
-    """A decimal from a JSON value; refuses floats so nothing slips through binary floating point."""
+    """A decimal from a JSON value. The management API's money is a decimal string; a
+    response's `usage.cost` is a JSON number whose text is the exact decimal (OpenRouter's
+    convention), which a plain `json.loads` reads as a float: `repr` of that float is the
+    shortest text that reads back to it, which is the sent text for any cost of at most 15
+    significant digits (exact readers use `parse_float=Decimal`; test_relay_options checks
+    that)."""
     if isinstance(value, float):
-        raise AssertionError(f"money must be a decimal string, got float {value!r}")
+        return Decimal(repr(value))
     if isinstance(value, int):
         return Decimal(value)
     return Decimal(str(value))
 
 
-def expected_cost(pricing: dict, prompt: int, cached: int, completion: int) -> Decimal:
-    """(prompt − cached) × input + cached × cached_input + completion × output, per 1M tokens,
+def expected_cost(pricing: dict, prompt: int, cached: int, completion: int, cache_write: int = 0) -> Decimal:
+    """(prompt − cached − cache_write) × input + cached × cached_input + cache_write ×
+    cache_write (the input rate for a model without one) + completion × output, per 1M tokens,
     rounded half away from zero to 10 decimal places."""
     cached = min(cached, prompt)
+    cache_write = min(cache_write, prompt - cached)
+    write_rate = D(pricing.get("cache_write_per_mtok") or pricing["input_per_mtok"])
     with localcontext() as ctx:
         ctx.prec = 60
-        total = (Decimal(prompt - cached) * D(pricing["input_per_mtok"])
+        total = (Decimal(prompt - cached - cache_write) * D(pricing["input_per_mtok"])
                  + Decimal(cached) * D(pricing["cached_input_per_mtok"])
+                 + Decimal(cache_write) * write_rate
                  + Decimal(completion) * D(pricing["output_per_mtok"]))
         # ROUND_HALF_UP in Python's decimal module rounds ties away from zero.
         return (total / Decimal(1_000_000)).quantize(UNIT, rounding=ROUND_HALF_UP)
@@ -316,7 +402,8 @@ def check_record_cost(models: dict[str, dict], record: dict) -> None:
         assert D(record["cost"]) == 0, f"record {record['request_id']} has no tokens but costs {record['cost']}"
         return
     want = expected_cost(record_rates(models, record), int(record["prompt_tokens"]),
-                         int(record["cached_tokens"]), int(record["completion_tokens"]))
+                         int(record["cached_tokens"]), int(record["completion_tokens"]),
+                         cache_write=int(record.get("cache_write_tokens") or 0))
     got = D(record["cost"])
     assert got == want, (f"record {record['request_id']}: cost {record['cost']} != formula {want} "
                          f"on its tokens {record}")
@@ -363,3 +450,59 @@ def wait_settled(mgmt: httpx.Client, key_id: str, timeout: float = 20) -> dict:
         if D(k["reserved"]) == 0 or time.monotonic() > deadline:
             return k
         time.sleep(0.1)
+
+
+class TcpProxy:
+    """A TCP proxy (to PostgreSQL, Redis, …) that a test can cut (every connection closed, new
+    ones refused) and restore: an outage of one gateway's link without stopping a shared server."""
+
+    def __init__(self, target: tuple[str, int]):
+        self.target = target
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.open = threading.Event()
+        self.open.set()
+        self.conns: list[socket.socket] = []
+        self.lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.open.is_set():
+                client.close()
+                continue
+            upstream = socket.create_connection(self.target)
+            with self.lock:
+                self.conns += [client, upstream]
+            for a, b in ((client, upstream), (upstream, client)):
+                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
+
+    @staticmethod
+    def _pipe(a: socket.socket, b: socket.socket) -> None:
+        try:
+            while data := a.recv(65536):
+                b.sendall(data)
+        except OSError:
+            pass
+        for s in (a, b):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+    def cut(self) -> None:
+        self.open.clear()
+        with self.lock:
+            for s in self.conns:
+                try:
+                    s.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+            self.conns.clear()
+
+    def restore(self) -> None:
+        self.open.set()

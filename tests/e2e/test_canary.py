@@ -10,13 +10,15 @@ import uuid
 
 import httpx
 
-from gateway import Gateway, log_path, get_record, pick_chat_model, pick_embedding_model, model_pricing
+from gateway import Gateway, free_port, log_path, get_record, pick_chat_model, pick_embedding_model, model_pricing
 
 
 def test_no_prompt_or_completion_is_stored(tmp_path):
     canary = f"canary-{uuid.uuid4()}"
+    metrics_port = free_port()
     g = Gateway(tmp_path / "data", log_path=log_path("canary-gateway", tmp_path),
-                env={"RUST_LOG": "debug", "RUST_BACKTRACE": "1"})
+                env={"RUST_LOG": "debug", "RUST_BACKTRACE": "1"},
+                args=["--metrics-listen", f"127.0.0.1:{metrics_port}"])
     g.start()
     ids = []
     try:
@@ -75,10 +77,17 @@ def test_no_prompt_or_completion_is_stored(tmp_path):
             http.post("/v1/chat/completions", json={"model": chat_model, "messages": [{"role": canary, "content": canary}]})
             http.post("/v1/chat/completions", json={"model": chat_model, "messages": canary})
             http.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": canary}]})
+            # A model name the client chose: kept in its usage record (metadata), never a metric label.
+            unknown_model = f"model-{uuid.uuid4()}"
+            http.post("/v1/chat/completions", json={"model": unknown_model, "messages": [{"role": "user", "content": "x"}]})
 
             for rid in ids:
                 get_record(mgmt, rid)
             client.close()
+            metrics = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10).text
+            assert "router_one_requests_total" in metrics
+            assert canary not in metrics and canary.upper() not in metrics, "the canary is in /metrics"
+            assert unknown_model not in metrics, "a client-chosen model name is a metric label"
     finally:
         g.stop()
 

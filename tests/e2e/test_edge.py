@@ -13,7 +13,6 @@ import select
 import selectors
 import signal
 import socket
-import sqlite3
 import subprocess
 import threading
 import time
@@ -28,13 +27,6 @@ from gateway import Gateway, log_path, model_pricing, pick_chat_model
 #: How long any single answer may take before the test calls the gateway stuck.
 PATIENCE_S = 30
 BODY_BYTES = 30_000_000
-
-
-def _raise_own_fd_limit(wanted: int) -> None:
-    """This test process holds more than a thousand sockets itself."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (min(wanted, hard), hard))
 
 
 def _fd_limit_1024() -> None:
@@ -134,7 +126,6 @@ class SlowLoris(threading.Thread):
 
 
 def test_health_and_chat_keep_answering_under_1100_half_open_connections_at_fd_limit_1024(tmp_path):
-    _raise_own_fd_limit(4096)
     # Timeouts far longer than the test: only the connection cap can keep the gateway reachable.
     g = _start(tmp_path, "loris", "[http]\nheader_read_timeout_secs = 600\nkeep_alive_timeout_secs = 600\n",
                preexec_fn=_fd_limit_1024)
@@ -239,6 +230,39 @@ def test_a_bad_key_is_refused_before_a_30_mb_body_is_read_and_memory_stays_flat(
     g.stop()
 
 
+def _send_all_then_read(port: int, path: str, headers: dict[str, str], body: bytes) -> bytes:
+    """A client that sends its head, then (a moment later, as one producing its body does) the
+    whole body, and only then reads: the answer's first bytes, or what went wrong."""
+    head = f"POST {path} HTTP/1.1\r\nHost: edge\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+    head += "".join(f"{k}: {v}\r\n" for k, v in headers.items()) + "\r\n"
+    with socket.create_connection(("127.0.0.1", port), timeout=PATIENCE_S) as s:
+        try:
+            s.sendall(head.encode())
+            time.sleep(0.05)
+            s.sendall(body)
+            return s.recv(4096)
+        except OSError as e:
+            return repr(e).encode()
+
+
+def test_a_client_that_sends_its_whole_body_before_reading_still_gets_the_refusal_not_a_reset(tmp_path):
+    """Most clients send the whole body before they read. A refusal answered from the head alone
+    must still reach them: after answering, the gateway reads and discards the rest of the body
+    (a lingering close) instead of closing on unread bytes, which makes the kernel reset the
+    connection and can destroy the answer (before: 'connection reset' in place of the 401)."""
+    g = _start(tmp_path, "linger")
+    body = b'{"model": "x", "messages": [], "pad": "' + b"a" * 4_000_000 + b'"}'
+    for path, headers in [("/v1/chat/completions", {"authorization": "Bearer sk-rk-not-a-key"}),
+                          ("/v1/embeddings", {}),
+                          ("/v1/keys", {"authorization": "Bearer sk-rm-not-a-key"})]:
+        for _ in range(5):
+            answer = _send_all_then_read(g.port, path, headers, body)
+            assert answer.startswith(b"HTTP/1.1 401"), (path, answer[:300])
+    # The gateway is whole afterwards.
+    assert _chat(g, _chat_model(g)).status_code == 200
+    g.stop()
+
+
 # ----------------------------------------------------------------------------- (c) shutdown
 
 
@@ -281,6 +305,8 @@ def _stream_until_first_chunk(g: Gateway, model: str, directive: str, out: dict)
                         first.set()
                         if line.strip() == "data: [DONE]":
                             out["done"] = True
+                        elif line.startswith("data: {") and '"error"' in line:
+                            out["error_event"] = json.loads(line[6:])["error"]
         except httpx.HTTPError as e:
             out["error"] = repr(e)
         finally:
@@ -292,7 +318,7 @@ def _stream_until_first_chunk(g: Gateway, model: str, directive: str, out: dict)
     return t
 
 
-def test_sigterm_lets_requests_in_flight_finish_cuts_the_rest_at_the_deadline_and_commits_every_record(tmp_path):
+def test_sigterm_lets_requests_in_flight_finish_ends_the_rest_cleanly_at_the_deadline_and_commits_every_record(tmp_path):
     g = _start(tmp_path, "drain", "[http]\nshutdown_timeout_secs = 4\n")
     model = _chat_model(g)
     completed = []
@@ -303,7 +329,7 @@ def test_sigterm_lets_requests_in_flight_finish_cuts_the_rest_at_the_deadline_an
     short, long_ = {}, {}
     # ~1.5 s left when the signal comes: it finishes within the 4 s deadline.
     t_short = _stream_until_first_chunk(g, model, "[[sim:tpot_ms=100,words=15]]", short)
-    # ~60 s: it is still running at the deadline, and is cut.
+    # ~60 s: it is still running at the deadline, and is ended with an error event.
     t_long = _stream_until_first_chunk(g, model, "[[sim:tpot_ms=200,words=300]]", long_)
     g.proc.send_signal(signal.SIGTERM)
     # No new connection is accepted while draining.
@@ -325,30 +351,17 @@ def test_sigterm_lets_requests_in_flight_finish_cuts_the_rest_at_the_deadline_an
     assert refused, "the gateway kept accepting connections after SIGTERM"
     assert short.get("done"), f"the stream in flight did not finish during the drain: {short}"
     assert not long_.get("done"), "the long stream cannot have finished"
+    assert (long_.get("error_event") or {}).get("code") == "gateway_shutdown", long_
+    assert "error" not in long_, f"the long stream was cut instead of ended cleanly: {long_}"
     completed.append(short["request_id"])
+    completed.append(long_["request_id"])
     # Read the database as the process left it (no restart, so no journal replay).
-    db = sqlite3.connect(f"file:{g.data_dir / 'router-one.db'}?mode=ro", uri=True)
-    try:
-        ids = {row[0] for row in db.execute("SELECT request_id FROM usage_records")}
-    finally:
-        db.close()
+    ids = {row[0] for row in g.query("SELECT request_id FROM usage_records")}
     missing = [i for i in completed if i not in ids]
     assert not missing, f"completed requests without a committed usage record: {missing}"
     assert "stopped; every usage record is committed" in g.log_tail(20_000)
-    # The stream cut at the deadline got part of an answer: it has its one record too, at the
-    # latest once the next start has replayed the journal.
-    g.start()
-    g.stop()
-    db = sqlite3.connect(f"file:{g.data_dir / 'router-one.db'}?mode=ro", uri=True)
-    try:
-        rows = db.execute("SELECT status, error_code FROM usage_records WHERE request_id = ?",
-                          (long_["request_id"],)).fetchall()
-    finally:
-        db.close()
-    assert len(rows) == 1 and rows[0][1] == "client_disconnected", rows
-
-
-# ----------------------------------------------------------------------------- (d) timeouts
+    rows = g.query(f"SELECT status, error_code FROM usage_records WHERE request_id = '{long_['request_id']}'")
+    assert rows == [("200", "gateway_shutdown")], rows
 
 
 def test_the_header_read_and_keep_alive_timeouts_close_stalled_and_idle_connections_only(tmp_path):
@@ -404,3 +417,68 @@ def test_at_the_cap_idle_connections_make_room_and_with_all_busy_the_refusal_is_
     for s in stalled:
         s.close()
     g.stop()
+
+
+def test_ready_turns_503_at_sigterm_while_new_requests_are_served_for_the_drain_grace(tmp_path):
+    g = _start(tmp_path, "ready", "[http]\ndrain_grace_secs = 3\nshutdown_timeout_secs = 10\n")
+    model = _chat_model(g)
+    with httpx.Client(base_url=g.root, timeout=PATIENCE_S) as c:
+        r = c.get("/ready")
+        assert r.status_code == 200 and r.json()["status"] == "ok" and r.json()["draining"] is False, r.text
+    in_flight = {}
+    t = _stream_until_first_chunk(g, model, "[[sim:tpot_ms=100,words=20]]", in_flight)
+    g.proc.send_signal(signal.SIGTERM)
+    # At once: not ready (a load balancer stops sending), yet alive and still serving.
+    deadline = time.monotonic() + 2
+    with httpx.Client(base_url=g.root, timeout=PATIENCE_S) as c:
+        while True:
+            ready = c.get("/ready")
+            if ready.status_code == 503 or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        assert ready.status_code == 503, ready.text
+        assert ready.json()["status"] == "draining" and ready.json()["draining"] is True, ready.text
+        assert c.get("/health").status_code == 200
+    late = _chat(g, model, "sent during the drain grace")
+    assert late.status_code == 200, late.text
+    try:
+        assert g.proc.wait(PATIENCE_S) == 0
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"still running {PATIENCE_S} s after SIGTERM with a 3 s grace and a 10 s deadline")
+    t.join(PATIENCE_S)
+    g.kill()
+    assert in_flight.get("done"), in_flight
+    ids = {row[0] for row in g.query("SELECT request_id FROM usage_records")}
+    for rid in (in_flight["request_id"], late.headers["x-request-id"]):
+        assert rid in ids, f"{rid} has no committed usage record"
+
+
+def test_sigterm_during_100_streams_every_one_completes_or_ends_cleanly_with_its_record(tmp_path):
+    g = _start(tmp_path, "drain100", "[http]\nshutdown_timeout_secs = 3\n")
+    model = _chat_model(g)
+    outs = [{} for _ in range(100)]
+    threads = []
+    for i, out in enumerate(outs):
+        # Half finish within the 3 s deadline, half would take ~40 s.
+        directive = "[[sim:tpot_ms=50,words=20]]" if i % 2 else "[[sim:tpot_ms=200,words=200]]"
+        threads.append(_stream_until_first_chunk(g, model, directive, out))
+    started = time.monotonic()
+    g.proc.send_signal(signal.SIGTERM)
+    try:
+        assert g.proc.wait(PATIENCE_S) == 0
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"still running {PATIENCE_S} s after SIGTERM with a 3 s deadline")
+    stopped_after = time.monotonic() - started
+    for t in threads:
+        t.join(PATIENCE_S)
+    g.kill()
+    assert stopped_after < 3 + 1 + 5, f"exited {stopped_after:.1f} s after SIGTERM"
+    cut = [o for o in outs if "error" in o]
+    assert not cut, f"{len(cut)} streams were cut instead of ended cleanly: {cut[:3]}"
+    unclean = [o for o in outs if not o.get("done") and (o.get("error_event") or {}).get("code") != "gateway_shutdown"]
+    assert not unclean, unclean[:3]
+    rows = dict(g.query("SELECT request_id, error_code FROM usage_records"))
+    missing = [o["request_id"] for o in outs if o["request_id"] not in rows]
+    assert not missing, f"{len(missing)} streams without a committed record"
+    for o in outs:
+        assert rows[o["request_id"]] == ("" if o.get("done") else "gateway_shutdown"), (o, rows[o["request_id"]])

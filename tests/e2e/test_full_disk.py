@@ -107,7 +107,11 @@ def test_a_full_disk_withholds_cleanly_recovers_without_restart_and_loses_no_rec
             tail = [check_answer(call(c, model, n)) for n in range(200, 206)]
             assert tail == ["refused"] * 6, tail
             assert g.proc.poll() is None, "the gateway is still up"
-            assert c.get("/health").status_code == 200
+            # ... and tells a load balancer to send its traffic elsewhere meanwhile.
+            health = c.get("/health")
+            assert health.status_code == 503, health.text
+            assert health.json()["usage_journal"]["durable"] is False, health.text
+            assert health.json()["database"]["reachable"] is True, health.text
 
             (disk / "filler").unlink()
             # Service resumes by itself: the probe re-appends the kept records within a
@@ -123,6 +127,7 @@ def test_a_full_disk_withholds_cleanly_recovers_without_restart_and_loses_no_rec
             for n in range(1000, 1006):
                 seen.append(call(c, model, n))
                 assert check_answer(seen[-1]) == "ok"
+            assert c.get("/health").status_code == 200
     finally:
         g.kill()  # kill -9: whatever is only in memory is gone
 

@@ -66,7 +66,7 @@ def test_chat_non_stream(client, models, chat_model, made_ids):
     assert u.completion_tokens == words(content)
     assert u.total_tokens == u.prompt_tokens + u.completion_tokens
     cost = usage_extra(u, "cost")
-    assert isinstance(cost, str), f"usage.cost must be a decimal string, got {cost!r}"
+    assert isinstance(cost, float), f"usage.cost must be a JSON number, got {cost!r}"
     assert D(cost) == expected_cost(models[chat_model]["pricing"], u.prompt_tokens, 0, u.completion_tokens)
 
 
@@ -128,7 +128,7 @@ def test_chat_stream_with_usage(client, models, chat_model, made_ids):
     assert u.prompt_tokens == prompt_tokens_of(messages)
     assert u.completion_tokens == words(content)
     cost = usage_extra(u, "cost")
-    assert isinstance(cost, str), f"final chunk usage.cost must be a decimal string, got {cost!r}"
+    assert isinstance(cost, float), f"final chunk usage.cost must be a JSON number, got {cost!r}"
     assert D(cost) == expected_cost(models[chat_model]["pricing"], u.prompt_tokens, 0, u.completion_tokens)
 
 
@@ -232,7 +232,7 @@ def test_embeddings_default_base64(client, models, embedding_model, made_ids):
     assert all(isinstance(x, float) for x in resp.data[0].embedding)
     assert resp.data[0].embedding != resp.data[1].embedding
     cost = usage_extra(resp.usage, "cost")
-    assert isinstance(cost, str), f"embeddings usage.cost must be a decimal string, got {cost!r}"
+    assert isinstance(cost, float), f"embeddings usage.cost must be a JSON number, got {cost!r}"
     assert D(cost) == expected_cost(models[embedding_model]["pricing"], resp.usage.prompt_tokens, 0, 0)
 
 

@@ -69,12 +69,22 @@ def test_key_crud_and_revocation(gw, mgmt, chat_model, made_ids):
 
 
 def test_key_model_allow_list(gw, mgmt, models, chat_model):
+    """A model the key may not use answers like an unknown one (relays disable a channel on a
+    403 `permission_error`), and `/v1/models` lists only the key's models (what a relay's "fetch
+    models" fills its channel with)."""
     other = next(m for m in models if m != chat_model and "embed" not in m)
     created = _create_key(mgmt, name="only-one-model", models=[chat_model])
     with gw.http(created["key"]) as c:
         r = c.post("/v1/chat/completions", json={"model": other, "messages": [{"role": "user", "content": "hi"}]})
-    assert r.status_code == 403, f"a key limited to {chat_model} asked for {other}: {r.status_code} {r.text}"
-    assert r.json()["error"]["code"] == "model_not_allowed", r.text
+        listed = [m["id"] for m in c.get("/v1/models").json()["data"]]
+    assert r.status_code == 404, f"a key limited to {chat_model} asked for {other}: {r.status_code} {r.text}"
+    error = r.json()["error"]
+    assert (error["type"], error["code"], error["param"]) == ("invalid_request_error", "model_not_found", "model"), r.text
+    assert not any(w in error["message"].lower() for w in ("permission", "credit", "balance", "quota")), r.text
+    assert listed == [chat_model], listed
+    # A key without an allow-list sees every model.
+    with gw.http(gw.api_key) as c:
+        assert sorted(m["id"] for m in c.get("/v1/models").json()["data"]) == sorted(models)
     mgmt.delete(f"/v1/keys/{created['id']}")
 
 

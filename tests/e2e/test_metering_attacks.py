@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import threading
 import time
 import uuid
@@ -148,10 +149,21 @@ def test_every_choice_is_in_the_worst_case(agw, amgmt, catalog, cheap_and_dear):
     prompt = [{"role": "user", "content": "many choices [[sim:words=100]]"}]
     one_choice = expected_cost(pricing, 0, 0, 100)
     cap = (one_choice * 3).quantize(Decimal("0.0000000001"))
-    key = new_key(amgmt, max_spend=str(cap))
-    r = post_raw(agw, key["key"], json.dumps({"model": cheap, "n": 8, "max_tokens": 100, "messages": prompt}))
-    err = assert_error(r, 402, "insufficient_quota")
-    assert "needs up to" in err["message"], err
+    eight = json.dumps({"model": cheap, "n": 8, "max_tokens": 100, "messages": prompt})
+    # A key that refuses an oversized max_tokens names the limit that fits all eight choices.
+    key = new_key(amgmt, max_spend=str(cap), on_oversized_max_tokens="refuse")
+    err = assert_error(post_raw(agw, key["key"], eight), 400, "invalid_request", "max_tokens")
+    fits = int(re.search(r"lower max_tokens to (\d+)", err["message"]).group(1))
+    assert 16 <= fits and 8 * fits <= 300, err
+    assert not any(w in err["message"].lower() for w in RELAY_DEAD_WORDS), err
+    # A key that clamps (the default) serves the eight choices with that limit, within the cap.
+    clamping = new_key(amgmt, max_spend=str(cap))
+    r = post_raw(agw, clamping["key"], eight)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert len(body["choices"]) == 8 and body["usage"]["completion_tokens"] <= 8 * fits, body["usage"]
+    assert all(c["finish_reason"] == "length" for c in body["choices"]), body["choices"]
+    assert D(wait_settled(amgmt, clamping["id"])["spend"]) <= cap
     # Within the cap, n choices are served and billed as n choices.
     r = post_raw(agw, key["key"], json.dumps({"model": cheap, "n": 2, "max_tokens": 100, "messages": prompt}))
     assert r.status_code == 200, r.text

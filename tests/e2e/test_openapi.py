@@ -22,7 +22,7 @@ MANAGEMENT_OPERATIONS = {
     ("post", "/v1/keys"), ("get", "/v1/keys"),
     ("get", "/v1/keys/{id}"), ("patch", "/v1/keys/{id}"), ("delete", "/v1/keys/{id}"),
     ("get", "/v1/usage"), ("get", "/v1/usage/summary"), ("get", "/v1/requests/{id}"),
-    ("get", "/v1/account"), ("get", "/v1/account/ledger"),
+    ("get", "/v1/requests/{id}/receipt"), ("get", "/v1/account"), ("get", "/v1/account/ledger"),
     ("post", "/v1/checkout/quote"), ("post", "/v1/checkout/sessions"), ("get", "/v1/checkout/sessions/{id}"),
     ("get", "/v1/referrals"), ("post", "/v1/referrals/claim"),
     ("post", "/v1/management-keys"), ("get", "/v1/management-keys"), ("delete", "/v1/management-keys/{id}"),
@@ -172,6 +172,7 @@ def test_account_keys_usage_and_errors_match(gw, mgmt, http, anon, chat_model, m
     made_ids.append(r.headers["x-request-id"])
     get_record(mgmt, r.headers["x-request-id"])
     check("get", "/v1/requests/{id}", mgmt.get(f"/v1/requests/{r.headers['x-request-id']}"))
+    check("get", "/v1/requests/{id}/receipt", mgmt.get(f"/v1/requests/{r.headers['x-request-id']}/receipt"))
     check("get", "/v1/keys", mgmt.get("/v1/keys"))
     page = check("get", "/v1/usage", mgmt.get("/v1/usage", params={"limit": 1}))
     assert page["data"] and (page["next_cursor"] is None) == (not page["has_more"])
@@ -188,6 +189,7 @@ def test_account_keys_usage_and_errors_match(gw, mgmt, http, anon, chat_model, m
     # Errors, in the shared shape.
     check("get", "/v1/keys/{id}", mgmt.get("/v1/keys/key_nope"))
     check("get", "/v1/requests/{id}", mgmt.get("/v1/requests/req_nope"))
+    check("get", "/v1/requests/{id}/receipt", mgmt.get("/v1/requests/req_nope/receipt"))
     check("get", "/v1/account", anon.get("/v1/account"))
     check("get", "/v1/account", http.get("/v1/account"))
     check("post", "/v1/keys", mgmt.post("/v1/keys", json={"bogus": 1}))

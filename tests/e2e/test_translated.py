@@ -15,7 +15,8 @@ from gateway import D, expected_cost, get_record, prompt_tokens_of, words
 CLAUDE = "claude-sonnet-5-5"
 GEMINI = "gemini-4-hydrogen"
 FAMILIES = [pytest.param(CLAUDE, id="claude"), pytest.param(GEMINI, id="gemini")]
-PROVIDER = {CLAUDE: "anthropic", GEMINI: "gemini"}
+# The demo serves every model over two routes; sim-a, the first, serves unless it fails.
+PROVIDER = {CLAUDE: "anthropic.sim-a", GEMINI: "gemini.sim-a"}
 # A 1x1 transparent PNG.
 PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAQAAAC1HAwCAAAAC0lEQVR42mNkYAAAAAYAAjCB0C8AAAAASUVORK5CYII="
 

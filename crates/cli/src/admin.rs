@@ -7,7 +7,6 @@
 use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use anyhow::{Context, Result, anyhow, bail};
 use rust_decimal::Decimal;
@@ -19,13 +18,14 @@ use router_one_core::billing::{self, AdjustOutcome, ManagementKey};
 use router_one_core::checkout::FxRate;
 use router_one_core::store::{Account, LedgerEntry, Store};
 use router_one_core::{Usd, ids};
-use router_one_store::SqliteStore;
 
 use crate::cli::{
-    AdjustArgs, AdminCommand, CreateAccountArgs, FxRatesArgs, LedgerArgs, ListAccountsArgs, SetFxArgs, StoreArgs,
+    AdjustArgs, AdminCommand, CreateAccountArgs, ForgetNodeArgs, FxRatesArgs, LedgerArgs, ListAccountsArgs,
+    RotateReceiptKeyArgs, SetFxArgs, StoreArgs,
 };
 use crate::config::Config;
-use crate::serve::{data_dir, open_store};
+use crate::database::{self, Database};
+use crate::serve::data_dir;
 
 /// Accounts or ledger entries read per store call.
 const PAGE: u32 = 500;
@@ -42,14 +42,33 @@ pub(crate) async fn run(command: AdminCommand) -> Result<()> {
         AdminCommand::Ledger(args) => ledger(args).await,
         AdminCommand::SetFx(args) => set_fx(args).await,
         AdminCommand::FxRates(args) => fx_rates(args).await,
+        AdminCommand::ForgetNode(args) => forget_node(args).await,
+        AdminCommand::RotateReceiptKey(args) => rotate_receipt_key(args).await,
     }
 }
 
-/// Opens the database the config (or `--data`) points at; also returns the config.
-async fn open(args: StoreArgs) -> Result<(Config, Arc<SqliteStore>)> {
+/// Rotates the data directory's receipt signing key and publishes the new public key (every
+/// node's JWKS serves it at once; this directory's gateway signs with it from its next start).
+async fn rotate_receipt_key(args: RotateReceiptKeyArgs) -> Result<()> {
+    let config = Config::load(args.store.config.as_deref())?;
+    let dir = data_dir(&config, args.store.data.clone());
+    std::fs::create_dir_all(&dir).with_context(|| format!("creating data directory {}", dir.display()))?;
+    let ring = router_one_receipts::KeyRing::rotate(&dir)?;
+    let (_, database) = open(args.store).await?;
+    crate::serve::publish_receipt_keys(database.store().as_ref(), &ring).await?;
+    database.close().await;
+    let retired: Vec<&str> = ring.retired.iter().map(|k| k.kid.as_str()).collect();
+    println!("{}", json!({ "kid": ring.signer.kid(), "retired": retired }));
+    Ok(())
+}
+
+/// Opens the database `--database` or the config names, else the data directory's SQLite file;
+/// also returns the config.
+async fn open(args: StoreArgs) -> Result<(Config, Database)> {
     let config = Config::load(args.config.as_deref())?;
     let dir: PathBuf = data_dir(&config, args.data);
-    let store = open_store(&dir).await?;
+    let url = database::url(&config, args.database)?;
+    let store = Database::open(url.as_deref(), &dir).await?;
     Ok((config, store))
 }
 
@@ -88,7 +107,7 @@ fn normalize_email(email: &str) -> Result<String> {
 async fn create_account(args: CreateAccountArgs) -> Result<()> {
     let credit: Usd = args.credit.parse().context("--credit")?;
     let (_, store) = open(args.store).await?;
-    let result = new_account(store.as_ref(), &args.email, credit).await;
+    let result = new_account(&*store, &args.email, credit).await;
     store.close().await;
     let (account, key) = result?;
     println!(
@@ -152,7 +171,7 @@ async fn adjust(args: AdjustArgs, debit: bool) -> Result<()> {
         bail!("--reason must not be empty: say why the balance changes");
     }
     let (_, store) = open(args.store).await?;
-    let result = post_adjustment(store.as_ref(), &args.account, signed, &reason).await;
+    let result = post_adjustment(&*store, &args.account, signed, &reason).await;
     store.close().await;
     let (account, entry_id, balance) = result?;
     println!(
@@ -216,7 +235,7 @@ fn table(header: &[&str], rows: &[Vec<String>]) -> String {
 /// `router-one admin list-accounts`.
 async fn list_accounts(args: ListAccountsArgs) -> Result<()> {
     let (_, store) = open(args.store).await?;
-    let result = all_accounts(store.as_ref(), args.limit).await;
+    let result = all_accounts(&*store, args.limit).await;
     store.close().await;
     let accounts = result?;
     if args.json {
@@ -286,7 +305,7 @@ async fn all_accounts(store: &dyn Store, limit: Option<u64>) -> Result<Vec<Accou
 /// `router-one admin ledger`.
 async fn ledger(args: LedgerArgs) -> Result<()> {
     let (_, store) = open(args.store).await?;
-    let result = read_ledger(store.as_ref(), &args.account).await;
+    let result = read_ledger(&*store, &args.account).await;
     store.close().await;
     let (account, entries) = result?;
     let mut sum = Usd::ZERO;
@@ -470,6 +489,27 @@ async fn fx_rates(args: FxRatesArgs) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// `router-one admin forget-node ID`: for a cluster node that will never come back (its disk is
+/// gone). Its budget leases go back to their accounts and keys; records it journaled and never
+/// committed are lost with its disk. Prints what was released.
+async fn forget_node(args: ForgetNodeArgs) -> Result<()> {
+    let (_, database) = open(args.store).await?;
+    let result = match database.cluster_store() {
+        Some(cluster) => cluster.forget_node(&args.node_id).await.context("forgetting the node"),
+        None => Err(anyhow!(
+            "cluster nodes exist only on PostgreSQL: give --database postgres://…"
+        )),
+    };
+    database.close().await;
+    match result? {
+        Some(released) => {
+            println!("{}", json!({ "node_id": args.node_id, "released": released }));
+            Ok(())
+        }
+        None => bail!("no node `{}` is registered", args.node_id),
+    }
 }
 
 #[cfg(test)]

@@ -9,8 +9,19 @@ use clap::{Args, Parser, Subcommand};
 #[derive(Debug, Parser)]
 #[command(name = "router-one", version, about)]
 pub(crate) struct Cli {
+    /// Log lines as text, or as one JSON object per line (with `serve`, one line per request
+    /// too: see `--access-log`) [env: ROUTER_ONE_LOG_FORMAT].
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "ROUTER_ONE_LOG_FORMAT")]
+    pub(crate) log_format: LogFormat,
     #[command(subcommand)]
     pub(crate) command: Command,
+}
+
+/// How log lines are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum LogFormat {
+    Text,
+    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -19,9 +30,30 @@ pub(crate) enum Command {
     Serve(ServeArgs),
     /// Run the simulated upstream (OpenAI wire format) on its own, e.g. for benchmarks.
     Simulate(SimulateArgs),
-    /// Operator commands on the data directory (safe while a server runs on it).
+    /// Operator commands on the database (safe while gateways run on it).
     #[command(subcommand)]
     Admin(AdminCommand),
+    /// Check a response's signed receipt offline: its signature against a JWKS and, with
+    /// --body, the hash of the body received; prints the payload. Exit code 0 if valid.
+    Verify(VerifyArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct VerifyArgs {
+    /// The receipt (the compact JWS from `x-router-one-receipt`, the stream's `: receipt` line
+    /// or `GET /v1/requests/{id}/receipt`), or a file holding it.
+    pub(crate) receipt: String,
+    /// The response body as received (a stream: every byte before the `: receipt` line); its
+    /// SHA-256 must be the receipt's `response_sha256`.
+    #[arg(long, value_name = "FILE")]
+    pub(crate) body: Option<PathBuf>,
+    /// The gateway's public keys: a JWKS file, or its URL (`https://…/.well-known/jwks.json`)
+    /// [default: the keys in --data's receipt key file].
+    #[arg(long, value_name = "FILE_OR_URL")]
+    pub(crate) jwks: Option<String>,
+    /// Data directory whose receipt key file to use without --jwks [default: ./data].
+    #[arg(long)]
+    pub(crate) data: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -35,9 +67,35 @@ pub(crate) struct ServeArgs {
     /// Data directory (SQLite database and usage journal) [default: ./data].
     #[arg(long)]
     pub(crate) data: Option<PathBuf>,
+    /// A PostgreSQL URL to keep accounts, keys, the ledger and usage in, instead of the data
+    /// directory's SQLite file [env: ROUTER_ONE_DATABASE_URL; config: database.url].
+    #[arg(long, value_name = "URL")]
+    pub(crate) database: Option<String>,
+    /// Run as one node of a cluster sharing the PostgreSQL database: this node's stable name
+    /// (needs --database and --redis) [env: ROUTER_ONE_NODE_ID; config: cluster.node_id].
+    #[arg(long, value_name = "ID")]
+    pub(crate) node_id: Option<String>,
+    /// Redis URL through which cluster nodes share rate limits
+    /// [env: ROUTER_ONE_REDIS_URL; config: redis.url].
+    #[arg(long, value_name = "URL")]
+    pub(crate) redis: Option<String>,
     /// Serve every model from an in-process simulated upstream, with a demo account and key.
     #[arg(long)]
     pub(crate) demo: bool,
+    /// Serve Prometheus metrics (`GET /metrics`) on this address, apart from the public port
+    /// [config: metrics.listen].
+    #[arg(long, value_name = "ADDR")]
+    pub(crate) metrics_listen: Option<SocketAddr>,
+    /// One log line per request (target `router_one::access`: request id, key, model, route,
+    /// status, tokens, cost, latency; never a body), written as records commit, off the
+    /// request path [default: on with --log-format json, else off].
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    pub(crate) access_log: Option<bool>,
+    /// Sign every chat and embeddings answer with a verifiable receipt (docs/receipts.md). Off by
+    /// default for now: signing on the response path costs about a third of the throughput at
+    /// concurrency 64 (bench/RESULTS.md).
+    #[arg(long, env = "ROUTER_ONE_RECEIPTS")]
+    pub(crate) receipts: bool,
 }
 
 #[derive(Debug, Args)]
@@ -76,21 +134,38 @@ pub(crate) enum AdminCommand {
     ListAccounts(ListAccountsArgs),
     /// Print an account's ledger, oldest first, and check that its balance is their sum.
     Ledger(LedgerArgs),
+    /// Release what a cluster node that will never come back holds (its budget leases); its
+    /// id can no longer be granted anything until a node starts with it again.
+    ForgetNode(ForgetNodeArgs),
     /// Set a currency's FX rate (overrides the config file; a running gateway reloads it).
     SetFx(SetFxArgs),
     /// List the FX rates set with `set-fx`.
     FxRates(FxRatesArgs),
+    /// Replace the receipt signing key in the data directory with a fresh one; the old public
+    /// key stays in the JWKS so its receipts still verify. A gateway signs with the new key
+    /// from its next start.
+    RotateReceiptKey(RotateReceiptKeyArgs),
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct RotateReceiptKeyArgs {
+    #[command(flatten)]
+    pub(crate) store: StoreArgs,
 }
 
 /// Where the data lives: shared by every admin command.
 #[derive(Debug, Args)]
 pub(crate) struct StoreArgs {
-    /// Config file, for its data directory.
+    /// Config file, for its data directory or database URL.
     #[arg(long, env = "ROUTER_ONE_CONFIG")]
     pub(crate) config: Option<PathBuf>,
     /// Data directory [default: ./data].
     #[arg(long)]
     pub(crate) data: Option<PathBuf>,
+    /// The PostgreSQL URL the gateway uses, if it does not use the data directory's SQLite file
+    /// [env: ROUTER_ONE_DATABASE_URL; config: database.url].
+    #[arg(long, value_name = "URL")]
+    pub(crate) database: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -161,6 +236,14 @@ pub(crate) struct SetFxArgs {
     /// When the rate was fixed, RFC 3339 [default: now].
     #[arg(long)]
     pub(crate) as_of: Option<String>,
+    #[command(flatten)]
+    pub(crate) store: StoreArgs,
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ForgetNodeArgs {
+    /// The node id (`[cluster] node_id` of the lost node).
+    pub(crate) node_id: String,
     #[command(flatten)]
     pub(crate) store: StoreArgs,
 }

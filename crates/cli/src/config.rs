@@ -40,6 +40,50 @@ pub(crate) struct Config {
     #[serde(default)]
     pub(crate) payments: BTreeMap<String, PaymentProviderConfig>,
     pub(crate) referrals: Referrals,
+    #[serde(default)]
+    pub(crate) database: Database,
+    #[serde(default)]
+    pub(crate) redis: Redis,
+    #[serde(default)]
+    pub(crate) cluster: Cluster,
+    #[serde(default)]
+    pub(crate) metrics: MetricsConfig,
+}
+
+/// `[metrics]`: the Prometheus endpoint, on an address of its own (never the public port).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct MetricsConfig {
+    /// Where `GET /metrics` is served; unset: no metrics listener.
+    #[serde(default)]
+    pub(crate) listen: Option<SocketAddr>,
+}
+
+/// `[redis]`: what cluster nodes coordinate rate limits through (never money).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Redis {
+    /// A `redis://` URL.
+    #[serde(default)]
+    pub(crate) url: Option<String>,
+}
+
+/// `[cluster]`: this gateway as one node of several sharing a PostgreSQL database.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Cluster {
+    /// The node's stable name; unset: a single node.
+    #[serde(default)]
+    pub(crate) node_id: Option<String>,
+}
+
+/// `[database]`: where accounts, keys, the ledger and usage records live.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Database {
+    /// A `postgres://` URL; unset: embedded SQLite in the data directory.
+    #[serde(default)]
+    pub(crate) url: Option<String>,
 }
 
 /// `[http]`: the edge (documented in `config/router-one.toml`).
@@ -50,6 +94,8 @@ pub(crate) struct Http {
     pub(crate) keep_alive_timeout_secs: u64,
     /// 0: derived from the file-descriptor limit.
     pub(crate) max_connections: usize,
+    /// After SIGTERM, how long new requests are still accepted while `GET /ready` says 503.
+    pub(crate) drain_grace_secs: u64,
     pub(crate) shutdown_timeout_secs: u64,
     pub(crate) usage_flush_timeout_secs: u64,
     pub(crate) max_public_body_bytes: usize,
@@ -83,6 +129,20 @@ impl Config {
                 merged.insert(key.into(), toml::Value::String(value));
             }
         }
+        for (var, table, key) in [
+            ("ROUTER_ONE_DATABASE_URL", "database", "url"),
+            ("ROUTER_ONE_REDIS_URL", "redis", "url"),
+            ("ROUTER_ONE_NODE_ID", "cluster", "node_id"),
+        ] {
+            if let Ok(value) = std::env::var(var) {
+                let section = merged
+                    .entry(table)
+                    .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                if let toml::Value::Table(section) = section {
+                    section.insert(key.into(), toml::Value::String(value));
+                }
+            }
+        }
         if let Ok(value) = std::env::var("ROUTER_ONE_UPSTREAM_TIMEOUT_SECS") {
             let secs: i64 = value
                 .parse()
@@ -90,6 +150,11 @@ impl Config {
             merged.insert("upstream_timeout_secs".into(), toml::Value::Integer(secs));
         }
         let config: Config = merged.try_into().context("invalid configuration")?;
+        for (name, provider) in &config.providers {
+            if let Some(problem) = provider.problem() {
+                anyhow::bail!("invalid configuration: [providers.{name}]: {problem}");
+            }
+        }
         config.checkout.validate().context("invalid [checkout] configuration")?;
         if config.http.header_read_timeout_secs == 0 || config.http.keep_alive_timeout_secs == 0 {
             anyhow::bail!(

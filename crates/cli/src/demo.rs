@@ -12,9 +12,10 @@ use std::time::Duration;
 use anyhow::{Context, Result};
 use serde::{Deserialize, Serialize};
 
+use router_one_core::billing::ManagementKey;
 use router_one_core::secret::{self, INFERENCE_PREFIX};
 use router_one_core::store::{ApiKey, KeySettings, Store};
-use router_one_core::{Usd, ids};
+use router_one_core::{Catalog, Usd, ids};
 use router_one_providers::ApiStyle;
 use router_one_simulator::{PaymentSimConfig, SimConfig};
 
@@ -44,6 +45,55 @@ pub(crate) fn random_payment_secrets() -> PaymentSimConfig {
     }
 }
 
+/// The demo's two simulated routes of every model, in the order tried: `sim-a` first, `sim-b` when
+/// it fails. The simulator targets one with a directive (`[[sim:route=sim-a,status=503]]`), so
+/// anyone can watch a failover with one command.
+pub(crate) const ROUTES: [&str; 2] = ["sim-a", "sim-b"];
+
+/// Every provider `p` becomes `p.sim-a` and `p.sim-b` (the simulator under `/sim-a/…` and
+/// `/sim-b/…`), and every model's route through `p` becomes the two: the same upstream model
+/// at the same rates over two routes (promise 1 holds: failover never changes the model).
+pub(crate) fn two_routes(catalog: &Catalog, config: &mut Config) -> Result<Catalog> {
+    let providers = std::mem::take(&mut config.providers);
+    for (name, provider) in providers {
+        for route in ROUTES {
+            let mut copy = provider.clone();
+            copy.base_url = under_route(&provider.base_url, route);
+            config.providers.insert(format!("{name}.{route}"), copy);
+        }
+    }
+    let models = catalog
+        .models()
+        .iter()
+        .map(|model| {
+            let mut model = (**model).clone();
+            model.routes = model
+                .routes
+                .iter()
+                .flat_map(|r| {
+                    ROUTES.map(|route| router_one_core::catalog::Route {
+                        provider: format!("{}.{route}", r.provider),
+                        upstream_id: r.upstream_id.clone(),
+                    })
+                })
+                .collect();
+            model
+        })
+        .collect();
+    Catalog::new(models).context("the demo's two routes per model")
+}
+
+/// `http://host:port/rest` → `http://host:port/{route}/rest`: the simulator strips the prefix
+/// and knows which route a request came by.
+fn under_route(base_url: &str, route: &str) -> String {
+    let authority_end = base_url
+        .find("://")
+        .map(|scheme| scheme + 3)
+        .and_then(|start| base_url[start..].find('/').map(|slash| start + slash))
+        .unwrap_or(base_url.len());
+    format!("{}/{route}{}", &base_url[..authority_end], &base_url[authority_end..])
+}
+
 /// Starts the simulator and points every provider at it (it speaks all three wire formats).
 pub(crate) async fn start_simulator(config: &mut Config, payments: &PaymentSimConfig) -> Result<SocketAddr> {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -64,7 +114,15 @@ pub(crate) async fn start_simulator(config: &mut Config, payments: &PaymentSimCo
         provider.base_url = match provider.api {
             ApiStyle::OpenAi | ApiStyle::Anthropic => format!("http://{addr}/v1"),
             ApiStyle::Gemini => format!("http://{addr}/v1beta"),
+            // Azure's paths start at the resource: `/openai/deployments/…`; Vertex AI's at
+            // the host: `/v1/projects/…`.
+            ApiStyle::Azure | ApiStyle::VertexAnthropic | ApiStyle::VertexGemini => format!("http://{addr}"),
         };
+        // Vertex AI's access tokens come from the simulator's token endpoint too (a key file's
+        // `token_uri` cannot know this run's address).
+        if provider.api.is_vertex() {
+            provider.token_url = Some(format!("http://{addr}/token"));
+        }
     }
     Ok(addr)
 }
@@ -108,8 +166,15 @@ pub(crate) fn example_model(catalog: &router_one_core::Catalog, config: &Config)
         .unwrap_or_default()
 }
 
-/// Reuses the demo account of an earlier run, or creates one with $1000 and an inference key;
-/// writes `demo.json` with this run's base URL and payment secrets.
+/// The demo account's email: one demo account per database, however many gateways (or data
+/// directories) serve it.
+const DEMO_EMAIL: &str = "demo@router-one.local";
+
+/// Reuses the demo credentials of an earlier run in this data directory, or gives this data
+/// directory its own inference and management keys on the database's demo account (created
+/// with $1000 if the database has none); writes `demo.json` with this run's base URL and
+/// payment secrets. A secret cannot be read back from the database (only its hash is kept), so
+/// a new data directory gets new keys rather than another account.
 pub(crate) async fn ensure_account(
     data_dir: &Path,
     store: &dyn Store,
@@ -120,9 +185,13 @@ pub(crate) async fn ensure_account(
     let earlier = std::fs::read_to_string(&path)
         .ok()
         .and_then(|text| serde_json::from_str::<DemoCredentials>(&text).ok());
+    let earlier = match earlier {
+        Some(existing) if store.account(&existing.account_id).await?.is_some() => Some(existing),
+        _ => None,
+    };
     let mut credentials = match earlier {
         Some(existing) => existing,
-        None => new_demo_account(store).await?,
+        None => demo_keys(store).await?,
     };
     credentials.base_url = format!("http://{listen}/v1");
     credentials.payment_api_key.clone_from(&payments.api_key);
@@ -131,10 +200,22 @@ pub(crate) async fn ensure_account(
     Ok(credentials)
 }
 
-async fn new_demo_account(store: &dyn Store) -> Result<DemoCredentials> {
-    let email = format!("demo-{}@router-one.local", ids::new_id("d"));
-    let credit: Usd = "1000".parse().context("demo credit")?;
-    let (account, management_key) = new_account(store, &email, credit).await?;
+/// New keys on the demo account, creating the account first if the database has none (two
+/// gateways starting at once: one creates it, the other finds it).
+async fn demo_keys(store: &dyn Store) -> Result<DemoCredentials> {
+    let (account, management_key) = match store.account_by_email(DEMO_EMAIL).await? {
+        Some((account, _)) => (account.clone(), new_management_key(store, &account.id).await?),
+        None => {
+            let credit: Usd = "1000".parse().context("demo credit")?;
+            match new_account(store, DEMO_EMAIL, credit).await {
+                Ok(created) => created,
+                Err(e) => match store.account_by_email(DEMO_EMAIL).await? {
+                    Some((account, _)) => (account.clone(), new_management_key(store, &account.id).await?),
+                    None => return Err(e),
+                },
+            }
+        }
+    };
     let secret = secret::generate(INFERENCE_PREFIX);
     let key = ApiKey {
         id: ids::new_id("key"),
@@ -149,9 +230,11 @@ async fn new_demo_account(store: &dyn Store) -> Result<DemoCredentials> {
         revoked_at_us: None,
         spend: Usd::ZERO,
     };
-    // A fresh account: its first key is within any cap.
-    let inserted = store.insert_key(&key, 1).await.context("creating the demo key")?;
-    anyhow::ensure!(inserted, "creating the demo key: the demo account already has one");
+    let inserted = store
+        .insert_key(&key, u32::MAX)
+        .await
+        .context("creating the demo key")?;
+    anyhow::ensure!(inserted, "creating the demo key: refused");
     Ok(DemoCredentials {
         base_url: String::new(),
         api_key: secret.plaintext,
@@ -160,6 +243,16 @@ async fn new_demo_account(store: &dyn Store) -> Result<DemoCredentials> {
         payment_api_key: String::new(),
         payment_webhook_secret: String::new(),
     })
+}
+
+/// A new management key on `account_id`; returns its plaintext.
+async fn new_management_key(store: &dyn Store, account_id: &str) -> Result<String> {
+    let (key, plaintext) = ManagementKey::generate(account_id, Some("demo".into()), ids::now_us());
+    store
+        .insert_management_key(&key)
+        .await
+        .context("creating the demo management key")?;
+    Ok(plaintext)
 }
 
 /// Says loudly when the demo is reachable from other machines.
@@ -186,4 +279,23 @@ pub(crate) fn print_welcome(c: &DemoCredentials, model: &str) {
         key = c.api_key,
         mkey = c.management_key,
     );
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn a_route_prefix_goes_right_after_the_authority() {
+        assert_eq!(
+            super::under_route("http://127.0.0.1:9/v1", "sim-a"),
+            "http://127.0.0.1:9/sim-a/v1"
+        );
+        assert_eq!(
+            super::under_route("http://127.0.0.1:9/v1beta", "sim-b"),
+            "http://127.0.0.1:9/sim-b/v1beta"
+        );
+        assert_eq!(
+            super::under_route("http://127.0.0.1:9", "sim-a"),
+            "http://127.0.0.1:9/sim-a"
+        );
+    }
 }

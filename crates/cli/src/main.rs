@@ -3,13 +3,16 @@
 mod admin;
 mod cli;
 mod config;
+mod database;
 mod demo;
+mod node;
 mod serve;
+mod verify;
 
 use anyhow::{Context, Result};
 use clap::Parser;
 
-use cli::{Cli, Command};
+use cli::{Cli, Command, LogFormat};
 
 /// mimalloc: the gateway allocates many small, short-lived buffers per request, which glibc's
 /// allocator serves markedly slower under concurrency (measured with `bench/run.sh`).
@@ -18,16 +21,17 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    init_logging();
+    init_logging(cli.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .context("starting the runtime")?;
     let result = runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve::run(args).await,
+            Command::Serve(args) => serve::run(args, cli.log_format).await,
             Command::Simulate(args) => serve::simulate(args).await,
             Command::Admin(command) => admin::run(command).await,
+            Command::Verify(args) => verify::run(args).await,
         }
     });
     // Whatever is still running (a blocking task, a background drain) may not hold up exit:
@@ -39,11 +43,16 @@ fn main() -> Result<()> {
 /// Logs go to stderr, filtered by `RUST_LOG` (default `info`). HTTP libraries are held at `info`
 /// whatever `RUST_LOG` says: their trace output could describe headers, and nothing that could
 /// carry a secret or a body may reach a log line.
-fn init_logging() {
+/// `--log-format json`: one JSON object per line (`timestamp`, `level`, `target`, the fields
+/// flattened beside `message`).
+fn init_logging(format: LogFormat) {
     let wanted = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
     let filter = format!("{wanted},hyper=info,hyper_util=info,h2=info,rustls=info,sqlx=warn");
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
-        .with_writer(std::io::stderr)
-        .init();
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => logs.init(),
+        LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).init(),
+    }
 }

@@ -1,7 +1,8 @@
 //! `serve` and `simulate` wiring (`admin` is in `admin.rs`).
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -10,36 +11,32 @@ use anyhow::{Context, Result};
 use router_one_core::store::Store;
 use router_one_providers::Provider;
 use router_one_server::listener::{self, EdgeConfig};
+use router_one_server::metrics::Metrics;
 use router_one_server::{AppState, ServerConfig};
 use router_one_simulator::{PaymentSimConfig, SimConfig};
-use router_one_store::{SqliteStore, UsageWriter};
+use router_one_store::UsageWriter;
 use tokio_util::task::TaskTracker;
 
-use crate::cli::{ServeArgs, SimulateArgs};
+use crate::cli::{LogFormat, ServeArgs, SimulateArgs};
 use crate::config::Config;
+use crate::database::{self, Database};
 use crate::demo;
-
-/// Opens (creating if needed) the data directory's database.
-pub(crate) async fn open_store(data_dir: &Path) -> Result<Arc<SqliteStore>> {
-    std::fs::create_dir_all(data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
-    let store = SqliteStore::open(&data_dir.join("router-one.db"))
-        .await
-        .context("opening the database")?;
-    Ok(Arc::new(store))
-}
+use crate::node::{self, Node};
 
 pub(crate) fn data_dir(config: &Config, flag: Option<PathBuf>) -> PathBuf {
     flag.unwrap_or_else(|| config.data_dir.clone())
 }
 
 /// `router-one serve`.
-pub(crate) async fn run(args: ServeArgs) -> Result<()> {
+pub(crate) async fn run(args: ServeArgs, log_format: LogFormat) -> Result<()> {
     let metering = metering_switch()?;
     let mut config = Config::load(args.config.as_deref())?;
-    let edge = edge_config(&config);
+    let mut edge = edge_config(&config);
     let listen = args.listen.unwrap_or(config.listen);
     let data_dir = data_dir(&config, args.data);
-    let catalog = config.catalog()?;
+    let database_url = database::url(&config, args.database)?;
+    let node_config = node::config(&config, args.node_id, args.redis, database_url.as_deref())?;
+    let mut catalog = config.catalog()?;
     let mut example_model = String::new();
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -50,7 +47,9 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     let demo_upstream = match &demo_payments {
         Some(secrets) => {
             demo::warn_if_exposed(listen);
-            Some(demo::start_simulator(&mut config, secrets).await?)
+            let upstream = demo::start_simulator(&mut config, secrets).await?;
+            catalog = demo::two_routes(&catalog, &mut config)?;
+            Some(upstream)
         }
         None => None,
     };
@@ -60,7 +59,9 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
     let mut providers = HashMap::new();
     for (name, provider_config) in &config.providers {
         let mut provider = Provider::from_config(name, provider_config);
-        if demo_upstream.is_some() {
+        // The demo's upstream takes any key: one the environment gives is kept (so a test can
+        // give a provider a pool of keys), else the demo's own.
+        if demo_upstream.is_some() && !provider.has_api_key() {
             provider.set_api_key(demo::DEMO_UPSTREAM_KEY);
         }
         if !provider.has_api_key() && demo_upstream.is_none() {
@@ -71,11 +72,48 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
 
     // One serving process per data directory, held until this process ends.
     let _data_dir_lock = router_one_store::DataDirLock::acquire(&data_dir)?;
-    let store = open_store(&data_dir).await?;
-    let store_dyn: Arc<dyn Store> = store.clone();
-    let usage = UsageWriter::start(&data_dir, store_dyn.clone(), config.usage_batch)
+    std::fs::create_dir_all(&data_dir).with_context(|| format!("creating data directory {}", data_dir.display()))?;
+    let database = Database::open(database_url.as_deref(), &data_dir).await?;
+    // A single node on PostgreSQL keeps budgets in its memory: it must be the only one. A
+    // cluster node shares them through leases instead.
+    let _serving = match &node_config {
+        None => database.claim_serving().await?,
+        Some(_) => None,
+    };
+    let node = match &node_config {
+        Some(node_config) => Some(Node::start(node_config, &database).await?),
+        None => None,
+    };
+    database.spawn_maintenance();
+    let store_dyn: Arc<dyn Store> = database.store();
+    // Fed from the usage records as they commit (nothing per request on the hot path).
+    let metrics = Metrics::new(catalog.models().iter().map(|m| m.id.clone()), providers.keys().cloned());
+    let access_log = args.access_log.unwrap_or(log_format == LogFormat::Json);
+    let observer: router_one_store::CommitObserver = {
+        let metrics = metrics.clone();
+        Arc::new(move |records: &[router_one_core::UsageRecord]| {
+            metrics.observe(records);
+            if access_log {
+                router_one_server::access_log::write(records);
+            }
+        })
+    };
+    // Replays what an earlier run journaled and did not commit, before anything else.
+    let usage = UsageWriter::start_observed(&data_dir, store_dyn.clone(), config.usage_batch, observer)
         .await
         .context("starting the usage writer")?;
+    let coordination = match &node {
+        Some(node) => {
+            node.close_earlier_runs().await?;
+            node.spawn_heartbeat(usage.clone());
+            Some(node.coordination())
+        }
+        None => None,
+    };
+    let (coordination, lease_book) = match coordination {
+        Some((coordination, book)) => (coordination, Some(book)),
+        None => (router_one_server::Coordination::default(), None),
+    };
     // Build the tokenizer now rather than in the first request.
     router_one_providers::estimate::warm_up();
     let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{listen}"));
@@ -113,20 +151,72 @@ pub(crate) async fn run(args: ServeArgs) -> Result<()> {
         Some(secrets) => Some(demo::ensure_account(&data_dir, store_dyn.as_ref(), listen, secrets).await?),
         None => None,
     };
-    let state = AppState::new(server_config, catalog, providers, store_dyn, usage.clone(), payments)
-        .await
-        .map_err(|e| anyhow::anyhow!("loading keys: {e}"))?;
+    let state = AppState::new(
+        server_config,
+        catalog,
+        providers,
+        store_dyn,
+        usage.clone(),
+        payments,
+        coordination,
+    )
+    .await
+    .map_err(|e| anyhow::anyhow!("loading keys: {e}"))?;
+    // Receipts (`--receipts`): the data directory's signing key, created at the first start; its
+    // public keys published so every node sharing the database serves them in its JWKS.
+    let state = if args.receipts {
+        let receipt_keys = router_one_receipts::KeyRing::load_or_create(&data_dir)?;
+        publish_receipt_keys(database.store().as_ref(), &receipt_keys).await?;
+        state.with_receipts(receipt_keys)
+    } else {
+        state
+    };
     let state = Arc::new(state);
     router_one_server::follower::spawn(state.clone());
+    if let Some(book) = lease_book {
+        router_one_server::leases::spawn_sweeper(book, state.clone());
+    }
+    if let Some(node) = &node {
+        node.spawn_key_events(state.clone());
+    }
     let detached = state.tasks.clone();
+    // At the shutdown deadline, streams still running end themselves cleanly.
+    edge.stopping = state.stopping.clone();
+    let drain_grace = Duration::from_secs(config.http.drain_grace_secs);
+    let shutdown = draining(state.clone(), drain_grace);
+    if let Some(address) = args.metrics_listen.or(config.metrics.listen) {
+        serve_metrics(address, router_one_server::metrics_app(state.clone(), metrics)).await?;
+    }
     let app = router_one_server::app(state);
 
-    tracing::info!(%listen, data_dir = %data_dir.display(), demo = args.demo, "Router One is serving");
+    tracing::info!(
+        %listen,
+        data_dir = %data_dir.display(),
+        database = %database.describe(database_url.as_deref(), &data_dir),
+        demo = args.demo,
+        "Router One is serving"
+    );
     if let Some(credentials) = &demo_credentials {
         demo::print_welcome(credentials, &example_model);
     }
     let flush_deadline = Duration::from_secs(config.http.usage_flush_timeout_secs);
-    serve_until_stopped(listener, app, edge, &detached, &usage, flush_deadline).await;
+    serve_until_stopped(listener, app, edge, shutdown, &detached, &usage, flush_deadline).await;
+    if let Some(node) = &node {
+        node.stop(&usage).await;
+    }
+    database.close().await;
+    Ok(())
+}
+
+/// Publishes a key ring's public keys (current and retired) in the database, once each.
+pub(crate) async fn publish_receipt_keys(store: &dyn Store, ring: &router_one_receipts::KeyRing) -> Result<()> {
+    for jwk in ring.jwks().keys {
+        let text = serde_json::to_string(&jwk)?;
+        store
+            .publish_receipt_key(&jwk.kid, &text)
+            .await
+            .context("publishing the receipt signing key")?;
+    }
     Ok(())
 }
 
@@ -138,11 +228,12 @@ async fn serve_until_stopped(
     listener: tokio::net::TcpListener,
     app: axum::Router,
     edge: EdgeConfig,
+    shutdown: impl std::future::Future<Output = ()>,
     detached: &TaskTracker,
     usage: &UsageWriter,
     flush_deadline: Duration,
 ) {
-    let stopped = listener::serve(listener, app, edge, shutdown_signal()).await;
+    let stopped = listener::serve(listener, app, edge, shutdown).await;
     if stopped.forced > 0 {
         tracing::warn!(
             connections = stopped.forced,
@@ -187,6 +278,7 @@ fn edge_config(config: &Config) -> EdgeConfig {
         keep_alive_timeout: Duration::from_secs(http.keep_alive_timeout_secs),
         max_connections,
         shutdown_timeout: Duration::from_secs(http.shutdown_timeout_secs),
+        stopping: tokio_util::sync::CancellationToken::new(),
     }
 }
 
@@ -208,6 +300,19 @@ fn metering_switch() -> Result<bool> {
         );
     }
     Ok(true)
+}
+
+/// Completes when the listener should stop accepting: SIGTERM or Ctrl-C marks the node as
+/// draining (`GET /ready` answers 503 from that moment), then `grace` passes with new requests
+/// still served, so a load balancer polling readiness moves traffic away first.
+async fn draining(state: Arc<router_one_server::AppState>, grace: Duration) {
+    shutdown_signal().await;
+    state.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+    tracing::info!(
+        grace_secs = grace.as_secs(),
+        "shutting down: /ready answers 503; draining"
+    );
+    tokio::time::sleep(grace).await;
 }
 
 async fn shutdown_signal() {
@@ -245,4 +350,18 @@ pub(crate) async fn simulate(args: SimulateArgs) -> Result<()> {
     router_one_simulator::serve(listener, config)
         .await
         .context("simulator failed")
+}
+
+/// Serves the metrics listener in the background for as long as the process runs.
+async fn serve_metrics(address: SocketAddr, app: axum::Router) -> anyhow::Result<()> {
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| format!("binding the metrics listener {address}"))?;
+    tracing::info!(metrics = %listener.local_addr()?, "Prometheus metrics at GET /metrics");
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the metrics listener stopped");
+        }
+    });
+    Ok(())
 }

@@ -56,6 +56,14 @@ pub struct Model {
     /// USD per 1M cached input tokens.
     #[serde(deserialize_with = "decimal_string")]
     pub cached_input_per_mtok: Decimal,
+    /// USD per 1M input tokens written to the prompt cache (Anthropic's cache writes, 5-minute
+    /// TTL); absent: writes are billed at the input rate, as by vendors that bill none apart.
+    #[serde(
+        default,
+        deserialize_with = "optional_decimal_string",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub cache_write_per_mtok: Option<Decimal>,
     /// USD per 1M output tokens.
     #[serde(deserialize_with = "decimal_string")]
     pub output_per_mtok: Decimal,
@@ -82,12 +90,22 @@ fn decimal_string<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<D
     Decimal::from_str_exact(s.trim()).map_err(|_| serde::de::Error::custom(format!("`{s}` is not a decimal number")))
 }
 
+fn optional_decimal_string<'de, D: serde::Deserializer<'de>>(deserializer: D) -> Result<Option<Decimal>, D::Error> {
+    decimal_string(deserializer).map(Some)
+}
+
 impl Model {
+    /// The cache-write rate: the posted one, else the input rate.
+    pub fn cache_write_rate(&self) -> Decimal {
+        self.cache_write_per_mtok.unwrap_or(self.input_per_mtok)
+    }
+
     /// The posted rates of this model.
     pub fn rates(&self) -> PostedRates {
         PostedRates {
             input_per_mtok: self.input_per_mtok,
             cached_input_per_mtok: self.cached_input_per_mtok,
+            cache_write_per_mtok: self.cache_write_rate(),
             output_per_mtok: self.output_per_mtok,
         }
     }
@@ -163,9 +181,14 @@ impl Catalog {
 
 impl Model {
     fn rates_are_negative(&self) -> bool {
-        [self.input_per_mtok, self.cached_input_per_mtok, self.output_per_mtok]
-            .iter()
-            .any(Decimal::is_sign_negative)
+        [
+            self.input_per_mtok,
+            self.cached_input_per_mtok,
+            self.cache_write_rate(),
+            self.output_per_mtok,
+        ]
+        .iter()
+        .any(Decimal::is_sign_negative)
     }
 }
 
@@ -195,6 +218,11 @@ mod tests {
         let m = c.get("m").unwrap();
         assert_eq!(m.routes[0].upstream_id, "m-2025");
         assert_eq!(m.rates().input_per_mtok.to_string(), "1.5");
+        // No posted cache-write rate: writes cost what input costs.
+        assert_eq!(m.rates().cache_write_per_mtok.to_string(), "1.5");
+        let posted = ONE.replace("output_per_mtok", "cache_write_per_mtok = \"1.875\"\noutput_per_mtok");
+        let c = Catalog::from_toml(&posted).unwrap();
+        assert_eq!(c.get("m").unwrap().rates().cache_write_per_mtok.to_string(), "1.875");
     }
 
     #[test]

@@ -32,7 +32,7 @@ pub enum ErrorKind {
     InvalidApiKey,
     /// The key has expired.
     ExpiredApiKey,
-    /// The key may not use this model.
+    /// The key may not use this model: answered as an unknown model (404 `model_not_found`).
     ModelNotAllowed,
     /// The account's balance (or the key's lifetime budget) cannot pay for the request.
     InsufficientQuota,
@@ -70,14 +70,25 @@ pub enum ErrorKind {
     PaymentProviderError,
     /// The gateway is at its connection cap with every connection busy; retry shortly.
     ServerBusy,
-    /// A bug or storage failure on our side.
+    /// A bug on our side.
     Internal,
+    /// The database did not answer (or failed) a call this request needed: transient, retry.
+    DatabaseUnavailable,
     /// A usage record cannot be made durable right now (the usage journal cannot be written,
     /// e.g. a full disk): the request was not sent upstream, or its answer was withheld.
     /// Transient: service resumes by itself when the journal can be written; retry later.
     UsageUnavailable,
     /// The account already holds as many live inference keys as it may (revoke one first).
     KeyLimitReached,
+    /// A cluster node could not get the money a request needs because the database is
+    /// unreachable (nothing is used up: retry later, on any node).
+    BillingUnavailable,
+    /// A cluster node has heard from neither the database nor Redis for over a second, so it
+    /// cannot know of keys revoked meanwhile: it refuses until it hears again (retry, or
+    /// another node).
+    NodeIsolated,
+    /// The gateway's shutdown deadline ended the request.
+    ShuttingDown,
 }
 
 impl ErrorKind {
@@ -91,7 +102,8 @@ impl ErrorKind {
             MissingApiKey => (401, "invalid_request_error", "missing_api_key"),
             InvalidApiKey => (401, "invalid_request_error", "invalid_api_key"),
             ExpiredApiKey => (401, "invalid_request_error", "expired_api_key"),
-            ModelNotAllowed => (403, "permission_error", "model_not_allowed"),
+            // Like an unknown model: relays disable a channel on `permission_error`.
+            ModelNotAllowed => (404, "invalid_request_error", "model_not_found"),
             InsufficientQuota => (402, "insufficient_quota", "insufficient_quota"),
             RateLimited => (429, "rate_limit_error", "rate_limit_exceeded"),
             BodyTooLarge => (413, "invalid_request_error", "request_too_large"),
@@ -111,8 +123,12 @@ impl ErrorKind {
             PaymentProviderError => (502, "upstream_error", "payment_provider_error"),
             ServerBusy => (503, "server_error", "server_busy"),
             Internal => (500, "server_error", "internal_error"),
+            DatabaseUnavailable => (503, "server_error", "database_unavailable"),
             UsageUnavailable => (503, "server_error", "usage_unavailable"),
             KeyLimitReached => (400, "invalid_request_error", "key_limit_reached"),
+            BillingUnavailable => (503, "server_error", "billing_unavailable"),
+            NodeIsolated => (503, "server_error", "node_isolated"),
+            ShuttingDown => (503, "server_error", "gateway_shutdown"),
         }
     }
 

@@ -18,6 +18,25 @@ pub fn new_id(prefix: &str) -> String {
     s
 }
 
+/// When an id made by [`new_id`] with `prefix` was minted, in ms since the Unix epoch; `None`
+/// for anything else (a client may send any string where an id is expected).
+pub fn minted_at_ms(id: &str, prefix: &str) -> Option<u64> {
+    let hex = id.strip_prefix(prefix)?.strip_prefix('_')?;
+    if hex.len() != 32 {
+        return None;
+    }
+    let uuid = Uuid::try_parse(hex).ok()?;
+    if uuid.get_version_num() != 7 {
+        return None;
+    }
+    let (seconds, nanos) = uuid.get_timestamp()?.to_unix();
+    Some(
+        seconds
+            .saturating_mul(1_000)
+            .saturating_add(u64::from(nanos / 1_000_000)),
+    )
+}
+
 /// An RFC 3339 timestamp (UTC) of µs since the epoch, as the API shows times (empty if out of
 /// the representable range, which our own clock never is).
 pub fn rfc3339(us: i64) -> String {
@@ -34,7 +53,33 @@ pub fn now_us() -> i64 {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn an_id_tells_when_it_was_minted_and_nothing_else_does() {
+        let before = u64::try_from(now_us() / 1_000).unwrap();
+        let id = new_id("req");
+        let after = u64::try_from(now_us() / 1_000).unwrap();
+        let at = minted_at_ms(&id, "req").unwrap();
+        assert!(before <= at && at <= after, "{before} {at} {after}");
+        assert_eq!(minted_at_ms(&id, "key"), None);
+        for bad in [
+            "req_",
+            "req_zz",
+            "req",
+            "",
+            "req_0193abcd",
+            &id[..id.len() - 1],
+            &format!("{id}0"),
+        ] {
+            assert_eq!(minted_at_ms(bad, "req"), None, "{bad}");
+        }
+        // A v4 uuid is not one of ours.
+        assert_eq!(minted_at_ms("req_9f1c2d3e4b5a46789abcdef012345678", "req"), None);
+    }
+
     #[test]
     fn ids_are_distinct_v7_and_sort_by_millisecond() {
         let a = super::new_id("req");

@@ -4,6 +4,7 @@
 pub mod billing;
 pub mod catalog;
 pub mod checkout;
+pub mod cluster;
 pub mod error;
 pub mod ids;
 pub mod money;
@@ -17,4 +18,4 @@ pub use catalog::{Catalog, Model, ModelKind, Route};
 pub use error::{ApiError, ErrorKind};
 pub use money::Usd;
 pub use pricing::{PostedRates, TokenUsage};
-pub use usage::{Endpoint, UsageRecord};
+pub use usage::{Endpoint, RecordLease, UsageRecord};

@@ -37,6 +37,8 @@ pub enum MoneyError {
 impl Usd {
     /// Zero dollars.
     pub const ZERO: Usd = Usd(0);
+    /// The largest amount (`i64::MAX` units): "all of it" where an amount is an upper bound.
+    pub const MAX: Usd = Usd(i64::MAX);
 
     /// An amount from a raw count of 10⁻¹⁰ USD units (as stored).
     pub const fn from_units(units: i64) -> Usd {

@@ -42,8 +42,11 @@ pub struct Account {
     pub invite_code: String,
     /// The account that referred this one, forever.
     pub referred_by: Option<String>,
-    /// The id of the account's last ledger entry when `balance` was read (0: none): entries
-    /// after it are not in `balance` yet. Ignored when creating an account.
+    /// The id of the account's last non-`usage` ledger entry when `balance` was read (0: none):
+    /// the non-`usage` entries after it are not in `balance` yet, so the ledger follower applies
+    /// exactly those ([`Store::ledger_since`] never returns `usage` entries, and `usage` entries
+    /// are left out here because on PostgreSQL they do not commit in id order). Ignored when
+    /// creating an account.
     pub ledger_head: i64,
 }
 
@@ -134,8 +137,41 @@ impl BudgetPeriod {
     }
 }
 
+/// What a key does with a request whose `max_tokens` what is left on the key or its account
+/// cannot cover, while a smaller limit could be (issue 12: never a 402, which relays read as a
+/// dead channel).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OversizedMaxTokens {
+    /// Serve it with the largest output limit that can be paid for (at least 16 tokens), and send
+    /// that limit upstream.
+    #[default]
+    Clamp,
+    /// Refuse it with a 400 naming the largest `max_tokens` that can be paid for.
+    Refuse,
+}
+
+impl OversizedMaxTokens {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OversizedMaxTokens::Clamp => "clamp",
+            OversizedMaxTokens::Refuse => "refuse",
+        }
+    }
+
+    /// Parses the stored name.
+    pub fn parse(s: &str) -> Option<OversizedMaxTokens> {
+        match s {
+            "clamp" => Some(OversizedMaxTokens::Clamp),
+            "refuse" => Some(OversizedMaxTokens::Refuse),
+            _ => None,
+        }
+    }
+}
+
 /// The settings of an inference key that its owner controls.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct KeySettings {
     /// A label.
     pub name: Option<String>,
@@ -155,6 +191,49 @@ pub struct KeySettings {
     pub expires_at_us: Option<i64>,
     /// The builder's own data (a customer id, say).
     pub metadata: serde_json::Map<String, serde_json::Value>,
+    /// What a `max_tokens` that cannot be paid for, while a smaller one could, gets.
+    #[serde(default)]
+    pub on_oversized_max_tokens: OversizedMaxTokens,
+    /// Streams end with the usage chunk even when the client did not ask for it
+    /// (`stream_options.include_usage`), for relays that never ask.
+    #[serde(default)]
+    pub always_include_usage: bool,
+    /// Whether responses carry the `x-router-one-*` headers (a reseller may not want its
+    /// upstream named); `x-request-id` is always sent.
+    #[serde(default = "yes")]
+    pub router_headers: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for KeySettings {
+    fn default() -> KeySettings {
+        KeySettings {
+            name: None,
+            max_spend: None,
+            budget_period: BudgetPeriod::None,
+            rpm_limit: None,
+            tpm_limit: None,
+            max_concurrency: None,
+            models: None,
+            expires_at_us: None,
+            metadata: serde_json::Map::new(),
+            on_oversized_max_tokens: OversizedMaxTokens::Clamp,
+            always_include_usage: false,
+            router_headers: true,
+        }
+    }
+}
+
+impl KeySettings {
+    /// Whether the key may use `model` (no allow-list: every model).
+    pub fn allows_model(&self, model: &str) -> bool {
+        self.models
+            .as_ref()
+            .is_none_or(|models| models.iter().any(|m| m == model))
+    }
 }
 
 /// A stored inference key (never the secret itself).
@@ -291,8 +370,11 @@ pub trait Store: Send + Sync + 'static {
     /// Every account's ledger entries after entry `after`, oldest first, at most `limit`, except
     /// `usage` debits (which the gateway settled in memory before posting them): how a running
     /// gateway learns of credits and debits posted by webhooks, other nodes or the operator.
+    /// These entries commit in id order, so a follower that pages by id never skips one that
+    /// committed late.
     async fn ledger_since(&self, after: i64, limit: u32) -> StoreResult<Vec<LedgerEntry>>;
-    /// The id of the last ledger entry of any account (0: none).
+    /// The id of the last non-`usage` ledger entry of any account (0: none): where a new
+    /// follower of [`Store::ledger_since`] starts.
     async fn ledger_head(&self) -> StoreResult<i64>;
     /// Stores a new checkout session.
     async fn insert_checkout_session(&self, session: &CheckoutSession) -> StoreResult<()>;
@@ -313,6 +395,11 @@ pub trait Store: Send + Sync + 'static {
     async fn set_fx_rate(&self, currency: &str, rate: &FxRate) -> StoreResult<()>;
     /// The FX rates set with [`Store::set_fx_rate`], by currency.
     async fn fx_rates(&self) -> StoreResult<std::collections::BTreeMap<String, FxRate>>;
+    /// Publishes a receipt-signing public key (its JWK, as JSON text) under its key id, so the
+    /// JWKS of every node sharing this store names it; a key already published stays as it was.
+    async fn publish_receipt_key(&self, kid: &str, jwk: &str) -> StoreResult<()>;
+    /// Every published receipt-signing public key (JWK JSON texts), oldest first.
+    async fn receipt_keys(&self) -> StoreResult<Vec<String>>;
     /// The account owning this (unrevoked) management key.
     async fn account_by_management_key(&self, hash: &str) -> StoreResult<Option<Account>>;
     /// One account.
@@ -346,6 +433,9 @@ pub trait Store: Send + Sync + 'static {
     async fn usage_summary(&self, filter: &UsageFilter, group: SummaryGroup) -> StoreResult<Vec<SummaryRow>>;
     /// One record of an account.
     async fn usage_record(&self, account_id: &str, request_id: &str) -> StoreResult<Option<UsageRecord>>;
+    /// Whether any account has a record of this request id (a "pending" answer is only for an
+    /// id nobody has recorded yet).
+    async fn request_recorded(&self, request_id: &str) -> StoreResult<bool>;
     /// Σ cost of a key's usage records created at or after `since_us` (its spend in the current
     /// budget period; read when the key is loaded, never per request).
     async fn key_spend_since(&self, key_id: &str, since_us: i64) -> StoreResult<Usd>;

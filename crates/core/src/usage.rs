@@ -14,6 +14,10 @@ pub enum Endpoint {
     ChatCompletions,
     /// `POST /v1/embeddings`.
     Embeddings,
+    /// `POST /v1/responses` (OpenAI Responses API, served as a chat completion).
+    Responses,
+    /// `POST /v1/messages` (Anthropic Messages API, served as a chat completion).
+    Messages,
 }
 
 impl Endpoint {
@@ -22,6 +26,8 @@ impl Endpoint {
         match self {
             Endpoint::ChatCompletions => "chat_completions",
             Endpoint::Embeddings => "embeddings",
+            Endpoint::Responses => "responses",
+            Endpoint::Messages => "messages",
         }
     }
 
@@ -30,6 +36,8 @@ impl Endpoint {
         match s {
             "chat_completions" => Some(Endpoint::ChatCompletions),
             "embeddings" => Some(Endpoint::Embeddings),
+            "responses" => Some(Endpoint::Responses),
+            "messages" => Some(Endpoint::Messages),
             _ => None,
         }
     }
@@ -70,4 +78,45 @@ pub struct UsageRecord {
     pub error_code: Option<String>,
     /// Whether the response was streamed.
     pub streamed: bool,
+    /// The node run whose budget leases paid for the request (a cluster node); `None` on a
+    /// single node, whose budgets live in its memory. Journaled with the record, so a replay
+    /// after a crash settles the leases of the run that admitted it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease: Option<RecordLease>,
+    /// Attempts on other routes that failed before this one served or failed for good (empty
+    /// when the first attempt was the last: the usual case). They are not billed.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_attempts: Vec<FailedAttempt>,
+    /// The response's signed receipt (a compact JWS: metadata and the body's SHA-256, never
+    /// a body; docs/receipts.md); `None` for a refusal, a dialect endpoint or a stream whose
+    /// client left before its end.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<String>,
+}
+
+/// An attempt of a request on one route that failed before the client received a byte, and
+/// was tried again on another route of the same model.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailedAttempt {
+    /// The route (provider channel) tried.
+    pub route: String,
+    /// The error code it ended with (`upstream_error`, `upstream_timeout`, …).
+    pub error: String,
+    /// The status it would have given the client.
+    pub status: u16,
+    /// How long it took, µs.
+    pub latency_us: u64,
+}
+
+/// Which leases a record's cost is drawn from: the account's lease and (if the key has a
+/// `max_spend`) the key's lease for one budget period, both held by one node run.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordLease {
+    /// The node that admitted the request.
+    pub node_id: String,
+    /// Its run (see [`crate::cluster::NodeRun`]).
+    pub node_epoch: i64,
+    /// The key's budget period at admission, µs (0: lifetime); `None` if the key had no
+    /// `max_spend`, so only the account's lease is drawn on.
+    pub key_period_start_us: Option<i64>,
 }

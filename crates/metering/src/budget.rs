@@ -16,6 +16,8 @@ use router_one_core::store::BudgetPeriod;
 #[derive(Debug)]
 pub struct Budget {
     state: Mutex<BudgetState>,
+    /// A cluster node is topping this share up in the background (one at a time).
+    refilling: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -31,6 +33,10 @@ struct BudgetState {
     period: BudgetPeriod,
     /// End of the current period, µs (`i64::MAX` without one).
     period_end_us: i64,
+    /// A cluster node's budget: `limit` is what its leases on the scope hold for the current
+    /// period (granted by the database), not the scope's cap; a new period starts at zero until
+    /// a lease on it is granted.
+    leased: bool,
 }
 
 /// A budget could not cover a reservation.
@@ -68,6 +74,17 @@ impl Budget {
 
     /// A budget of `limit` per `period`, with `spent` settled in the period containing `now_us`.
     pub fn periodic(limit: Option<Usd>, period: BudgetPeriod, spent: Usd, now_us: i64) -> Budget {
+        Budget::with_state(limit, period, spent, now_us, false)
+    }
+
+    /// A cluster node's share of a scope (an account's balance, or a key's `max_spend` per
+    /// `period`): nothing to spend until [`Budget::grant`] adds what a lease granted, and back
+    /// to nothing when a new period starts (its money is leased per period).
+    pub fn leased(period: BudgetPeriod, now_us: i64) -> Budget {
+        Budget::with_state(Some(Usd::ZERO), period, Usd::ZERO, now_us, true)
+    }
+
+    fn with_state(limit: Option<Usd>, period: BudgetPeriod, spent: Usd, now_us: i64, leased: bool) -> Budget {
         Budget {
             state: Mutex::new(BudgetState {
                 limit,
@@ -75,8 +92,36 @@ impl Budget {
                 reserved: Usd::ZERO,
                 period,
                 period_end_us: period.window(now_us).map_or(i64::MAX, |(_, end)| end),
+                leased,
             }),
+            refilling: std::sync::atomic::AtomicBool::new(false),
         }
+    }
+
+    /// Adds what a lease granted for the period containing `now_us` (nothing, if a new period
+    /// started since the grant was asked for: that money belongs to the old period's lease).
+    pub fn grant(&self, amount: Usd, period_start_us: i64, now_us: i64) {
+        self.with(|s| {
+            s.roll(now_us);
+            let current = s.period.window(now_us).map_or(0, |(start, _)| start);
+            if current == period_start_us {
+                s.limit = s.limit.map(|l| l.saturating_add(amount));
+            }
+        });
+    }
+
+    /// Takes back up to `most` of what is neither spent nor reserved (to return to the
+    /// database), lowering the limit by as much; returns what was taken.
+    pub fn take_unused(&self, most: Usd, now_us: i64) -> Usd {
+        self.with(|s| {
+            s.roll(now_us);
+            let Some(available) = s.available() else {
+                return Usd::ZERO;
+            };
+            let taken = available.min(most);
+            s.limit = s.limit.map(|l| l.saturating_sub(taken));
+            taken
+        })
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut BudgetState) -> T) -> T {
@@ -140,6 +185,19 @@ impl Budget {
         self.with(|s| s.available())
     }
 
+    /// What is left to reserve at `now_us` (a periodic budget past its period starts over).
+    pub fn available_at(&self, now_us: i64) -> Option<Usd> {
+        self.with(|s| {
+            s.roll(now_us);
+            s.available()
+        })
+    }
+
+    /// The start of the budget period containing `now_us`, µs (0: a lifetime budget).
+    pub fn period_start_at(&self, now_us: i64) -> i64 {
+        self.with(|s| s.period.window(now_us).map_or(0, |(start, _)| start))
+    }
+
     /// What is reserved by requests in flight.
     pub fn reserved(&self) -> Usd {
         self.with(|s| s.reserved)
@@ -159,6 +217,38 @@ impl Budget {
     /// Replaces the limit (a key's `max_spend` edited), keeping spend and reservations.
     pub fn set_limit(&self, limit: Option<Usd>) {
         self.with(|s| s.limit = limit);
+    }
+
+    /// A leased share whose key was edited: `limit` is `Some(0)` (a fresh, empty share of the
+    /// new cap) or `None` (the key no longer has a cap); spend restarts at zero, reservations in
+    /// flight stay held.
+    pub fn reset_leased(&self, limit: Option<Usd>, period: BudgetPeriod, now_us: i64) {
+        self.with(|s| {
+            s.limit = limit;
+            s.period = period;
+            s.spent = Usd::ZERO;
+            s.leased = limit.is_some();
+            s.period_end_us = period.window(now_us).map_or(i64::MAX, |(_, end)| end);
+        });
+    }
+
+    /// Claims the right to top this share up in the background: true for one caller until
+    /// [`Budget::end_refill`] (so a busy share starts one refill, not one per request).
+    pub fn begin_refill(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.refilling
+            .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+            .is_ok()
+    }
+
+    /// Ends a background refill claimed with [`Budget::begin_refill`].
+    pub fn end_refill(&self) {
+        self.refilling.store(false, std::sync::atomic::Ordering::Release);
+    }
+
+    /// Whether this is a cluster node's leased share ([`Budget::leased`]).
+    pub fn is_leased(&self) -> bool {
+        self.with(|s| s.leased)
     }
 
     /// Replaces limit and period, with `spent` the spend already settled in the period containing
@@ -183,6 +273,9 @@ impl BudgetState {
     fn roll(&mut self, now_us: i64) {
         if now_us >= self.period_end_us {
             self.spent = Usd::ZERO;
+            if self.leased {
+                self.limit = Some(Usd::ZERO);
+            }
             self.period_end_us = self.period.window(now_us).map_or(i64::MAX, |(_, end)| end);
         }
     }
@@ -256,5 +349,38 @@ mod tests {
         let admitted: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
         assert_eq!(admitted, 333);
         assert_eq!(b.available(), Some(Usd::from_units(1)));
+    }
+
+    #[test]
+    fn a_leased_share_spends_only_what_was_granted_and_gives_back_only_what_is_unused() {
+        let b = Budget::leased(BudgetPeriod::None, 0);
+        assert_eq!(b.available(), Some(Usd::ZERO), "nothing before a grant");
+        assert!(b.reserve(Usd::from_units(1), 0).is_err());
+        b.grant(Usd::from_units(100), 0, 0);
+        b.reserve(Usd::from_units(60), 0).unwrap();
+        // In flight money is never given back; what is unused is, once.
+        assert_eq!(b.take_unused(Usd::MAX, 0), Usd::from_units(40));
+        assert_eq!(b.take_unused(Usd::MAX, 0), Usd::ZERO);
+        b.settle(Usd::from_units(60), Usd::from_units(25));
+        assert_eq!(b.take_unused(Usd::from_units(10), 0), Usd::from_units(10));
+        assert_eq!(b.available(), Some(Usd::from_units(25)));
+    }
+
+    #[test]
+    fn a_leased_periodic_share_starts_empty_in_each_period_and_ignores_late_grants() {
+        let b = Budget::leased(BudgetPeriod::Daily, DAY_US + 5);
+        b.grant(Usd::from_units(100), DAY_US, DAY_US + 5);
+        assert_eq!(b.available_at(DAY_US + 6), Some(Usd::from_units(100)));
+        // The next day: the old day's lease money is not this day's.
+        assert_eq!(b.available_at(2 * DAY_US), Some(Usd::ZERO));
+        b.grant(Usd::from_units(70), DAY_US, 2 * DAY_US);
+        assert_eq!(
+            b.available_at(2 * DAY_US),
+            Some(Usd::ZERO),
+            "a grant for the past period"
+        );
+        b.grant(Usd::from_units(70), 2 * DAY_US, 2 * DAY_US);
+        assert_eq!(b.available_at(2 * DAY_US + 1), Some(Usd::from_units(70)));
+        assert_eq!(b.period_start_at(2 * DAY_US + 1), 2 * DAY_US);
     }
 }

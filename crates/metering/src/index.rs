@@ -35,6 +35,13 @@ impl KeyState {
         self.revoked.load(Ordering::Acquire)
     }
 
+    /// The key's limits and allowed models (without its label and metadata), borrowed: no
+    /// reference count is taken, so reading a field per request is an atomic load, not an
+    /// `Arc` clone.
+    pub fn settings(&self) -> arc_swap::Guard<Arc<KeySettings>> {
+        self.settings.load()
+    }
+
     /// When the key expires, µs since the epoch.
     pub fn expires_at_us(&self) -> Option<i64> {
         self.settings.load().expires_at_us
@@ -67,13 +74,13 @@ impl KeyState {
     /// Refuses a revoked or expired key, or a model it may not use.
     pub fn check(&self, model: &str, now_us: i64) -> Result<(), ApiError> {
         self.check_active(now_us)?;
-        let settings = self.settings.load();
-        if let Some(models) = &settings.models
-            && !models.iter().any(|m| m == model)
-        {
+        if !self.settings.load().allows_model(model) {
+            // The shape of an unknown model's refusal (a 404): relays disable a channel on a 403.
             return Err(ApiError::new(
                 ErrorKind::ModelNotAllowed,
-                format!("This API key may not use the model `{model}`."),
+                format!(
+                    "The model `{model}` is not available to this API key. GET /v1/models lists the ones it may use."
+                ),
             )
             .with_param("model"));
         }
@@ -81,7 +88,7 @@ impl KeyState {
     }
 }
 
-/// What the index keeps of a key's settings: what admission checks, without the label and the
+/// What the index keeps of a key's settings: what admission and responses read, without the label and the
 /// builder's metadata, so the memory of every live key stays small whatever clients store.
 fn limits_only(settings: &KeySettings) -> KeySettings {
     KeySettings {
@@ -94,6 +101,9 @@ fn limits_only(settings: &KeySettings) -> KeySettings {
         models: settings.models.clone(),
         expires_at_us: settings.expires_at_us,
         metadata: Default::default(),
+        on_oversized_max_tokens: settings.on_oversized_max_tokens,
+        always_include_usage: settings.always_include_usage,
+        router_headers: settings.router_headers,
     }
 }
 
@@ -103,6 +113,9 @@ pub struct KeyIndex {
     by_hash: DashMap<String, Arc<KeyState>>,
     by_id: DashMap<String, Arc<KeyState>>,
     accounts: DashMap<String, LiveAccount>,
+    /// A cluster node: budgets hold what this node's leases were granted, not the balances
+    /// and caps themselves (those live in the database, shared by every node).
+    leased: bool,
 }
 
 /// A loaded account: its budget, and the last ledger entry its limit includes.
@@ -115,6 +128,30 @@ struct LiveAccount {
 }
 
 impl KeyIndex {
+    /// The index of a cluster node: every account budget, and every key budget with a
+    /// `max_spend`, is a [`Budget::leased`] share that starts empty and grows only by leases
+    /// granted by the database (`metering` never asks for them itself: the server's lease book
+    /// does, off the hot path). Ledger entries are not applied to it.
+    pub fn leased() -> KeyIndex {
+        KeyIndex {
+            leased: true,
+            ..KeyIndex::default()
+        }
+    }
+
+    /// Whether budgets are lease shares ([`KeyIndex::leased`]).
+    pub fn is_leased(&self) -> bool {
+        self.leased
+    }
+
+    /// A new key budget: its cap per period on a single node, a leased share on a cluster node.
+    fn key_budget(&self, settings: &KeySettings, spent: Usd, now_us: i64) -> Budget {
+        match settings.max_spend {
+            Some(_) if self.leased => Budget::leased(settings.budget_period, now_us),
+            _ => Budget::periodic(settings.max_spend, settings.budget_period, spent, now_us),
+        }
+    }
+
     /// Adds a key, or returns it if already loaded (two requests may race to load the same key;
     /// both must share one budget). `balance` is the account's stored balance including its
     /// ledger entries up to `ledger_head`, used only if the account is not loaded yet: once
@@ -132,7 +169,7 @@ impl KeyIndex {
             settings: ArcSwap::from_pointee(limits_only(&key.settings)),
             revoked: AtomicBool::new(key.revoked_at_us.is_some()),
             account,
-            spend: Budget::periodic(key.settings.max_spend, key.settings.budget_period, spent, now_us),
+            spend: self.key_budget(&key.settings, spent, now_us),
         });
         let state = self.by_hash.entry(key.secret_hash.clone()).or_insert(state).clone();
         self.by_id.insert(key.id.clone(), state.clone());
@@ -150,7 +187,11 @@ impl KeyIndex {
         self.accounts
             .entry(account_id.to_owned())
             .or_insert_with(|| LiveAccount {
-                budget: Arc::new(Budget::new(Some(balance), Usd::ZERO)),
+                budget: Arc::new(if self.leased {
+                    Budget::leased(router_one_core::store::BudgetPeriod::None, 0)
+                } else {
+                    Budget::new(Some(balance), Usd::ZERO)
+                }),
                 ledger_head: Arc::new(Mutex::new(ledger_head)),
             })
             .budget
@@ -167,6 +208,10 @@ impl KeyIndex {
     /// already includes is skipped, and so is an account that is not loaded (it will read its
     /// balance when it is). Returns whether the budget moved.
     pub fn apply_ledger_entry(&self, account_id: &str, entry_id: i64, amount: Usd) -> bool {
+        if self.leased {
+            // The balance lives in the database; leases are granted against it as it is.
+            return false;
+        }
         let Some(account) = self.accounts.get(account_id).map(|e| e.value().clone()) else {
             return false;
         };
@@ -189,8 +234,24 @@ impl KeyIndex {
 
     /// Replaces a key's settings (its `max_spend` takes effect at once). When its
     /// `budget_period` changed, `spent` is its spend in the new period containing `now_us`.
+    /// On a cluster node a key whose cap or period changed starts a fresh share (what its old
+    /// share held goes back to the database through the lease book).
     pub fn update(&self, id: &str, settings: &KeySettings, spent: Option<Usd>, now_us: i64) {
         if let Some(state) = self.by_id(id) {
+            if self.leased {
+                // The share stays while the key keeps a cap on the same period (a new cap is
+                // the database's to enforce, on the next grant); a cap added, removed or moved
+                // to another period starts a fresh share.
+                let old = state.settings.load();
+                if old.max_spend.is_some() != settings.max_spend.is_some()
+                    || old.budget_period != settings.budget_period
+                {
+                    let limit = settings.max_spend.map(|_| Usd::ZERO);
+                    state.spend.reset_leased(limit, settings.budget_period, now_us);
+                }
+                state.settings.store(Arc::new(limits_only(settings)));
+                return;
+            }
             match spent {
                 Some(spent) => state
                     .spend
@@ -213,6 +274,7 @@ impl KeyIndex {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+    use router_one_core::store::OversizedMaxTokens;
 
     fn key(models: Option<Vec<String>>, expires: Option<i64>) -> ApiKey {
         ApiKey {
@@ -236,13 +298,41 @@ mod tests {
         let index = KeyIndex::default();
         let k = index.insert(&key(Some(vec!["a".into()]), Some(100)), Usd::ZERO, 0, Usd::ZERO, 0);
         assert!(k.check("a", 99).is_ok());
-        assert_eq!(k.check("b", 99).unwrap_err().kind, ErrorKind::ModelNotAllowed);
+        let refusal = k.check("b", 99).unwrap_err();
+        assert_eq!(refusal.kind, ErrorKind::ModelNotAllowed);
+        assert_eq!(
+            (refusal.kind.status(), refusal.kind.code(), refusal.param.as_deref()),
+            (404, "model_not_found", Some("model"))
+        );
+        // one-api and new-api disable a channel whose message says these.
+        for word in ["permission", "credit", "balance", "quota"] {
+            assert!(!refusal.message.to_lowercase().contains(word), "{}", refusal.message);
+        }
         assert_eq!(k.check("a", 100).unwrap_err().kind, ErrorKind::ExpiredApiKey);
         index.revoke("key_1");
         assert_eq!(
             index.get("h").unwrap().check("a", 0).unwrap_err().kind,
             ErrorKind::InvalidApiKey
         );
+    }
+
+    #[test]
+    fn relay_options_are_kept_and_follow_edits() {
+        let index = KeyIndex::default();
+        let k = index.insert(&key(None, None), Usd::ZERO, 0, Usd::ZERO, 0);
+        let s = k.settings();
+        assert!(s.router_headers && !s.always_include_usage);
+        assert_eq!(s.on_oversized_max_tokens, OversizedMaxTokens::Clamp);
+        let edited = KeySettings {
+            on_oversized_max_tokens: OversizedMaxTokens::Refuse,
+            always_include_usage: true,
+            router_headers: false,
+            ..KeySettings::default()
+        };
+        index.update("key_1", &edited, None, 0);
+        let s = k.settings();
+        assert!(!s.router_headers && s.always_include_usage);
+        assert_eq!(s.on_oversized_max_tokens, OversizedMaxTokens::Refuse);
     }
 
     #[test]

@@ -16,11 +16,17 @@
 //! an implementation provides too. [`InProcessLimiter`] is the single-node implementation: one
 //! small mutex per key in a sharded map, no global lock.
 //!
+//! A limiter shared by several nodes admits from a local slice and may refuse only because that
+//! slice is short ([`RateRefusal::refillable`]); the caller then awaits [`RateLimiter::refill`] once
+//! and asks again (see there). [`InProcessLimiter`] never refuses that way.
+//!
 //! Responses carry OpenAI's `x-ratelimit-*` headers ([`RateSnapshot::headers`]) because relays
 //! (one-api, new-api) read them, and a 429 carries `Retry-After` ([`RateRefusal::headers`]).
 //! Every function takes the time as an argument so tests control the clock.
 
 use std::fmt::{self, Write as _};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError, TryLockError};
 use std::time::{Duration, Instant};
@@ -230,6 +236,10 @@ pub struct RateRefusal {
     pub allowed: u64,
     /// What the request needed of it: 1 request or slot, or the fewest tokens it could pass with.
     pub requested: u64,
+    /// Refused only because this node's local share of the limit is short: the limit itself may
+    /// still have room, and awaiting [`RateLimiter::refill`] once before asking again may admit
+    /// the request. Always `false` for [`InProcessLimiter`] and for a final answer.
+    pub refillable: bool,
 }
 
 impl RateRefusal {
@@ -297,8 +307,21 @@ impl fmt::Display for RateRefusal {
 
 impl std::error::Error for RateRefusal {}
 
-/// Admission by rate, per key id. Implementations: [`InProcessLimiter`] now, a Redis-backed one
-/// for several nodes later.
+/// A refill in progress (see [`RateLimiter::refill`]): owns everything it needs, so the caller can
+/// await it under its own timeout and drop it early without harm.
+pub type RefillFuture = Pin<Box<dyn Future<Output = ()> + Send + 'static>>;
+
+/// Admission by rate, per key id. Implementations: [`InProcessLimiter`] (one node) and a
+/// Redis-backed one for several nodes (`router-one-cluster`), which admits from local slices.
+///
+/// The caller's protocol, the same for every implementation:
+///
+/// 1. `acquire`. Admitted, or refused with `refillable == false`: that is the answer.
+/// 2. Refused with `refillable == true`: await `refill(key_id, limits, ask)` once (if it returns
+///    `Some`), bounded by a timeout of the caller's choice (a few hundred ms), then `acquire`
+///    again and answer whatever that second call says, even if it is refillable again.
+///
+/// `acquire` never blocks on the network, so it stays synchronous; only `refill` does I/O.
 pub trait RateLimiter: Send + Sync + fmt::Debug {
     /// Admits one request of key `key_id` under `limits` at time `now`, counting one request and
     /// reserving its tokens and a concurrency slot in the returned grant, or refuses it, counting
@@ -308,6 +331,16 @@ pub trait RateLimiter: Send + Sync + fmt::Debug {
 
     /// The key's windowed limits at `now`, without counting anything.
     fn peek(&self, key_id: &str, limits: &RateLimits, now: Instant) -> RateSnapshot;
+
+    /// After a refusal with [`RateRefusal::refillable`], fetches more of key `key_id`'s limits
+    /// for this node, enough for `ask` if the limit has room. The future completes when the
+    /// refill has been answered (granted or refused); concurrent callers for one key may share
+    /// one refill. `None` means there is nothing to wait for: answer the refusal. The default
+    /// returns `None`, which is right for a limiter that never refuses refillably.
+    fn refill(&self, key_id: &str, limits: &RateLimits, ask: TokenAsk) -> Option<RefillFuture> {
+        let _ = (key_id, limits, ask);
+        None
+    }
 }
 
 /// What a [`RateGrant`] needs from the limiter that issued it; each [`RateLimiter`]
@@ -556,6 +589,7 @@ impl RateLimiter for InProcessLimiter {
             snapshot: RateSnapshot::new(limits, requests, tokens, reset),
             allowed,
             requested,
+            refillable: false,
         };
         let needed = ask.min_tokens();
         if let Some(tpm) = limits.tpm

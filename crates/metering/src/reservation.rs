@@ -36,6 +36,14 @@ pub struct CostAsk {
     pub context_window: u64,
 }
 
+impl CostAsk {
+    /// The most this request can cost: its prompt and its largest output (`None`: past any
+    /// storable amount, which admission refuses anyway).
+    pub fn worst_case(&self) -> Option<Usd> {
+        worst_case(self, self.output.most())
+    }
+}
+
 /// Money held for one request in flight.
 #[derive(Debug)]
 pub struct Reservation {
@@ -83,6 +91,32 @@ impl Reservation {
     /// output of `UpTo` is clamped to what both can pay for (and refused below its `min`);
     /// [`Reservation::output_tokens`] says what the reservation covers, per choice.
     pub fn new(key: Arc<KeyState>, ask: CostAsk, now_us: i64) -> Result<Reservation, ApiError> {
+        Reservation::reserve(key, ask, now_us).map_err(|refused| refused.error)
+    }
+
+    /// Reserves an exact output (a client's `max_tokens`) or, when what is left on the key or
+    /// its account cannot cover it, the most output from `min` up that it can cover: the
+    /// reservation's [`Reservation::output_tokens`] then says how far it was clamped. A request
+    /// that would fit once requests in flight finish is still the transient refusal (not
+    /// clamped: it waits), and one that not even `min` fits is refused as before.
+    pub fn new_or_smaller(key: Arc<KeyState>, ask: CostAsk, min: u64, now_us: i64) -> Result<Reservation, ApiError> {
+        let OutputAsk::Exactly(max) = ask.output else {
+            return Reservation::new(key, ask, now_us);
+        };
+        match Reservation::reserve(key.clone(), ask, now_us) {
+            Ok(reservation) => Ok(reservation),
+            Err(refused) if refused.held => Err(refused.error),
+            Err(_) => {
+                let smaller = CostAsk {
+                    output: OutputAsk::UpTo { max, min: min.min(max) },
+                    ..ask
+                };
+                Reservation::new(key, smaller, now_us)
+            }
+        }
+    }
+
+    fn reserve(key: Arc<KeyState>, ask: CostAsk, now_us: i64) -> Result<Reservation, Refused> {
         let fitted = Cell::new(0u64);
         let fit = |output: OutputAsk| {
             let fitted = &fitted;
@@ -124,6 +158,14 @@ impl Reservation {
         self.output_tokens
     }
 
+    /// The most tokens the request can carry: its prompt bound and its output for every choice
+    /// (what an upstream key's tokens-per-minute is counted on).
+    pub fn worst_tokens(&self) -> u64 {
+        self.ask
+            .prompt_tokens
+            .saturating_add(self.output_tokens.saturating_mul(self.ask.choices))
+    }
+
     /// What is held.
     pub fn amount(&self) -> Usd {
         self.amount
@@ -147,6 +189,9 @@ impl Reservation {
         let usage = TokenUsage {
             prompt_tokens: prompt,
             cached_tokens: reported.cached_tokens.min(prompt),
+            cache_write_tokens: reported
+                .cache_write_tokens
+                .min(prompt - reported.cached_tokens.min(prompt)),
             completion_tokens: completion,
             reasoning_tokens: reported.reasoning_tokens.min(completion),
         };
@@ -210,14 +255,27 @@ fn worst_case(ask: &CostAsk, output: u64) -> Option<Usd> {
         .worst_case(ask.prompt_tokens, output.checked_mul(ask.choices)?)
 }
 
+/// Why a reservation was refused.
+struct Refused {
+    error: ApiError,
+    /// Only because of what requests in flight hold: the ask fits once they finish.
+    held: bool,
+}
+
+impl From<ApiError> for Refused {
+    fn from(error: ApiError) -> Refused {
+        Refused { error, held: false }
+    }
+}
+
 /// A request that what is held by requests in flight keeps out, but that would fit once they
 /// finish: transient (429 with `Retry-After`), never a used-up budget — relays disable a channel
 /// on a 402, so one must mean "used up for good".
-fn held_refusal(ask: &CostAsk, e: Exhausted, whose: &str) -> Option<ApiError> {
+fn held_refusal(ask: &CostAsk, e: Exhausted, whose: &str) -> Option<Refused> {
     let free_later = e.available.checked_add(e.held)?;
     fit(ask, ask.output, Some(free_later))?;
-    Some(
-        ApiError::new(
+    Some(Refused {
+        error: ApiError::new(
             ErrorKind::RateLimited,
             format!(
                 "Requests already in flight hold what {whose} can spend (${} is held, the request needs {}); \
@@ -227,18 +285,19 @@ fn held_refusal(ask: &CostAsk, e: Exhausted, whose: &str) -> Option<ApiError> {
             ),
         )
         .with_retry_after(HELD_RETRY_AFTER_S),
-    )
+        held: true,
+    })
 }
 
 /// `Retry-After` of a request refused only because of what requests in flight hold: most
 /// finish within seconds.
 const HELD_RETRY_AFTER_S: u64 = 1;
 
-fn key_refusal(ask: &CostAsk, e: Exhausted, now_us: i64) -> ApiError {
+fn key_refusal(ask: &CostAsk, e: Exhausted, now_us: i64) -> Refused {
     if let Some(refusal) = held_refusal(ask, e, "this API key") {
         return refusal;
     }
-    match e.resets_at_us {
+    let error = match e.resets_at_us {
         // A periodic budget comes back: transient, like a rate limit (relays retry, and must not
         // read money words and disable the channel).
         Some(at) => {
@@ -265,10 +324,11 @@ fn key_refusal(ask: &CostAsk, e: Exhausted, now_us: i64) -> ApiError {
                 needs(ask)
             ),
         ),
-    }
+    };
+    error.into()
 }
 
-fn account_refusal(ask: &CostAsk, e: Exhausted) -> ApiError {
+fn account_refusal(ask: &CostAsk, e: Exhausted) -> Refused {
     if let Some(refusal) = held_refusal(ask, e, "this account") {
         return refusal;
     }
@@ -281,6 +341,7 @@ fn account_refusal(ask: &CostAsk, e: Exhausted) -> ApiError {
             needs(ask)
         ),
     )
+    .into()
 }
 
 /// What the request needed at least, for error messages.
@@ -313,6 +374,7 @@ mod tests {
         PostedRates {
             input_per_mtok: Decimal::ZERO,
             cached_input_per_mtok: Decimal::ZERO,
+            cache_write_per_mtok: Decimal::ZERO,
             output_per_mtok: Decimal::from(10),
         }
     }
@@ -403,6 +465,38 @@ mod tests {
     }
 
     #[test]
+    fn an_exact_output_that_cannot_be_covered_is_clamped_to_what_can() {
+        // 30 tokens left on the key: 60 is clamped to 30, the rest stays free.
+        let key = key_with(1_000 * TOKEN, Some(30 * TOKEN), BudgetPeriod::None);
+        let r = Reservation::new_or_smaller(key.clone(), ask(OutputAsk::Exactly(60)), 16, 0).unwrap();
+        assert_eq!((r.output_tokens(), r.amount()), (30, Usd::from_units(30 * TOKEN)));
+        drop(r);
+        // One that fits is reserved as asked.
+        let r = Reservation::new_or_smaller(key.clone(), ask(OutputAsk::Exactly(20)), 16, 0).unwrap();
+        assert_eq!(r.output_tokens(), 20);
+        // Held by a request in flight, and fitting once it finishes: wait (429), not clamped.
+        let e = Reservation::new_or_smaller(key.clone(), ask(OutputAsk::Exactly(25)), 16, 0).unwrap_err();
+        assert_eq!((e.kind, e.retry_after_s), (ErrorKind::RateLimited, Some(1)));
+        r.settle(output_tokens(20));
+        // 10 tokens left, fewer than the minimal answer: used up for good, the 402.
+        let e = Reservation::new_or_smaller(key.clone(), ask(OutputAsk::Exactly(60)), 16, 0).unwrap_err();
+        assert_eq!(e.kind, ErrorKind::InsufficientQuota);
+        assert_eq!((key.spend.reserved(), key.account.reserved()), (Usd::ZERO, Usd::ZERO));
+        // The account is the tighter one.
+        let key = key_with(40 * TOKEN, None, BudgetPeriod::None);
+        let r = Reservation::new_or_smaller(key.clone(), ask(OutputAsk::Exactly(4_096)), 16, 0).unwrap();
+        assert_eq!(r.output_tokens(), 40);
+    }
+
+    #[test]
+    fn a_periodic_budget_too_small_for_max_tokens_is_clamped_not_a_wait_until_the_reset() {
+        let now = 20_000 * 86_400_000_000; // midnight UTC: the budget resets in a day
+        let key = key_with(1_000 * TOKEN, Some(50 * TOKEN), BudgetPeriod::Daily);
+        let r = Reservation::new_or_smaller(key, ask(OutputAsk::Exactly(4_096)), 16, now).unwrap();
+        assert_eq!(r.output_tokens(), 50);
+    }
+
+    #[test]
     fn a_used_up_periodic_budget_is_a_transient_429() {
         let now = 20_000 * 86_400_000_000 + 86_000_000_000; // 400 s before midnight UTC
         let key = key_with(1_000 * TOKEN, Some(10 * TOKEN), BudgetPeriod::Daily);
@@ -421,6 +515,7 @@ mod tests {
         let rates = PostedRates {
             input_per_mtok: "0.15".parse().unwrap(),
             cached_input_per_mtok: "0.15".parse().unwrap(),
+            cache_write_per_mtok: "0.15".parse().unwrap(),
             output_per_mtok: "0.075".parse().unwrap(),
         };
         for available in [0i64, 1, 749, 10_500, 10_501, 11_249, 11_250, 1_000_000] {
@@ -504,6 +599,7 @@ mod tests {
         let ask = CostAsk {
             rates: PostedRates {
                 input_per_mtok: Decimal::ONE,
+                cache_write_per_mtok: Decimal::ONE,
                 ..rates()
             },
             prompt_tokens: 10,

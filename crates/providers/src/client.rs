@@ -52,10 +52,13 @@ impl UpstreamClient {
         Ok(UpstreamClient { client })
     }
 
-    /// POSTs `body` to `provider`'s `path`, waiting at most `timeout` for the response head.
+    /// POSTs `body` to `provider`'s `path` with one of its keys, waiting at most `timeout` for
+    /// the response head. A key with a token source sends its current access token; without
+    /// one the call fails as `Misconfigured` (the provider is unavailable: a 503, not a 401).
     pub async fn post(
         &self,
         provider: &Provider,
+        key: &crate::keys::UpstreamKey,
         path: &str,
         body: Bytes,
         timeout: Duration,
@@ -64,8 +67,16 @@ impl UpstreamClient {
             .method(Method::POST)
             .uri(format!("{}{}", provider.base_url, path))
             .header(http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        for (name, value) in provider.auth_headers() {
+        for (name, value) in &key.headers {
             builder = builder.header(name, value);
+        }
+        if let Some(token) = &key.token {
+            // No token (minting failed): the provider is unavailable (a 503), never a 401.
+            let value = token
+                .authorization(timeout)
+                .await
+                .map_err(UpstreamError::Misconfigured)?;
+            builder = builder.header(http::header::AUTHORIZATION, value);
         }
         let request = builder
             .body(Full::new(body))
@@ -75,6 +86,43 @@ impl UpstreamClient {
             Ok(Err(e)) => Err(UpstreamError::Connection(error_chain(&e))),
             Ok(Ok(response)) => Ok(response),
         }
+    }
+
+    /// POSTs a form (`application/x-www-form-urlencoded`) to `url` and reads the whole answer
+    /// (at most 64 KiB), all within `timeout`: for token endpoints.
+    pub async fn post_form(
+        &self,
+        url: &str,
+        form: String,
+        timeout: Duration,
+    ) -> Result<(http::StatusCode, Bytes), UpstreamError> {
+        use http_body_util::BodyExt as _;
+        let request = Request::builder()
+            .method(Method::POST)
+            .uri(url)
+            .header(
+                http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/x-www-form-urlencoded"),
+            )
+            .body(Full::new(Bytes::from(form)))
+            .map_err(|e| UpstreamError::Misconfigured(e.to_string()))?;
+        let exchange = async {
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| UpstreamError::Connection(error_chain(&e)))?;
+            let status = response.status();
+            let body = http_body_util::Limited::new(response.into_body(), 64 * 1024)
+                .collect()
+                .await
+                .map_err(|e| UpstreamError::Connection(e.to_string()))?
+                .to_bytes();
+            Ok((status, body))
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .unwrap_or(Err(UpstreamError::Timeout))
     }
 }
 

@@ -24,6 +24,21 @@ pub enum ApiStyle {
     Anthropic,
     /// Google Gemini (`generateContent`).
     Gemini,
+    /// Azure OpenAI: OpenAI's format on a resource's deployments (`api-key`, `api-version`).
+    Azure,
+    /// Anthropic's Claude models on Google Cloud Vertex AI (`rawPredict`, OAuth access tokens).
+    #[serde(rename = "vertex-anthropic")]
+    VertexAnthropic,
+    /// Google's Gemini models on Google Cloud Vertex AI (`generateContent`, OAuth access tokens).
+    #[serde(rename = "vertex-gemini")]
+    VertexGemini,
+}
+
+impl ApiStyle {
+    /// Whether the provider is on Vertex AI (a project, a region, Google credentials).
+    pub fn is_vertex(self) -> bool {
+        matches!(self, ApiStyle::VertexAnthropic | ApiStyle::VertexGemini)
+    }
 }
 
 /// A provider as the operator configures it.
@@ -32,15 +47,75 @@ pub enum ApiStyle {
 pub struct ProviderConfig {
     /// Wire format.
     pub api: ApiStyle,
-    /// Base URL including the version path, e.g. `https://api.openai.com/v1`.
+    /// Base URL including the version path, e.g. `https://api.openai.com/v1` (Vertex AI: the
+    /// host only, by default `https://{region}-aiplatform.googleapis.com`).
+    #[serde(default)]
     pub base_url: String,
     /// The environment variable holding the secret (never the secret itself).
+    #[serde(default)]
     pub api_key_env: String,
+    /// More keys for the same provider (`[[providers.NAME.keys]]`), each from its own
+    /// environment variable and with optional limits of its own; requests spread over all.
+    #[serde(default)]
+    pub keys: Vec<crate::keys::KeyConfig>,
     /// OpenAI format only: the field that limits output when the gateway adds one (OpenAI's
     /// reasoning models accept only `max_completion_tokens`; most compatible vendors only
     /// `max_tokens`).
     #[serde(default)]
     pub output_limit_field: OutputLimitField,
+    /// Azure only: the `api-version` sent (default: the GA version the adapter is written for).
+    #[serde(default)]
+    pub api_version: Option<String>,
+    /// Vertex AI only: the Google Cloud project id.
+    #[serde(default)]
+    pub project: Option<String>,
+    /// Vertex AI only: the region (`us-east5`, `europe-west1`, `global`).
+    #[serde(default)]
+    pub region: Option<String>,
+    /// Vertex AI only: the environment variable holding a service-account key file, as JSON or
+    /// as the file's path (e.g. `GOOGLE_APPLICATION_CREDENTIALS`). Access tokens are minted
+    /// from it; `api_key_env` may instead hold a static access token.
+    #[serde(default)]
+    pub credentials_env: Option<String>,
+    /// Vertex AI only: the token endpoint, when not the key file's `token_uri`.
+    #[serde(default)]
+    pub token_url: Option<String>,
+}
+
+impl ProviderConfig {
+    /// What makes this provider unusable as configured, if anything.
+    pub fn problem(&self) -> Option<String> {
+        if !self.api.is_vertex() {
+            return self.base_url.is_empty().then(|| "`base_url` is required".to_owned());
+        }
+        for (field, value) in [("project", &self.project), ("region", &self.region)] {
+            match value {
+                None => return Some(format!("`{field}` is required for Vertex AI")),
+                Some(v) if !crate::vertex::is_path_safe(v) => {
+                    return Some(format!(
+                        "`{field}` may hold only letters, digits, `-`, `_`, `.` and `@`"
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        None
+    }
+
+    /// The base URL: the configured one, or Vertex AI's for the region.
+    fn effective_base_url(&self) -> String {
+        match (&self.region, self.base_url.is_empty() && self.api.is_vertex()) {
+            (Some(region), true) => crate::vertex::default_base_url(region),
+            _ => self.base_url.trim_end_matches('/').to_owned(),
+        }
+    }
+
+    fn vertex_location(&self) -> crate::vertex::Location {
+        crate::vertex::Location {
+            project: self.project.clone().unwrap_or_default(),
+            region: self.region.clone().unwrap_or_default(),
+        }
+    }
 }
 
 /// The request field that limits output tokens.
@@ -148,6 +223,9 @@ pub struct ReadResponse {
     pub usage: Option<TokenUsage>,
     /// Offset in `body` of the closing brace of its `usage` object, where `cost` is added.
     pub usage_end: Option<usize>,
+    /// The upstream's own id for its answer, where the adapter reads one (OpenAI format: the
+    /// body's `id`; translated answers: `None`, as their id may be the gateway's own).
+    pub upstream_response_id: Option<String>,
 }
 
 /// An OpenAI usage-only chunk (`"choices": []`), held back until the stream ends so its cost can
@@ -182,6 +260,11 @@ pub trait StreamDecoder: Send {
     fn decode(&mut self, event: &Bytes, data: Bytes, out: &mut Vec<Bytes>) -> Decoded;
     /// The model the upstream named, once an event has named it.
     fn served_model(&self) -> Option<&str>;
+    /// The upstream's own id for its answer, once an event has named it, where the decoder
+    /// reads one (OpenAI format only; the others say `None`).
+    fn upstream_response_id(&self) -> Option<&str> {
+        None
+    }
 }
 
 /// One wire format. Implementations are pure: they transform bytes and never do I/O, so they
@@ -222,8 +305,8 @@ pub struct Provider {
     pub name: String,
     /// The base URL, without a trailing slash.
     pub base_url: String,
-    /// Its authentication headers, built once from the secret read at start.
-    headers: Option<Vec<(HeaderName, HeaderValue)>>,
+    /// Its upstream keys, their authentication headers built once from the secrets read at start.
+    pub keys: crate::keys::KeyPool,
     /// Its wire format.
     pub api: Arc<dyn ChatApi>,
 }
@@ -238,6 +321,23 @@ impl std::fmt::Debug for Provider {
     }
 }
 
+/// A key minting access tokens from the service account `credentials_env` names (Vertex AI),
+/// if one is configured and readable; a key file that is not is logged, not fatal (the
+/// provider then has no key and its requests get a 503).
+fn service_account(name: &str, config: &ProviderConfig) -> Option<crate::keys::UpstreamKey> {
+    let env = config.credentials_env.as_deref().filter(|_| config.api.is_vertex())?;
+    match crate::vertex::ServiceAccount::from_env(env) {
+        Ok(account) => {
+            let source = crate::vertex::TokenSource::new(name, account, config.token_url.as_deref());
+            Some(crate::keys::UpstreamKey::with_token(env, source))
+        }
+        Err(e) => {
+            tracing::error!(provider = %name, error = %e, "Vertex AI credentials unusable");
+            None
+        }
+    }
+}
+
 impl Provider {
     /// Builds a provider from its config, reading its secret from the environment.
     pub fn from_config(name: &str, config: &ProviderConfig) -> Provider {
@@ -247,32 +347,106 @@ impl Provider {
             }),
             ApiStyle::Anthropic => Arc::new(Anthropic),
             ApiStyle::Gemini => Arc::new(Gemini),
+            ApiStyle::Azure => Arc::new(crate::azure::AzureOpenAi {
+                openai: OpenAi {
+                    output_limit_field: config.output_limit_field,
+                },
+                api_version: config
+                    .api_version
+                    .clone()
+                    .unwrap_or_else(|| crate::azure::DEFAULT_API_VERSION.to_owned()),
+            }),
+            ApiStyle::VertexAnthropic => Arc::new(crate::vertex::VertexAnthropic {
+                location: config.vertex_location(),
+            }),
+            ApiStyle::VertexGemini => Arc::new(crate::vertex::VertexGemini {
+                location: config.vertex_location(),
+            }),
         };
-        let mut provider = Provider {
+        // `api_key_env` first (if set), then every `[[keys]]` entry; a variable that is unset,
+        // empty or not a header value gives no key.
+        let single = (!config.api_key_env.is_empty()).then_some((config.api_key_env.as_str(), None));
+        let keys = single
+            .into_iter()
+            .chain(config.keys.iter().map(|k| (k.env.as_str(), Some(k))))
+            .filter_map(|(env, limits)| {
+                let secret = std::env::var(env).ok().filter(|k| !k.is_empty())?;
+                let headers = api.headers(&secret)?;
+                Some(crate::keys::UpstreamKey::new(env, headers, limits))
+            })
+            .chain(service_account(name, config))
+            .collect();
+        Provider {
             name: name.to_owned(),
-            base_url: config.base_url.trim_end_matches('/').to_owned(),
-            headers: None,
+            base_url: config.effective_base_url(),
+            keys: crate::keys::KeyPool::new(keys),
             api,
-        };
-        if let Some(key) = std::env::var(&config.api_key_env).ok().filter(|k| !k.is_empty()) {
-            provider.set_api_key(&key);
         }
-        provider
     }
 
-    /// Sets the secret presented upstream. A secret that cannot be a header value is dropped
-    /// (and the provider then has no key).
+    /// Sets the one secret presented upstream (the demo's, tests'). A secret that cannot be a
+    /// header value is dropped (and the provider then has no key).
     pub fn set_api_key(&mut self, key: &str) {
-        self.headers = self.api.headers(key);
+        let keys = self
+            .api
+            .headers(key)
+            .map(|headers| crate::keys::UpstreamKey::new("(set)", headers, None));
+        self.keys = crate::keys::KeyPool::new(keys.into_iter().collect());
     }
 
     /// Whether a secret is set.
     pub fn has_api_key(&self) -> bool {
-        self.headers.is_some()
+        !self.keys.is_empty()
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn config(value: serde_json::Value) -> ProviderConfig {
+        serde_json::from_value(value).unwrap()
     }
 
-    /// The authentication headers, if a secret is set.
-    pub fn auth_headers(&self) -> &[(HeaderName, HeaderValue)] {
-        self.headers.as_deref().unwrap_or_default()
+    #[test]
+    fn vertex_needs_a_project_and_a_region_and_defaults_its_base_url_from_the_region() {
+        let vertex = config(json!({"api": "vertex-gemini", "project": "p", "region": "europe-west1"}));
+        assert_eq!(vertex.problem(), None);
+        assert_eq!(
+            vertex.effective_base_url(),
+            "https://europe-west1-aiplatform.googleapis.com"
+        );
+        let own = config(json!({"api": "vertex-anthropic", "project": "p", "region": "r", "base_url": "http://x/"}));
+        assert_eq!(own.effective_base_url(), "http://x");
+        let no_project = config(json!({"api": "vertex-anthropic", "region": "us-east5"}));
+        assert!(no_project.problem().unwrap().contains("project"));
+        let unsafe_project = config(json!({"api": "vertex-anthropic", "project": "a/b", "region": "us-east5"}));
+        assert!(unsafe_project.problem().unwrap().contains("project"));
+        assert!(config(json!({"api": "openai"})).problem().unwrap().contains("base_url"));
+        assert_eq!(
+            config(json!({"api": "openai", "base_url": "http://x/v1"})).problem(),
+            None
+        );
+    }
+
+    #[test]
+    fn a_vertex_provider_without_readable_credentials_has_no_key() {
+        let vertex = config(json!({"api": "vertex-anthropic", "project": "p", "region": "us-east5",
+            "credentials_env": "ROUTER_ONE_TEST_VERTEX_UNSET"}));
+        let mut provider = Provider::from_config("vertex", &vertex);
+        assert!(!provider.has_api_key());
+        // A static access token is sent as a Bearer token.
+        provider.set_api_key("ya29.static");
+        let key = provider.keys.pick(1).unwrap();
+        assert_eq!(
+            key.headers,
+            [(
+                http::header::AUTHORIZATION,
+                HeaderValue::from_static("Bearer ya29.static")
+            )]
+        );
+        assert!(key.token.is_none());
     }
 }

@@ -273,6 +273,7 @@ fn usage_counts_thoughts_as_output_and_cache_as_prompt() {
         TokenUsage {
             prompt_tokens: 1200,
             cached_tokens: 1024,
+            cache_write_tokens: 0,
             completion_tokens: 190,
             reasoning_tokens: 150
         }

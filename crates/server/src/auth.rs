@@ -61,9 +61,31 @@ fn invalid_key() -> ApiError {
     ApiError::new(ErrorKind::InvalidApiKey, "Incorrect API key provided.")
 }
 
+/// The `x-api-key` header (Anthropic's way of sending a key), else the bearer token.
+fn x_api_key_or_bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    match headers.get("x-api-key") {
+        Some(value) => match value.to_str().unwrap_or_default().trim() {
+            "" => Err(ApiError::new(
+                ErrorKind::MissingApiKey,
+                "The x-api-key header is empty.",
+            )),
+            token => Ok(token),
+        },
+        None if headers.contains_key(http::header::AUTHORIZATION) => bearer(headers),
+        None => Err(ApiError::new(
+            ErrorKind::MissingApiKey,
+            "You didn't provide an API key. Send it as `x-api-key: sk-rk-…` or `Authorization: Bearer sk-rk-…`.",
+        )),
+    }
+}
+
 /// The live inference key presenting this request.
 pub(crate) async fn inference_key(app: &AppState, headers: &HeaderMap) -> Result<Arc<KeyState>, ErrorResponse> {
-    let token = bearer(headers)?;
+    key_for_token(app, bearer(headers)?).await
+}
+
+/// The live inference key of `token`.
+async fn key_for_token(app: &AppState, token: &str) -> Result<Arc<KeyState>, ErrorResponse> {
     if !token.starts_with(INFERENCE_PREFIX) {
         return Err(invalid_key().into());
     }
@@ -144,6 +166,20 @@ impl FromRequestParts<Arc<AppState>> for InferenceKey {
 
     async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<Self, ErrorResponse> {
         inference_key(app, &parts.headers).await.map(InferenceKey)
+    }
+}
+
+/// The inference key of a request to the Anthropic-dialect routes (`/v1/messages…`), sent as
+/// `x-api-key` (as Anthropic's SDKs do) or as a bearer token; `x-api-key` wins when both are
+/// sent. As found: revoked and expired keys are refused by the handler.
+pub(crate) struct AnthropicInferenceKey(pub(crate) Arc<KeyState>);
+
+impl FromRequestParts<Arc<AppState>> for AnthropicInferenceKey {
+    type Rejection = ErrorResponse;
+
+    async fn from_request_parts(parts: &mut Parts, app: &Arc<AppState>) -> Result<Self, ErrorResponse> {
+        let token = x_api_key_or_bearer(&parts.headers)?;
+        key_for_token(app, token).await.map(AnthropicInferenceKey)
     }
 }
 

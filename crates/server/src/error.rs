@@ -51,8 +51,15 @@ impl IntoResponse for ErrorResponse {
     }
 }
 
-/// A storage failure seen by a handler: logged, and shown to the client only as "internal".
+/// A storage failure seen by a handler: logged, and shown to the client only as a transient
+/// 503 `database_unavailable` with `Retry-After` (nothing of the failure itself): the database
+/// being down or restarting is the usual cause, and a relay must retry, not disable the channel.
 pub(crate) fn internal(e: impl std::fmt::Display) -> ErrorResponse {
     tracing::error!(error = %e, "storage failure");
-    ApiError::new(router_one_core::ErrorKind::Internal, "Internal error; please retry.").into()
+    ApiError::new(
+        router_one_core::ErrorKind::DatabaseUnavailable,
+        "The gateway's database is unavailable; please retry shortly.",
+    )
+    .with_retry_after(1)
+    .into()
 }

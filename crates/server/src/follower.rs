@@ -8,7 +8,8 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Mutex;
 
@@ -23,17 +24,35 @@ const POLL: Duration = Duration::from_secs(1);
 const PAGE: u32 = 500;
 
 /// The follower's position: the last ledger entry looked at (of any account). The lock makes
-/// one sync at a time.
+/// one sync at a time. It also remembers when the database last answered, which `GET /health`
+/// reports: the follower asks every second, so that is the database's reachability for free.
 #[derive(Debug)]
 pub(crate) struct Follower {
     cursor: Mutex<i64>,
+    origin: Instant,
+    /// Milliseconds from `origin` to the end of the last successful sync.
+    synced_ms: AtomicU64,
 }
 
 impl Follower {
+    /// Starts at `ledger_head`, just read from the database (so it counts as reached now).
     pub(crate) fn new(ledger_head: i64) -> Follower {
         Follower {
             cursor: Mutex::new(ledger_head),
+            origin: Instant::now(),
+            synced_ms: AtomicU64::new(0),
         }
+    }
+
+    /// How long ago the database last answered the follower.
+    pub(crate) fn since_last_sync(&self) -> Duration {
+        let synced = Duration::from_millis(self.synced_ms.load(Ordering::Relaxed));
+        self.origin.elapsed().saturating_sub(synced)
+    }
+
+    fn mark_synced(&self) {
+        let ms = u64::try_from(self.origin.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.synced_ms.fetch_max(ms, Ordering::Relaxed);
     }
 }
 
@@ -48,6 +67,7 @@ pub(crate) async fn sync(app: &AppState) -> StoreResult<()> {
             *cursor = entry.id;
         }
         if entries.len() < PAGE as usize {
+            app.follower.mark_synced();
             return Ok(());
         }
     }

@@ -2,14 +2,20 @@
 //! place; each endpoint is one short async function in [`routes`] that reads top to bottom:
 //! authenticate → admit (reserve) → route → call the provider → settle → record.
 
+pub mod access_log;
 mod admission;
 mod auth;
+mod dialect;
 mod error;
+mod failover;
 pub mod follower;
+pub mod key_events;
+pub mod leases;
 pub mod listener;
 mod log_throttle;
 mod login_limit;
 mod metered;
+pub mod metrics;
 mod openapi;
 mod password;
 mod record;
@@ -18,7 +24,7 @@ mod run_to_completion;
 mod source;
 mod state;
 
-pub use state::{AppState, ServerConfig};
+pub use state::{AppState, Coordination, ServerConfig};
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,6 +36,31 @@ use axum::routing::{delete, get, post};
 /// How long a management call (or sign-up, login, webhook) may take: they touch the database,
 /// and none may hang a client.
 const MANAGEMENT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The metrics listener's application: `GET /metrics` (Prometheus text) and nothing else. It is
+/// served on an address of its own, so the public port never exposes it.
+pub fn metrics_app(state: Arc<AppState>, metrics: Arc<metrics::Metrics>) -> Router {
+    Router::new().route(
+        "/metrics",
+        get(move || {
+            let (state, metrics) = (state.clone(), metrics.clone());
+            async move {
+                let readings = metrics::Readings {
+                    usage_pending: state.usage.pending(),
+                    journal_bytes: state.usage.journal_bytes(),
+                };
+                let body = metrics.render(readings, &state.health.open_routes());
+                (
+                    [(
+                        http::header::CONTENT_TYPE,
+                        "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                    )],
+                    body,
+                )
+            }
+        }),
+    )
+}
 
 /// The whole HTTP application.
 ///
@@ -62,8 +93,11 @@ pub fn app(state: Arc<AppState>) -> Router {
 fn public_routes(max_public_body: usize) -> Router<Arc<AppState>> {
     Router::new()
         .route("/health", get(routes::health))
+        .route("/ready", get(routes::ready))
         // The management API's OpenAPI document.
         .route("/openapi.json", get(openapi::serve))
+        // Receipts' public keys: whoever is shown a receipt must be able to check it.
+        .route("/.well-known/jwks.json", get(routes::receipts::jwks))
         // The caller has no key yet.
         .route("/v1/auth/signup", post(routes::signup::signup))
         .route("/v1/auth/login", post(routes::signup::login))
@@ -81,6 +115,9 @@ fn public_routes(max_public_body: usize) -> Router<Arc<AppState>> {
 fn inference_routes() -> Router<Arc<AppState>> {
     Router::new()
         .route("/v1/chat/completions", post(routes::chat::completions))
+        .route("/v1/responses", post(routes::responses::create))
+        .route("/v1/messages", post(routes::messages::create))
+        .route("/v1/messages/count_tokens", post(routes::messages::count_tokens))
         .route("/v1/embeddings", post(routes::embeddings::create))
         .route("/v1/models", get(routes::models::list))
         .route("/v1/dashboard/billing/subscription", get(routes::billing::subscription))
@@ -100,6 +137,7 @@ fn management_routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
         .route("/v1/usage", get(routes::usage::list))
         .route("/v1/usage/summary", get(routes::usage::summary))
         .route("/v1/requests/{id}", get(routes::usage::trace))
+        .route("/v1/requests/{id}/receipt", get(routes::receipts::receipt))
         .route("/v1/checkout/quote", post(routes::checkout::quote))
         .route("/v1/checkout/sessions", post(routes::checkout::create_session))
         .route("/v1/checkout/sessions/{id}", get(routes::checkout::get_session))

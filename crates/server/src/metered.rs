@@ -1,7 +1,9 @@
 //! A metered stream: forwards the upstream's server-sent events to the client as they arrive
 //! (through the provider's decoder, which passes OpenAI events untouched and translates other
 //! formats into OpenAI chunks), reads usage from them, and — before the last bytes (the usage
-//! chunk and `[DONE]`) go out — settles and writes the usage record. If the client goes away mid-stream, the rest of the
+//! chunk and `[DONE]`) go out — settles and writes the usage record. A signed stream then ends
+//! with its receipt: an SSE comment, `: receipt <jws>`, over the SHA-256 of every byte before
+//! it, hashed as the bytes are queued. If the client goes away mid-stream, the rest of the
 //! upstream stream is drained in the background so the request is still billed for what the
 //! upstream produced and still gets its one record.
 
@@ -25,9 +27,10 @@ use router_one_providers::openai::wire::{data_event, error_event};
 use router_one_providers::openai::with_cost;
 use router_one_providers::sse::{SseSplitter, event_data};
 use router_one_providers::{HeldUsage, StreamDecoder};
+use router_one_receipts::BodyHasher;
 
 use crate::record::{Outcome, RequestMeter};
-use crate::routes::upstream::{fail, success};
+use crate::routes::upstream::success;
 use crate::state::AppState;
 
 /// How the upstream stream ended.
@@ -39,6 +42,8 @@ enum Ending {
     Cut,
     /// No event within the timeout.
     Timeout,
+    /// The gateway's shutdown deadline passed first.
+    Shutdown,
     /// The upstream sent something that is not an event of its format.
     Malformed,
 }
@@ -55,7 +60,11 @@ struct StreamState {
     splitter: SseSplitter,
     scratch: Vec<Bytes>,
     decoded: Vec<Bytes>,
-    ready: VecDeque<Bytes>,
+    /// What is queued for the client, hashed as it is queued (for the receipt).
+    out: Outbox,
+    /// Whether the stream ends with its receipt line (not for a key that hides Router One's
+    /// own headers: its receipt is kept with the record only).
+    show_receipt: bool,
     meter: Option<RequestMeter>,
     include_usage: bool,
     client_gone: bool,
@@ -66,23 +75,29 @@ struct StreamState {
     saw_data: bool,
     broken: bool,
     idle: Pin<Box<Sleep>>,
+    /// Completes when the gateway's shutdown deadline passes: the stream then ends cleanly.
+    stop: Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
     timeout: Duration,
 }
 
 impl MeteredStream {
     /// Starts forwarding. Waits for the first event so the served model can go in the headers;
-    /// if the upstream fails before any event, the client gets a plain error response instead.
+    /// if the upstream fails before any event, nothing has reached the client: the meter comes
+    /// back with the error, so the request can be tried on another route or refused plainly.
     pub(crate) async fn start(
         app: Arc<AppState>,
         mut meter: RequestMeter,
         decoder: Box<dyn StreamDecoder>,
         upstream: Incoming,
         include_usage: bool,
-    ) -> Response {
-        meter.streamed = true;
+    ) -> Result<Response, (RequestMeter, ApiError)> {
+        meter.mark_streaming();
         let timeout = app.config.upstream_timeout;
-        let request_id = meter.request_id.clone();
-        let provider_name = meter.provider.clone();
+        let request_id = meter.request_id().to_owned();
+        let provider_name = meter.provider().to_owned();
+        let hasher = crate::routes::receipts::signer_for(&app, meter.endpoint()).map(|_| BodyHasher::default());
+        let show_receipt = meter.key().settings().router_headers;
+        let stop = Box::pin(app.stopping.clone().cancelled_owned());
         let mut state = Box::new(StreamState {
             app,
             decoder,
@@ -90,7 +105,11 @@ impl MeteredStream {
             splitter: SseSplitter::default(),
             scratch: Vec::new(),
             decoded: Vec::new(),
-            ready: VecDeque::new(),
+            out: Outbox {
+                ready: VecDeque::new(),
+                hasher,
+            },
+            show_receipt,
             meter: Some(meter),
             include_usage,
             client_gone: false,
@@ -101,12 +120,13 @@ impl MeteredStream {
             saw_data: false,
             broken: false,
             idle: Box::pin(tokio::time::sleep(timeout)),
+            stop,
             timeout,
         });
         if let Err(error) = std::future::poll_fn(|cx| state.poll_first_event(cx)).await
             && let Some(meter) = state.meter.take()
         {
-            return fail(meter, error);
+            return Err((meter, error));
         }
         let served_model = state.decoder.served_model().map(str::to_owned);
         let mut response = success(
@@ -120,7 +140,7 @@ impl MeteredStream {
         response
             .headers_mut()
             .insert(http::header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-        response.into_response()
+        Ok(response.into_response())
     }
 }
 
@@ -176,7 +196,7 @@ impl StreamState {
     /// The next bytes for the client, or `None` when the stream is over.
     fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
         loop {
-            if let Some(bytes) = self.ready.pop_front() {
+            if let Some(bytes) = self.out.ready.pop_front() {
                 return Poll::Ready(Some(bytes));
             }
             if self.broken && self.upstream.is_some() {
@@ -193,6 +213,10 @@ impl StreamState {
                 Poll::Pending => {
                     if self.idle.as_mut().poll(cx).is_ready() {
                         self.end(Ending::Timeout);
+                        continue;
+                    }
+                    if self.stop.as_mut().poll(cx).is_ready() {
+                        self.end(Ending::Shutdown);
                         continue;
                     }
                     return Poll::Pending;
@@ -220,7 +244,7 @@ impl StreamState {
         }
         let Some(data) = event_data(&event) else {
             // Comments and keep-alives pass through.
-            self.ready.push_back(event);
+            self.out.push(event);
             return;
         };
         self.saw_data = true;
@@ -234,7 +258,9 @@ impl StreamState {
             self.broken = true;
             return;
         }
-        self.ready.extend(self.decoded.drain(..));
+        for bytes in self.decoded.drain(..) {
+            self.out.push(bytes);
+        }
         if let Some(usage) = decoded.usage {
             // Usage is cumulative where vendors repeat it: the last report wins.
             self.usage = Some(usage);
@@ -261,6 +287,7 @@ impl StreamState {
             Ending::Complete if self.saw_error => Some("upstream_stream_error"),
             Ending::Cut => Some("upstream_stream_cut"),
             Ending::Timeout => Some("upstream_timeout"),
+            Ending::Shutdown => Some("gateway_shutdown"),
             Ending::Malformed => Some("upstream_malformed"),
             Ending::Complete if self.usage.is_none() => Some("upstream_usage_missing"),
             Ending::Complete => None,
@@ -271,35 +298,80 @@ impl StreamState {
             served_model: self.decoder.served_model().map(str::to_owned),
             usage: self.usage.unwrap_or_default(),
         };
-        let cost = match meter.finish(outcome) {
-            Ok(cost) => cost,
-            Err(e) => {
-                self.ready.push_back(error_event(&e));
-                return;
+        // The last bytes need the cost, and the receipt needs the last bytes: both are made
+        // with the settled record, before it is written, and queued only once it is. A client
+        // that left gets no receipt: nobody received the body it would vouch for.
+        let mut last: Vec<Bytes> = Vec::with_capacity(3);
+        let hasher = self.out.hasher.take().filter(|_| !self.client_gone);
+        let signer = crate::routes::receipts::signer_for(&self.app, meter.endpoint());
+        let held = self.held_usage.take().filter(|_| self.include_usage);
+        let saw_done = self.saw_done;
+        let upstream_response_id = self.decoder.upstream_response_id();
+        let mut receipt_line = None;
+        let written = meter.finish_sealed(outcome, |record| {
+            if let Some(held) = held {
+                let chunk = with_cost(held.chunk, held.usage_end, &record.cost.to_string());
+                last.push(data_event(&chunk));
             }
-        };
-        if let Some(held) = self.held_usage.take()
-            && self.include_usage
-        {
-            let chunk = with_cost(held.chunk, held.usage_end, &cost.to_string());
-            self.ready.push_back(data_event(&chunk));
+            last.extend(closing_event(ending, saw_done));
+            let mut hasher = hasher?;
+            for bytes in &last {
+                hasher.update(bytes);
+            }
+            let receipt = crate::routes::receipts::seal(signer?, record, upstream_response_id, &hasher.finish());
+            receipt_line = Some(Bytes::from(format!(": receipt {receipt}\n\n")));
+            Some(receipt)
+        });
+        if let Err(e) = written {
+            self.out.ready.push_back(error_event(&e));
+            return;
         }
-        match ending {
-            Ending::Cut => self.ready.push_back(error_event(&ApiError::new(
-                ErrorKind::UpstreamError,
-                "The upstream provider's stream broke before it finished.",
-            ))),
-            Ending::Timeout => self.ready.push_back(error_event(&ApiError::new(
-                ErrorKind::UpstreamTimeout,
-                "The upstream provider stopped sending events.",
-            ))),
-            Ending::Malformed => self.ready.push_back(error_event(&ApiError::new(
-                ErrorKind::UpstreamError,
-                "The upstream provider sent a malformed stream event.",
-            ))),
-            Ending::Complete if self.saw_done => self.ready.push_back(Bytes::from_static(b"data: [DONE]\n\n")),
-            Ending::Complete => {}
+        // Already hashed: straight to the client.
+        self.out.ready.extend(last);
+        if self.show_receipt {
+            self.out.ready.extend(receipt_line);
         }
+    }
+}
+
+/// What ends a stream that ended this way, after its usage chunk: `[DONE]` after a complete
+/// stream that had one, else an error event saying what went wrong.
+fn closing_event(ending: Ending, saw_done: bool) -> Option<Bytes> {
+    let error = |kind, message: &'static str| Some(error_event(&ApiError::new(kind, message)));
+    match ending {
+        Ending::Cut => error(
+            ErrorKind::UpstreamError,
+            "The upstream provider's stream broke before it finished.",
+        ),
+        Ending::Timeout => error(
+            ErrorKind::UpstreamTimeout,
+            "The upstream provider stopped sending events.",
+        ),
+        Ending::Malformed => error(
+            ErrorKind::UpstreamError,
+            "The upstream provider sent a malformed stream event.",
+        ),
+        Ending::Shutdown => error(
+            ErrorKind::ShuttingDown,
+            "The gateway is restarting and ended this stream; what was sent is billed. Retry.",
+        ),
+        Ending::Complete if saw_done => Some(Bytes::from_static(b"data: [DONE]\n\n")),
+        Ending::Complete => None,
+    }
+}
+
+/// The bytes queued for the client, each hashed as it is queued when the stream is signed.
+struct Outbox {
+    ready: VecDeque<Bytes>,
+    hasher: Option<BodyHasher>,
+}
+
+impl Outbox {
+    fn push(&mut self, bytes: Bytes) {
+        if let Some(hasher) = self.hasher.as_mut() {
+            hasher.update(&bytes);
+        }
+        self.ready.push_back(bytes);
     }
 }
 

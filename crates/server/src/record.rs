@@ -5,7 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use router_one_core::usage::{Endpoint, UsageRecord};
+use router_one_core::usage::{Endpoint, RecordLease, UsageRecord};
 use router_one_core::{ApiError, ErrorKind, TokenUsage, Usd};
 use router_one_metering::rate::{RateGrant, RateSnapshot};
 use router_one_metering::reservation::{Settlement, UsageFault};
@@ -44,29 +44,34 @@ pub(crate) struct Outcome {
     pub(crate) usage: TokenUsage,
 }
 
-/// Metering state of one authenticated request.
+/// Metering state of one authenticated request. Its fields change only through its own
+/// methods, each named for the step of the request that calls it.
 #[derive(Debug)]
 pub(crate) struct RequestMeter {
-    pub(crate) request_id: String,
-    pub(crate) key: Arc<KeyState>,
-    pub(crate) created_at_us: i64,
-    pub(crate) started: Instant,
-    pub(crate) endpoint: Endpoint,
-    pub(crate) requested_model: String,
-    pub(crate) provider: String,
-    pub(crate) streamed: bool,
-    pub(crate) upstream_sent_us: Option<u64>,
-    pub(crate) ttft_us: Option<u64>,
-    pub(crate) reservation: Option<Reservation>,
+    request_id: String,
+    key: Arc<KeyState>,
+    created_at_us: i64,
+    started: Instant,
+    endpoint: Endpoint,
+    requested_model: String,
+    provider: String,
+    streamed: bool,
+    upstream_sent_us: Option<u64>,
+    ttft_us: Option<u64>,
+    reservation: Option<Reservation>,
     /// The key's request/token/concurrency grant; its slot is freed when the meter finishes.
-    pub(crate) rate: Option<RateGrant>,
+    rate: Option<RateGrant>,
     /// The rate counters to show in this request's `x-ratelimit-*` headers.
-    pub(crate) rate_snapshot: Option<RateSnapshot>,
+    rate_snapshot: Option<RateSnapshot>,
     /// Whether the request is metered (always, except in a benchmark of metering's cost).
-    pub(crate) metering: bool,
+    metering: bool,
+    /// A cluster node's lease book: the record names the leases that paid for it.
+    leases: Option<Arc<crate::leases::LeaseBook>>,
     /// Set if the client hung up before the response head: the exchange still finishes and is
     /// recorded, as 499 `client_disconnected` if it succeeded.
-    pub(crate) hung_up: HungUp,
+    hung_up: HungUp,
+    /// Attempts on other routes that failed before the one that ends the request (`failover`).
+    failed_attempts: Vec<router_one_core::usage::FailedAttempt>,
     /// Where the record goes.
     writer: UsageWriter,
     /// The record was written (or, unmetered, skipped): [`Drop`] has nothing left to do.
@@ -97,7 +102,9 @@ impl RequestMeter {
             rate: None,
             rate_snapshot: None,
             metering,
+            leases: None,
             hung_up: HungUp::default(),
+            failed_attempts: Vec::new(),
             writer: writer.clone(),
             finished: false,
         }
@@ -108,9 +115,12 @@ impl RequestMeter {
         u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX)
     }
 
-    /// Notes the moment the request left for the upstream.
+    /// Notes the moment the request first left for the upstream (a failed-over attempt keeps
+    /// the first).
     pub(crate) fn mark_sent(&mut self) {
-        self.upstream_sent_us = Some(self.elapsed_us());
+        if self.upstream_sent_us.is_none() {
+            self.upstream_sent_us = Some(self.elapsed_us());
+        }
     }
 
     /// Notes the first byte (or stream event) from the upstream.
@@ -120,20 +130,147 @@ impl RequestMeter {
         }
     }
 
+    /// The request id (also the record's and the `x-request-id` header's).
+    pub(crate) fn request_id(&self) -> &str {
+        &self.request_id
+    }
+
+    /// The key presenting the request.
+    pub(crate) fn key(&self) -> &Arc<KeyState> {
+        &self.key
+    }
+
+    /// When the request arrived, µs since the Unix epoch.
+    pub(crate) fn created_at_us(&self) -> i64 {
+        self.created_at_us
+    }
+
+    /// Which API was called.
+    pub(crate) fn endpoint(&self) -> Endpoint {
+        self.endpoint
+    }
+
+    /// The route (provider channel) the request is on.
+    pub(crate) fn provider(&self) -> &str {
+        &self.provider
+    }
+
+    /// Whether the request is metered (always, but in a benchmark of metering's cost).
+    pub(crate) fn is_metered(&self) -> bool {
+        self.metering
+    }
+
+    /// What admission reserved, once it has.
+    pub(crate) fn reservation(&self) -> Option<&Reservation> {
+        self.reservation.as_ref()
+    }
+
+    /// Set if the client hangs up before the response head.
+    pub(crate) fn hung_up(&self) -> HungUp {
+        self.hung_up.clone()
+    }
+
+    /// A cluster node's lease book, so the record names the leases that paid for it.
+    pub(crate) fn drawn_on(&mut self, leases: Option<Arc<crate::leases::LeaseBook>>) {
+        self.leases = leases;
+    }
+
+    /// Admission read the body: the model asked for and whether the answer streams.
+    pub(crate) fn asked_for(&mut self, model: &str, streamed: bool) {
+        model.clone_into(&mut self.requested_model);
+        self.streamed = streamed;
+    }
+
+    /// The request goes to this route (provider channel) now.
+    pub(crate) fn routed_to(&mut self, provider: &str) {
+        provider.clone_into(&mut self.provider);
+    }
+
+    /// The answer turned out to be a stream.
+    pub(crate) fn mark_streaming(&mut self) {
+        self.streamed = true;
+    }
+
+    /// The key's rate limits granted the request.
+    pub(crate) fn granted(&mut self, grant: RateGrant) {
+        self.rate_snapshot = Some(*grant.snapshot());
+        self.rate = Some(grant);
+    }
+
+    /// The key's rate limits refused the request; these are its counters.
+    pub(crate) fn rate_refused(&mut self, snapshot: RateSnapshot) {
+        self.rate_snapshot = Some(snapshot);
+    }
+
+    /// The output the reservation pays for is less than the rate grant counted: it gives the
+    /// rest back.
+    pub(crate) fn shrink_rate_output(&mut self, tokens: u64) {
+        if let Some(grant) = self.rate.as_mut() {
+            grant.shrink_output(tokens);
+            self.rate_snapshot = Some(*grant.snapshot());
+        }
+    }
+
+    /// Admission reserved the worst case.
+    pub(crate) fn hold(&mut self, reservation: Reservation) {
+        self.reservation = Some(reservation);
+    }
+
+    /// The rate counters for the response's `x-ratelimit-*` headers.
+    pub(crate) fn take_rate_snapshot(&mut self) -> Option<RateSnapshot> {
+        self.rate_snapshot.take()
+    }
+
+    /// An attempt on one route failed before the client received a byte, and the request goes
+    /// on to another route: the attempt is kept for the record, and its first byte forgotten.
+    pub(crate) fn failed_over(&mut self, attempt: router_one_core::usage::FailedAttempt) {
+        self.failed_attempts.push(attempt);
+        self.ttft_us = None;
+    }
+
+    /// Nothing of this attempt reached the client: a later attempt's first byte is the request's.
+    pub(crate) fn forget_first_byte(&mut self) {
+        self.ttft_us = None;
+    }
+
     /// Settles the reservation with the usage the upstream reported (bounded and priced there,
     /// never billed above what was reserved) and writes the usage record. Returns the cost.
     pub(crate) fn finish(mut self, outcome: Outcome) -> Result<Usd, ApiError> {
-        self.write(outcome)
+        self.write(outcome, |_| None)
+    }
+
+    /// [`RequestMeter::finish`] for an answer with a receipt: `seal` gets the settled record
+    /// (its cost is the one billed), writes the response's last bytes with it and returns their
+    /// receipt, which the record keeps.
+    pub(crate) fn finish_sealed(
+        mut self,
+        outcome: Outcome,
+        seal: impl FnOnce(&UsageRecord) -> Option<String>,
+    ) -> Result<Usd, ApiError> {
+        self.write(outcome, seal)
     }
 
     /// [`RequestMeter::finish`], once: the record is written by whichever of `finish` and
     /// [`Drop`] comes first.
-    fn write(&mut self, mut outcome: Outcome) -> Result<Usd, ApiError> {
+    fn write(
+        &mut self,
+        mut outcome: Outcome,
+        seal: impl FnOnce(&UsageRecord) -> Option<String>,
+    ) -> Result<Usd, ApiError> {
         self.finished = true;
         if self.hung_up.get() && (200..300).contains(&outcome.status) {
             outcome.status = CLIENT_CLOSED_REQUEST;
             outcome.error_code = Some("client_disconnected");
         }
+        // A cluster node's record names the leases its reservation drew on.
+        let lease = match (&self.reservation, &self.leases) {
+            (Some(_), Some(book)) => Some(RecordLease {
+                node_id: book.node().node_id.clone(),
+                node_epoch: book.node().epoch,
+                key_period_start_us: crate::leases::LeaseBook::key_period_start(&self.key, self.created_at_us),
+            }),
+            _ => None,
+        };
         let Settlement { usage, cost, fault } = match self.reservation.take() {
             Some(reservation) => reservation.settle(outcome.usage),
             // Refused before anything was reserved (or unmetered): nothing to bill.
@@ -151,7 +288,7 @@ impl RequestMeter {
                 "upstream usage report not billed as reported"
             );
         }
-        let record = UsageRecord {
+        let mut record = UsageRecord {
             request_id: std::mem::take(&mut self.request_id),
             account_id: self.key.account_id.clone(),
             key_id: self.key.id.clone(),
@@ -169,7 +306,11 @@ impl RequestMeter {
             // The operator must see an upstream that was not believed, whatever else happened.
             error_code: fault.map(UsageFault::code).or(outcome.error_code).map(str::to_owned),
             streamed: self.streamed,
+            lease,
+            failed_attempts: std::mem::take(&mut self.failed_attempts),
+            receipt: None,
         };
+        record.receipt = seal(&record);
         if let Some(grant) = self.rate.take() {
             grant.settle(usage.prompt_tokens.saturating_add(usage.completion_tokens));
         }
@@ -210,7 +351,7 @@ impl Drop for RequestMeter {
                 error_code: Some("gateway_shutdown"),
                 ..Outcome::default()
             };
-            let _ = self.write(outcome);
+            let _ = self.write(outcome, |_| None);
         }
     }
 }

@@ -74,6 +74,28 @@ impl Default for ServerConfig {
     }
 }
 
+/// How this node shares budgets and rate limits with others: not at all on a single node (the
+/// default: budgets and limits in this process's memory), or through database leases and a
+/// shared rate limiter on a cluster node.
+pub struct Coordination {
+    /// The node's budget leases (`None`: a single node, budgets are the balances themselves).
+    pub leases: Option<Arc<crate::leases::LeaseBook>>,
+    /// Per-key request, token and concurrency limits.
+    pub limiter: Arc<dyn RateLimiter>,
+    /// A cluster node's fence: it refuses requests while isolated (`None` on a single node).
+    pub fence: Option<Arc<crate::key_events::Fence>>,
+}
+
+impl Default for Coordination {
+    fn default() -> Self {
+        Coordination {
+            fence: None,
+            leases: None,
+            limiter: Arc::new(InProcessLimiter::default()),
+        }
+    }
+}
+
 /// Shared state of the running gateway.
 pub struct AppState {
     /// Operator settings.
@@ -86,9 +108,13 @@ pub struct AppState {
     pub client: UpstreamClient,
     /// Live inference keys and account budgets.
     pub keys: KeyIndex,
-    /// Per-key request, token and concurrency limits (in-process; a Redis-backed limiter
-    /// slots in behind the same trait for several nodes).
+    /// Per-key request, token and concurrency limits (in this process on a single node; shared
+    /// through Redis on a cluster node).
     pub limiter: Arc<dyn RateLimiter>,
+    /// A cluster node's budget leases (`None` on a single node).
+    pub leases: Option<Arc<crate::leases::LeaseBook>>,
+    /// A cluster node's fence (`None` on a single node).
+    pub fence: Option<Arc<crate::key_events::Fence>>,
     /// Management-key hash → (account id, when the store last vouched for it, µs), filled on
     /// first use; `None` marks a revoked key.
     pub management_keys: DashMap<String, Option<(String, i64)>>,
@@ -111,6 +137,20 @@ pub struct AppState {
     /// Password hashing is deliberately slow: at most this many at once, on the blocking pool,
     /// so sign-ups and logins cannot starve inference.
     pub(crate) password_hashing: tokio::sync::Semaphore,
+    /// Set the moment a shutdown begins: `GET /ready` answers 503 from then on, so a load
+    /// balancer stops sending before the listener closes.
+    pub draining: std::sync::atomic::AtomicBool,
+    /// Cancelled when the shutdown deadline passes: streams still running end with a clean
+    /// error event and their record (`gateway_shutdown`) instead of a cut connection.
+    pub stopping: tokio_util::sync::CancellationToken,
+    /// Each route's breaker (`failover`).
+    pub(crate) health: crate::failover::Health,
+    /// The keys receipts are signed with (`None`: responses carry no receipt, as in tests
+    /// that build a state without a data directory).
+    pub receipts: Option<Arc<router_one_receipts::KeyRing>>,
+    /// The JWKS last served, for a few seconds: anyone may ask for it, and a keyless route must
+    /// not cost a database read per call.
+    pub(crate) receipt_jwks: arc_swap::ArcSwapOption<crate::routes::receipts::ServedJwks>,
 }
 
 impl AppState {
@@ -122,11 +162,13 @@ impl AppState {
         store: Arc<dyn Store>,
         usage: UsageWriter,
         payments: HashMap<String, Arc<dyn PaymentProvider>>,
+        coordination: Coordination,
     ) -> Result<AppState, Box<dyn std::error::Error + Send + Sync>> {
         // Read the ledger's head before any balance: an entry posted in between is then applied
         // by the follower, or skipped by the account's own head if its balance already has it.
         let ledger_head = store.ledger_head().await?;
         let checkout = crate::follower::with_fx_overrides(&config.checkout, store.fx_rates().await?);
+        let health = crate::failover::Health::new(providers.keys());
         let state = AppState {
             checkout: ArcSwap::from_pointee(checkout),
             follower: crate::follower::Follower::new(ledger_head),
@@ -136,16 +178,33 @@ impl AppState {
             catalog,
             providers,
             client: UpstreamClient::new()?,
-            keys: KeyIndex::default(),
-            limiter: Arc::new(InProcessLimiter::default()),
+            keys: if coordination.leases.is_some() {
+                KeyIndex::leased()
+            } else {
+                KeyIndex::default()
+            },
+            limiter: coordination.limiter,
+            leases: coordination.leases,
+            fence: coordination.fence,
             management_keys: DashMap::new(),
             login_limits: crate::login_limit::LoginLimits::default(),
             store,
             usage,
             tasks: tokio_util::task::TaskTracker::new(),
+            draining: std::sync::atomic::AtomicBool::new(false),
+            health,
+            stopping: tokio_util::sync::CancellationToken::new(),
+            receipts: None,
+            receipt_jwks: arc_swap::ArcSwapOption::empty(),
         };
         state.warm_keys().await?;
         Ok(state)
+    }
+
+    /// Signs every chat and embeddings response's receipt with `keys` (docs/receipts.md).
+    pub fn with_receipts(mut self, keys: router_one_receipts::KeyRing) -> AppState {
+        self.receipts = Some(Arc::new(keys));
+        self
     }
 
     /// Loads every unrevoked key into the index, [`WARM_PAGE`] at a time, reading each account

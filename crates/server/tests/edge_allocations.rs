@@ -99,6 +99,7 @@ fn the_accept_loop_costs_a_request_no_more_allocations_than_axum_serve() {
             keep_alive_timeout: Duration::from_secs(60),
             max_connections: 64,
             shutdown_timeout: Duration::from_secs(1),
+            stopping: tokio_util::sync::CancellationToken::new(),
         };
         tokio::spawn(listener::serve(ours, app(), config, std::future::pending()));
 

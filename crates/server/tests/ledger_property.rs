@@ -90,6 +90,12 @@ async fn start() -> Env {
         api: ApiStyle::OpenAi,
         base_url: format!("{sim}/v1"),
         api_key_env: "ROUTER_ONE_LEDGER_PROPERTY_UNSET".into(),
+        keys: Vec::new(),
+        api_version: None,
+        project: None,
+        region: None,
+        credentials_env: None,
+        token_url: None,
         output_limit_field: OutputLimitField::MaxCompletionTokens,
     };
     let mut provider = Provider::from_config("openai", &provider_config);
@@ -119,9 +125,17 @@ async fn start() -> Env {
     };
     router_one_providers::estimate::warm_up();
     let state = Arc::new(
-        AppState::new(config, catalog, providers, store_dyn, usage.clone(), payments)
-            .await
-            .unwrap(),
+        AppState::new(
+            config,
+            catalog,
+            providers,
+            store_dyn,
+            usage.clone(),
+            payments,
+            Default::default(),
+        )
+        .await
+        .unwrap(),
     );
     router_one_server::follower::spawn(state.clone());
     let app = router_one_server::app(state.clone());

@@ -21,6 +21,7 @@
 //! | `words=N` | make the reply exactly N words (padded with `lorem`) before any max-tokens cap; at most 100,000 words, shared by OpenAI's `n` choices (each gets at most 100,000 / n) |
 //! | `report_prompt=N`, `report_completion=N`, `report_cached=N`, `report_reasoning=N` | a lying upstream: the usage *reported* says N instead of the real count, field by field (table below); the answer, its pacing and its cap stay what they would be |
 //! | `endless_event` | OpenAI streams only: after the role chunk, one event that never ends (6 MiB without a blank line), then the connection drops |
+//! | `route=NAME` | the request's faults (`status`, `timeout`, `reset`, `malformed`, `cut`, `endless_event`) apply only if it arrived through the route `NAME`, i.e. under the path prefix `/NAME/` (`--demo` serves every model over `sim-a` and `sim-b`); through any other route they are ignored |
 //!
 //! Bare flags also accept `=1`/`=true` (and `=0`/`=false` to switch them off). Unknown keys and
 //! unparsable values are ignored (a number above 18446744073709551615 is unparsable); parsing
@@ -86,6 +87,22 @@ pub(crate) struct Directives {
     pub(crate) keepalive: bool,
     /// `endless_event`: stream one event that never ends.
     pub(crate) endless_event: bool,
+    /// `route=NAME`: the faults apply only to requests that arrived through this route (a
+    /// hash of its name, so the directives stay `Copy`).
+    pub(crate) route: Option<u64>,
+    /// The route the request arrived through (its path prefix), set by the server.
+    pub(crate) arrived: Option<u64>,
+}
+
+/// The header through which the server tells a handler the route a request arrived by (the
+/// path prefix it stripped); a client-sent one is replaced.
+pub(crate) const ARRIVED_HEADER: &str = "x-sim-arrived-via";
+
+/// A route name's hash (FNV-1a): equal names, equal hashes.
+pub(crate) fn route_hash(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// What a request's directives say to do instead of answering normally, most drastic first.
@@ -130,6 +147,19 @@ impl Directives {
             };
             self.apply(key, value);
         }
+        self.target();
+    }
+
+    /// A `route=` that names another route than the request's drops the faults.
+    fn target(&mut self) {
+        if self.route.is_some() && self.route != self.arrived {
+            self.status = None;
+            self.timeout = false;
+            self.reset = false;
+            self.malformed = false;
+            self.cut = None;
+            self.endless_event = false;
+        }
     }
 
     /// Applies every `[[sim:...]]` found in `text`.
@@ -168,6 +198,7 @@ impl Directives {
             "report_reasoning" => self.report.reasoning = number,
             "keepalive" => self.keepalive = flag(value),
             "endless_event" => self.endless_event = flag(value),
+            "route" => self.route = value.map(route_hash),
             _ => {}
         }
     }
@@ -305,5 +336,29 @@ mod tests {
             tpot: MAX_DELAY,
         };
         assert_eq!(pacing.total(u64::MAX), MAX_DELAY);
+    }
+
+    #[test]
+    fn a_route_targets_the_faults_at_the_requests_that_arrived_through_it() {
+        let via = |route: Option<&str>, list: &str| {
+            let mut d = Directives {
+                arrived: route.map(route_hash),
+                ..Directives::default()
+            };
+            d.apply_text(list);
+            d
+        };
+        let faults = "[[sim:route=sim-a,status=503,cut=2]] [[sim:words=3]]";
+        let a = via(Some("sim-a"), faults);
+        assert_eq!(
+            (a.fault(), a.cut),
+            (Some(Fault::Status(StatusCode::SERVICE_UNAVAILABLE)), Some(2))
+        );
+        for other in [Some("sim-b"), None] {
+            let b = via(other, faults);
+            assert_eq!((b.fault(), b.cut, b.words), (None, None, Some(3)), "{other:?}");
+        }
+        // Without `route=`, faults apply through every route.
+        assert!(via(Some("sim-b"), "[[sim:reset]]").fault().is_some());
     }
 }

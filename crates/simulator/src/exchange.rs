@@ -13,7 +13,7 @@ use hyper::body::Incoming;
 use crate::SimState;
 use crate::body::SimBody;
 use crate::conn::ConnControl;
-use crate::directives::{Directives, Fault, MAX_DELAY};
+use crate::directives::{ARRIVED_HEADER, Directives, Fault, MAX_DELAY, route_hash};
 use crate::openai;
 
 /// The largest request body read; anything bigger is refused with a 400.
@@ -25,10 +25,19 @@ pub(crate) async fn route(
     state: &SimState,
     control: &ConnControl,
 ) -> Result<Response<SimBody>, Infallible> {
+    let request = arrived_via(request);
     let response = match (request.method() == Method::POST, request.uri().path()) {
         (true, "/v1/chat/completions") => openai::chat(request, state, control).await,
         (true, "/v1/embeddings") => openai::embeddings(request, state, control).await,
         (true, "/v1/messages") => crate::anthropic::messages(request, state, control).await,
+        // Google Cloud Vertex AI: Claude and Gemini on a project's paths, and its token endpoint.
+        (true, path) if path.starts_with(crate::vertex::PROJECTS) => {
+            crate::vertex::handle(request, state, control).await
+        }
+        (true, "/token") => crate::vertex::token(request, state).await,
+        // Azure OpenAI: OpenAI's bodies on a deployment's URL, with a required `api-version`.
+        (true, path) if azure(&request, path, "/chat/completions") => openai::chat(request, state, control).await,
+        (true, path) if azure(&request, path, "/embeddings") => openai::embeddings(request, state, control).await,
         (_, path) if path.starts_with("/v1beta/") => crate::gemini::handle(request, state, control).await,
         (_, path) if path.starts_with("/payments/") => crate::payments::handle(request, state).await,
         _ => openai::not_found(request.method(), request.uri().path()),
@@ -36,9 +45,49 @@ pub(crate) async fn route(
     Ok(response)
 }
 
-/// Directives from the `x-sim` header, if any.
+/// Whether `path` is Azure OpenAI's `/openai/deployments/{name}{operation}` with an
+/// `api-version` in the query (Azure answers 404 without one).
+fn azure(request: &Request<Incoming>, path: &str, operation: &str) -> bool {
+    path.strip_prefix("/openai/deployments/")
+        .and_then(|rest| rest.strip_suffix(operation))
+        .is_some_and(|deployment| !deployment.is_empty() && !deployment.contains('/'))
+        && request.uri().query().is_some_and(|q| {
+            q.split('&')
+                .any(|pair| pair.starts_with("api-version=") && pair.len() > 12)
+        })
+}
+
+/// A request under a route prefix (`/sim-a/v1/...`): the prefix is stripped, and named to the
+/// handler in [`ARRIVED_HEADER`] so `route=` directives can target it. Any other request loses
+/// a client-sent [`ARRIVED_HEADER`].
+fn arrived_via(request: Request<Incoming>) -> Request<Incoming> {
+    let (mut parts, body) = request.into_parts();
+    parts.headers.remove(ARRIVED_HEADER);
+    let path = parts.uri.path();
+    let known = ["/v1/", "/v1beta/", "/payments/", "/openai/"];
+    if !known.iter().any(|p| path.starts_with(p))
+        && let Some((route, rest)) = path.trim_start_matches('/').split_once('/')
+        && !route.is_empty()
+        && let Ok(name) = http::HeaderValue::from_str(route)
+    {
+        let query = parts.uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+        if let Ok(uri) = format!("/{rest}{query}").parse() {
+            parts.uri = uri;
+            parts.headers.insert(ARRIVED_HEADER, name);
+        }
+    }
+    Request::from_parts(parts, body)
+}
+
+/// Directives from the `x-sim` header, if any, and the route the request arrived through.
 pub(crate) fn header_directives(headers: &HeaderMap) -> Directives {
-    let mut directives = Directives::default();
+    let mut directives = Directives {
+        arrived: headers
+            .get(ARRIVED_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(route_hash),
+        ..Directives::default()
+    };
     for value in headers.get_all("x-sim") {
         if let Ok(list) = value.to_str() {
             directives.apply_list(list);
@@ -47,8 +96,13 @@ pub(crate) fn header_directives(headers: &HeaderMap) -> Directives {
     directives
 }
 
-/// Whether the request carries `authorization: Bearer <non-empty>`.
+/// Whether the request carries `authorization: Bearer <non-empty>` (or Azure's `api-key`) with
+/// a key the simulated provider accepts: any, except one containing `rejected` (a key the
+/// provider revoked, for tests of upstream key pools), which gets the 401 a missing key gets.
 pub(crate) fn has_bearer(headers: &HeaderMap) -> bool {
+    if let Some(key) = headers.get("api-key").and_then(|v| v.to_str().ok()) {
+        return !key.trim().is_empty() && !key.contains("rejected");
+    }
     headers
         .get(AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -57,7 +111,7 @@ pub(crate) fn has_bearer(headers: &HeaderMap) -> bool {
                 .filter(|s| s.eq_ignore_ascii_case("bearer "))
                 .map(|_| &v[7..])
         })
-        .is_some_and(|token| !token.trim().is_empty())
+        .is_some_and(|token| !token.trim().is_empty() && !token.contains("rejected"))
 }
 
 /// The whole request body, or `None` if it is too large or the client went away.

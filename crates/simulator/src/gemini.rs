@@ -10,6 +10,9 @@ mod error;
 mod generate;
 mod request;
 
+pub(crate) use error::{not_found, response as error_response};
+pub(crate) use generate::handle as generate;
+
 use http::{Method, Request, Response};
 use hyper::body::Incoming;
 

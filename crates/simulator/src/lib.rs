@@ -40,6 +40,15 @@
 //!   reported as `cache_read_input_tokens`, and a user message with a `tool_result` block is the
 //!   tool turn.
 //!
+//! # Endpoints (Google Cloud Vertex AI)
+//! `POST /v1/projects/{project}/locations/{region}/publishers/anthropic/models/{model}:rawPredict`
+//! and `:streamRawPredict` (the Messages API above, the model from the path, and
+//! `"anthropic_version": "vertex-2023-10-16"` required in the body, else 400);
+//! `…/publishers/google/models/{model}:generateContent` and `:streamGenerateContent` (the Gemini
+//! API above). They need `authorization: Bearer <a token this server issued>`, else 401
+//! `UNAUTHENTICATED`; `POST /token` issues them for a well-formed RS256 JWT-bearer assertion
+//! (the signature is not verified). The `vertex` module documents it.
+//!
 //! # Deterministic answers
 //! The reply text is `Simulated reply from <model>. You said: <first 200 chars of the last user
 //! message>`, with runs of whitespace collapsed to one space. With `response_format` `json_object`
@@ -101,6 +110,7 @@ mod openai;
 mod payments;
 mod reply;
 mod tokens;
+mod vertex;
 
 use std::io;
 use std::sync::Arc;
@@ -153,6 +163,10 @@ struct SimState {
     config: SimConfig,
     next_id: AtomicU64,
     payments: payments::PaymentState,
+    /// Anthropic's simulated prompt cache.
+    prompt_cache: anthropic::PromptCache,
+    /// The access tokens its Vertex AI token endpoint issues.
+    vertex_tokens: vertex::Tokens,
 }
 
 impl SimState {
@@ -171,6 +185,8 @@ pub async fn serve(listener: TcpListener, config: SimConfig) -> io::Result<()> {
         config,
         next_id: AtomicU64::new(1),
         payments: payments::PaymentState::new(),
+        prompt_cache: anthropic::PromptCache::default(),
+        vertex_tokens: vertex::Tokens::default(),
     });
     loop {
         let stream = match listener.accept().await {

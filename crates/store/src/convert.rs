@@ -3,10 +3,17 @@
 //! unsigned counts, [`Usd`] and parsed values. A value that does not fit is a
 //! [`StoreError::Database`], never a panic.
 
+use router_one_core::billing::{CheckoutSession, LedgerKind, ManagementKey, Payment, SessionStatus};
+use router_one_core::checkout::Quote;
 use router_one_core::money::Usd;
 use router_one_core::pricing::TokenUsage;
-use router_one_core::store::{ApiKey, BudgetPeriod, KeySettings, StoreError, StoreResult};
+use router_one_core::store::{
+    Account, ApiKey, BudgetPeriod, KeyPage, KeySettings, LedgerEntry, OversizedMaxTokens, StoreError, StoreResult,
+};
 use router_one_core::usage::{Endpoint, UsageRecord};
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+use sqlx::{ColumnIndex, Decode, FromRow, Row, Type};
 
 /// Microseconds in one UTC day.
 pub(crate) const DAY_US: i64 = 86_400_000_000;
@@ -77,11 +84,15 @@ pub(crate) struct KeyRow {
     created_at_us: i64,
     revoked_at_us: Option<i64>,
     spend_units: i64,
+    on_oversized_max_tokens: String,
+    always_include_usage: bool,
+    router_headers: bool,
 }
 
 /// The `api_keys` columns, in [`KeyRow`] order.
 pub(crate) const KEY_COLUMNS: &str = "id, account_id, secret_hash, hint, name, max_spend_units, budget_period, \
-     rpm_limit, tpm_limit, max_concurrency, models, expires_at_us, metadata, created_at_us, revoked_at_us, spend_units";
+     rpm_limit, tpm_limit, max_concurrency, models, expires_at_us, metadata, created_at_us, revoked_at_us, spend_units, \
+     on_oversized_max_tokens, always_include_usage, router_headers";
 
 impl TryFrom<KeyRow> for ApiKey {
     type Error = StoreError;
@@ -95,6 +106,12 @@ impl TryFrom<KeyRow> for ApiKey {
             .transpose()
             .map_err(json_err)?;
         let metadata = serde_json::from_str(&row.metadata).map_err(json_err)?;
+        let on_oversized_max_tokens = OversizedMaxTokens::parse(&row.on_oversized_max_tokens).ok_or_else(|| {
+            StoreError::Database(format!(
+                "unknown on_oversized_max_tokens `{}`",
+                row.on_oversized_max_tokens
+            ))
+        })?;
         Ok(ApiKey {
             id: row.id,
             account_id: row.account_id,
@@ -110,12 +127,46 @@ impl TryFrom<KeyRow> for ApiKey {
                 models,
                 expires_at_us: row.expires_at_us,
                 metadata,
+                on_oversized_max_tokens,
+                always_include_usage: row.always_include_usage,
+                router_headers: row.router_headers,
             },
             created_at_us: row.created_at_us,
             revoked_at_us: row.revoked_at_us,
             spend: Usd::from_units(row.spend_units),
         })
     }
+}
+
+/// The page of keys in `rows` (read with one row more than `limit`, which says whether another
+/// page follows). A row that cannot be read is left out with an error naming its ids — never
+/// its secret hash — so one bad row hides one key, never the others.
+pub(crate) fn key_page<R>(rows: &[R], limit: u32) -> KeyPage
+where
+    R: Row,
+    for<'r> KeyRow: FromRow<'r, R>,
+    for<'r> &'r str: ColumnIndex<R>,
+    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let page = rows.get(..limit as usize).unwrap_or(rows);
+    let keys = page
+        .iter()
+        .filter_map(|row| match KeyRow::from_row(row).map_err(db_err).and_then(ApiKey::try_from) {
+            Ok(key) => Some(key),
+            Err(e) => {
+                let id: Option<String> = row.try_get("id").ok();
+                let account_id: Option<String> = row.try_get("account_id").ok();
+                tracing::error!(?id, ?account_id, error = %e, "stored inference key cannot be read; it is not served");
+                None
+            }
+        })
+        .collect();
+    let next = if rows.len() > page.len() {
+        page.last().and_then(|row| row.try_get("id").ok())
+    } else {
+        None
+    };
+    KeyPage { keys, next }
 }
 
 /// A stored JSON column that does not parse.
@@ -134,6 +185,9 @@ pub(crate) struct SettingsColumns {
     pub(crate) models: Option<String>,
     pub(crate) expires_at_us: Option<i64>,
     pub(crate) metadata: String,
+    pub(crate) on_oversized_max_tokens: &'static str,
+    pub(crate) always_include_usage: bool,
+    pub(crate) router_headers: bool,
 }
 
 impl SettingsColumns {
@@ -155,6 +209,9 @@ impl SettingsColumns {
             models,
             expires_at_us: settings.expires_at_us,
             metadata: serde_json::to_string(&settings.metadata).map_err(json_err)?,
+            on_oversized_max_tokens: settings.on_oversized_max_tokens.as_str(),
+            always_include_usage: settings.always_include_usage,
+            router_headers: settings.router_headers,
         })
     }
 }
@@ -181,12 +238,24 @@ pub(crate) struct UsageRow {
     status: i64,
     error_code: Option<String>,
     streamed: bool,
+    cache_write_tokens: i64,
+    failed_attempts: Option<String>,
+    receipt: Option<String>,
 }
 
 /// The `usage_records` columns, in [`UsageRow`] order.
 pub(crate) const USAGE_COLUMNS: &str = "request_id, account_id, key_id, created_at_us, endpoint, requested_model, \
      served_model, provider, prompt_tokens, cached_tokens, completion_tokens, reasoning_tokens, cost_units, \
-     latency_us, upstream_sent_us, ttft_us, status, error_code, streamed";
+     latency_us, upstream_sent_us, ttft_us, status, error_code, streamed, cache_write_tokens, failed_attempts, \
+     receipt";
+
+/// A record's failed attempts as stored: `NULL` for none (the usual case), else a JSON array.
+pub(crate) fn failed_attempts_text(record: &UsageRecord) -> Option<String> {
+    if record.failed_attempts.is_empty() {
+        return None;
+    }
+    serde_json::to_string(&record.failed_attempts).ok()
+}
 
 impl TryFrom<UsageRow> for UsageRecord {
     type Error = StoreError;
@@ -205,6 +274,7 @@ impl TryFrom<UsageRow> for UsageRecord {
             usage: TokenUsage {
                 prompt_tokens: from_i64(row.prompt_tokens, "prompt_tokens")?,
                 cached_tokens: from_i64(row.cached_tokens, "cached_tokens")?,
+                cache_write_tokens: from_i64(row.cache_write_tokens, "cache_write_tokens")?,
                 completion_tokens: from_i64(row.completion_tokens, "completion_tokens")?,
                 reasoning_tokens: from_i64(row.reasoning_tokens, "reasoning_tokens")?,
             },
@@ -215,8 +285,209 @@ impl TryFrom<UsageRow> for UsageRecord {
             status: from_i64(row.status, "status")?,
             error_code: row.error_code,
             streamed: row.streamed,
+            lease: None,
+            failed_attempts: match row.failed_attempts {
+                Some(text) => {
+                    serde_json::from_str(&text).map_err(|e| StoreError::Database(format!("failed_attempts: {e}")))?
+                }
+                None => Vec::new(),
+            },
+            receipt: row.receipt,
         })
     }
+}
+
+/// The `accounts` columns (table alias `a`), in [`AccountRow`] order. `ledger_head` is the last
+/// entry the ledger follower applies (every kind but `usage`), read in the same statement as the
+/// balance, so the balance includes exactly the followed entries up to it: on PostgreSQL those
+/// entries commit in id order (see `postgres::accounts`), so any entry not yet visible here has a
+/// higher id; on SQLite every write is serialised, so that holds trivially.
+pub(crate) const ACCOUNT_COLUMNS: &str = "a.id, a.email, a.balance_units, a.created_at_us, a.invite_code, a.referred_by, \
+     (SELECT COALESCE(MAX(l.id), 0) FROM ledger_entries l WHERE l.account_id = a.id AND l.kind <> 'usage') \
+     AS ledger_head";
+
+/// An account selected with [`ACCOUNT_COLUMNS`].
+#[derive(sqlx::FromRow)]
+pub(crate) struct AccountRow {
+    id: String,
+    email: String,
+    balance_units: i64,
+    created_at_us: i64,
+    invite_code: String,
+    referred_by: Option<String>,
+    ledger_head: i64,
+}
+
+impl From<AccountRow> for Account {
+    fn from(row: AccountRow) -> Account {
+        Account {
+            id: row.id,
+            email: row.email,
+            balance: Usd::from_units(row.balance_units),
+            created_at_us: row.created_at_us,
+            invite_code: row.invite_code,
+            referred_by: row.referred_by,
+            ledger_head: row.ledger_head,
+        }
+    }
+}
+
+/// The `ledger_entries` columns, in [`LedgerRow`] order.
+pub(crate) const LEDGER_COLUMNS: &str = "id, account_id, created_at_us, kind, amount_units, reference, reason";
+
+/// A `ledger_entries` row as stored.
+#[derive(sqlx::FromRow)]
+pub(crate) struct LedgerRow {
+    id: i64,
+    account_id: String,
+    created_at_us: i64,
+    kind: String,
+    amount_units: i64,
+    reference: Option<String>,
+    reason: Option<String>,
+}
+
+impl TryFrom<LedgerRow> for LedgerEntry {
+    type Error = StoreError;
+    fn try_from(row: LedgerRow) -> StoreResult<LedgerEntry> {
+        let kind = LedgerKind::parse(&row.kind)
+            .ok_or_else(|| StoreError::Database(format!("unknown ledger kind `{}`", row.kind)))?;
+        Ok(LedgerEntry {
+            id: row.id,
+            account_id: row.account_id,
+            created_at_us: row.created_at_us,
+            kind,
+            amount: Usd::from_units(row.amount_units),
+            reference: row.reference,
+            reason: row.reason,
+        })
+    }
+}
+
+/// The `management_keys` columns, in [`ManagementKeyRow`] order.
+pub(crate) const MANAGEMENT_KEY_COLUMNS: &str = "id, account_id, secret_hash, hint, name, created_at_us, revoked_at_us";
+
+/// A `management_keys` row as stored.
+#[derive(sqlx::FromRow)]
+pub(crate) struct ManagementKeyRow {
+    id: String,
+    account_id: String,
+    secret_hash: String,
+    hint: String,
+    name: Option<String>,
+    created_at_us: i64,
+    revoked_at_us: Option<i64>,
+}
+
+impl From<ManagementKeyRow> for ManagementKey {
+    fn from(row: ManagementKeyRow) -> ManagementKey {
+        ManagementKey {
+            id: row.id,
+            account_id: row.account_id,
+            secret_hash: row.secret_hash,
+            hint: row.hint,
+            name: row.name,
+            created_at_us: row.created_at_us,
+            revoked_at_us: row.revoked_at_us,
+        }
+    }
+}
+
+/// A stored status name that is not one.
+fn parse_status(status: &str) -> StoreResult<SessionStatus> {
+    SessionStatus::parse(status).ok_or_else(|| StoreError::Database(format!("unknown session status `{status}`")))
+}
+
+/// The `checkout_sessions` columns, in [`SessionRow`] order.
+pub(crate) const SESSION_COLUMNS: &str =
+    "id, account_id, provider, provider_session_id, payment_url, quote, status, payment_id, created_at_us";
+
+/// A `checkout_sessions` row as stored (the quote as JSON).
+#[derive(sqlx::FromRow)]
+pub(crate) struct SessionRow {
+    id: String,
+    account_id: String,
+    provider: String,
+    provider_session_id: String,
+    payment_url: String,
+    quote: String,
+    status: String,
+    payment_id: Option<String>,
+    created_at_us: i64,
+}
+
+impl TryFrom<SessionRow> for CheckoutSession {
+    type Error = StoreError;
+    fn try_from(row: SessionRow) -> StoreResult<CheckoutSession> {
+        let quote: Quote =
+            serde_json::from_str(&row.quote).map_err(|e| StoreError::Database(format!("corrupt quote JSON: {e}")))?;
+        Ok(CheckoutSession {
+            id: row.id,
+            account_id: row.account_id,
+            provider: row.provider,
+            provider_session_id: row.provider_session_id,
+            payment_url: row.payment_url,
+            quote,
+            status: parse_status(&row.status)?,
+            payment_id: row.payment_id,
+            created_at_us: row.created_at_us,
+        })
+    }
+}
+
+/// The `payments` columns, in [`PaymentRow`] order.
+pub(crate) const PAYMENT_COLUMNS: &str = "provider, payment_id, session_id, account_id, credited_units, referrer_id, \
+     commission_units, status, reversed_units, commission_reversed_units, created_at_us";
+
+/// A `payments` row as stored.
+#[derive(sqlx::FromRow)]
+pub(crate) struct PaymentRow {
+    provider: String,
+    payment_id: String,
+    session_id: String,
+    account_id: String,
+    credited_units: i64,
+    referrer_id: Option<String>,
+    commission_units: i64,
+    status: String,
+    reversed_units: i64,
+    commission_reversed_units: i64,
+    created_at_us: i64,
+}
+
+impl TryFrom<PaymentRow> for Payment {
+    type Error = StoreError;
+    fn try_from(row: PaymentRow) -> StoreResult<Payment> {
+        Ok(Payment {
+            provider: row.provider,
+            payment_id: row.payment_id,
+            session_id: row.session_id,
+            account_id: row.account_id,
+            credited: Usd::from_units(row.credited_units),
+            referrer_id: row.referrer_id,
+            commission: Usd::from_units(row.commission_units),
+            status: parse_status(&row.status)?,
+            reversed: Usd::from_units(row.reversed_units),
+            commission_reversed: Usd::from_units(row.commission_reversed_units),
+            created_at_us: row.created_at_us,
+        })
+    }
+}
+
+/// `percent` % of `token_line`, rounded down to the unit, computed exactly.
+pub(crate) fn commission_of(token_line: Usd, percent: Decimal) -> StoreResult<Usd> {
+    let out_of_range = || StoreError::Database(format!("commission of {percent}% out of range"));
+    if percent.is_sign_negative() && !percent.is_zero() {
+        return Err(out_of_range());
+    }
+    let units = Decimal::from(token_line.units())
+        .checked_mul(percent)
+        .and_then(|v| v.checked_div(Decimal::ONE_HUNDRED))
+        .ok_or_else(out_of_range)?
+        .floor()
+        .to_i64()
+        .ok_or_else(out_of_range)?;
+    Ok(Usd::from_units(units.max(0)))
 }
 
 #[cfg(test)]

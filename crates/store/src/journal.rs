@@ -232,6 +232,9 @@ mod tests {
             status: 200,
             error_code: None,
             streamed: false,
+            lease: None,
+            failed_attempts: Vec::new(),
+            receipt: None,
         }
     }
 

@@ -31,9 +31,9 @@ use router_one_core::store::{
 };
 use router_one_core::usage::UsageRecord;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, FromRow, Row, SqliteConnection};
+use sqlx::{Connection, SqliteConnection};
 
-use crate::convert::{KEY_COLUMNS, KeyRow, SettingsColumns, db_err};
+use crate::convert::{ACCOUNT_COLUMNS, AccountRow, KEY_COLUMNS, KeyRow, SettingsColumns, db_err, key_page};
 
 /// How long a statement waits for another connection or process (the admin CLI) to release
 /// the write lock before failing.
@@ -173,48 +173,6 @@ async fn report_quarantined_keys(conn: &mut SqliteConnection) -> StoreResult<()>
     Ok(())
 }
 
-/// The `accounts` columns, in [`account_from_row`] order.
-const ACCOUNT_COLUMNS: &str = "a.id, a.email, a.balance_units, a.created_at_us, a.invite_code, a.referred_by, \
-     (SELECT COALESCE(MAX(l.id), 0) FROM ledger_entries l WHERE l.account_id = a.id) AS ledger_head";
-
-/// Reads an account selected with [`ACCOUNT_COLUMNS`].
-fn account_from_row(row: &sqlx::sqlite::SqliteRow) -> StoreResult<Account> {
-    Ok(Account {
-        id: row.try_get("id").map_err(db_err)?,
-        email: row.try_get("email").map_err(db_err)?,
-        balance: Usd::from_units(row.try_get("balance_units").map_err(db_err)?),
-        created_at_us: row.try_get("created_at_us").map_err(db_err)?,
-        invite_code: row.try_get("invite_code").map_err(db_err)?,
-        referred_by: row.try_get("referred_by").map_err(db_err)?,
-        ledger_head: row.try_get("ledger_head").map_err(db_err)?,
-    })
-}
-
-/// The page of keys in `rows` (read with one row more than `limit`, which says whether another
-/// page follows). A row that cannot be read is left out with an error naming its ids — never
-/// its secret hash — so one bad row hides one key, never the others.
-fn key_page(rows: &[sqlx::sqlite::SqliteRow], limit: u32) -> KeyPage {
-    let page = rows.get(..limit as usize).unwrap_or(rows);
-    let keys = page
-        .iter()
-        .filter_map(|row| match KeyRow::from_row(row).map_err(db_err).and_then(ApiKey::try_from) {
-            Ok(key) => Some(key),
-            Err(e) => {
-                let id: Option<String> = row.try_get("id").ok();
-                let account_id: Option<String> = row.try_get("account_id").ok();
-                tracing::error!(?id, ?account_id, error = %e, "stored inference key cannot be read; it is not served");
-                None
-            }
-        })
-        .collect();
-    let next = if rows.len() > page.len() {
-        page.last().and_then(|row| row.try_get("id").ok())
-    } else {
-        None
-    };
-    KeyPage { keys, next }
-}
-
 /// Inserts a management key inside the caller's transaction.
 async fn insert_management_key(conn: &mut SqliteConnection, key: &ManagementKey) -> StoreResult<()> {
     sqlx::query(
@@ -306,30 +264,30 @@ impl Store for SqliteStore {
             "SELECT {ACCOUNT_COLUMNS} FROM accounts a JOIN management_keys m ON m.account_id = a.id \
              WHERE m.secret_hash = $1 AND m.revoked_at_us IS NULL"
         );
-        let row = sqlx::query(&sql)
+        let row: Option<AccountRow> = sqlx::query_as(&sql)
             .bind(hash)
             .fetch_optional(&self.pool)
             .await
             .map_err(db_err)?;
-        row.as_ref().map(account_from_row).transpose()
+        Ok(row.map(Account::from))
     }
 
     async fn account(&self, id: &str) -> StoreResult<Option<Account>> {
         let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.id = $1");
-        let row = sqlx::query(&sql)
+        let row: Option<AccountRow> = sqlx::query_as(&sql)
             .bind(id)
             .fetch_optional(&self.pool)
             .await
             .map_err(db_err)?;
-        row.as_ref().map(account_from_row).transpose()
+        Ok(row.map(Account::from))
     }
 
     async fn insert_key(&self, key: &ApiKey, max_live_keys: u32) -> StoreResult<bool> {
         let s = SettingsColumns::new(&key.settings)?;
         let done = sqlx::query(&format!(
             "INSERT INTO api_keys ({KEY_COLUMNS}) \
-             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 \
-             WHERE (SELECT COUNT(*) FROM api_keys WHERE account_id = $2 AND revoked_at_us IS NULL) < $17"
+             SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19 \
+             WHERE (SELECT COUNT(*) FROM api_keys WHERE account_id = $2 AND revoked_at_us IS NULL) < $20"
         ))
         .bind(&key.id)
         .bind(&key.account_id)
@@ -347,6 +305,9 @@ impl Store for SqliteStore {
         .bind(key.created_at_us)
         .bind(key.revoked_at_us)
         .bind(key.spend.units())
+        .bind(s.on_oversized_max_tokens)
+        .bind(s.always_include_usage)
+        .bind(s.router_headers)
         .bind(i64::from(max_live_keys))
         .execute(&self.pool)
         .await
@@ -409,7 +370,8 @@ impl Store for SqliteStore {
         let s = SettingsColumns::new(settings)?;
         let sql = format!(
             "UPDATE api_keys SET name = $3, max_spend_units = $4, budget_period = $5, rpm_limit = $6, \
-             tpm_limit = $7, max_concurrency = $8, models = $9, expires_at_us = $10, metadata = $11 \
+             tpm_limit = $7, max_concurrency = $8, models = $9, expires_at_us = $10, metadata = $11, \
+             on_oversized_max_tokens = $12, always_include_usage = $13, router_headers = $14 \
              WHERE id = $1 AND account_id = $2 RETURNING {KEY_COLUMNS}"
         );
         let row: Option<KeyRow> = sqlx::query_as(&sql)
@@ -424,6 +386,9 @@ impl Store for SqliteStore {
             .bind(s.models)
             .bind(s.expires_at_us)
             .bind(s.metadata)
+            .bind(s.on_oversized_max_tokens)
+            .bind(s.always_include_usage)
+            .bind(s.router_headers)
             .fetch_optional(&self.pool)
             .await
             .map_err(db_err)?;
@@ -460,6 +425,10 @@ impl Store for SqliteStore {
 
     async fn usage_record(&self, account_id: &str, request_id: &str) -> StoreResult<Option<UsageRecord>> {
         usage::usage_record(&self.pool, account_id, request_id).await
+    }
+
+    async fn request_recorded(&self, request_id: &str) -> StoreResult<bool> {
+        usage::request_recorded(&self.pool, request_id).await
     }
 
     async fn account_spend(&self, account_id: &str) -> StoreResult<Usd> {
@@ -562,5 +531,13 @@ impl Store for SqliteStore {
 
     async fn fx_rates(&self) -> StoreResult<std::collections::BTreeMap<String, FxRate>> {
         accounts::fx_rates(&self.pool).await
+    }
+
+    async fn publish_receipt_key(&self, kid: &str, jwk: &str) -> StoreResult<()> {
+        usage::publish_receipt_key(&self.pool, kid, jwk).await
+    }
+
+    async fn receipt_keys(&self) -> StoreResult<Vec<String>> {
+        usage::receipt_keys(&self.pool).await
     }
 }

@@ -121,6 +121,12 @@ impl Shared {
     }
 }
 
+/// Called with every batch of records this writer commits, once, off the hot path: counters
+/// fed from here (the gateway's metrics) match this process's usage records exactly. Records
+/// replayed at start from an earlier run's journal are not shown (that run may have counted
+/// them; a restarted process's counters start from zero anyway).
+pub type CommitObserver = Arc<dyn Fn(&[UsageRecord]) + Send + Sync>;
+
 /// Handle used on the request hot path. Cheap to clone.
 #[derive(Clone)]
 pub struct UsageWriter {
@@ -143,7 +149,17 @@ impl UsageWriter {
     /// Replays leftover journal segments in `dir` into `store` (idempotent: record_usage skips known ids),
     /// deletes them, then starts the background batch task. `max_batch` records per transaction.
     pub async fn start(dir: &Path, store: Arc<dyn Store>, max_batch: usize) -> Result<UsageWriter, StoreError> {
-        Self::start_with_segment_bytes(dir, store, max_batch, SEGMENT_BYTES).await
+        Self::start_with_segment_bytes(dir, store, max_batch, SEGMENT_BYTES, None).await
+    }
+
+    /// [`UsageWriter::start`], telling `observer` of every batch that commits.
+    pub async fn start_observed(
+        dir: &Path,
+        store: Arc<dyn Store>,
+        max_batch: usize,
+        observer: CommitObserver,
+    ) -> Result<UsageWriter, StoreError> {
+        Self::start_with_segment_bytes(dir, store, max_batch, SEGMENT_BYTES, Some(observer)).await
     }
 
     /// [`UsageWriter::start`] with another rotation size (tests rotate often).
@@ -152,6 +168,7 @@ impl UsageWriter {
         store: Arc<dyn Store>,
         max_batch: usize,
         segment_bytes: u64,
+        observer: Option<CommitObserver>,
     ) -> StoreResult<UsageWriter> {
         let max_batch = max_batch.max(1);
         std::fs::create_dir_all(dir).map_err(|e| io_err("create the journal directory", e))?;
@@ -177,6 +194,7 @@ impl UsageWriter {
             retired: Vec::new(),
             records: Vec::new(),
             segments: Vec::new(),
+            observer,
         };
         tokio::spawn(probe_journal(Arc::downgrade(&shared), wake_prober));
         tokio::spawn(task.run());
@@ -225,6 +243,11 @@ impl UsageWriter {
             // An error means the task stopped; nothing more can be committed by this writer.
             let _ = wait.await;
         }
+    }
+
+    /// Bytes in the current journal segment (for metrics).
+    pub fn journal_bytes(&self) -> u64 {
+        self.shared.current.load().bytes()
     }
 
     /// Records written to the journal but not yet committed (for metrics/tests).
@@ -279,6 +302,7 @@ struct BatchTask {
     /// The batch being committed, and the segments its records were written to.
     records: Vec<UsageRecord>,
     segments: Vec<Arc<Segment>>,
+    observer: Option<CommitObserver>,
 }
 
 impl BatchTask {
@@ -327,6 +351,9 @@ impl BatchTask {
             tracing::warn!(error = %e, records = self.records.len(), retry_in_ms = backoff.as_millis() as u64, "usage batch failed; retrying");
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+        if let Some(observer) = &self.observer {
+            observer(&self.records);
         }
         self.shared.pending.fetch_sub(self.records.len(), Ordering::SeqCst);
         self.records.clear();

@@ -1,6 +1,8 @@
 //! The store behaviour suite, written against `&dyn Store` so every backend runs the same
-//! checks: SQLite here; PostgreSQL adds one `store_suite!` line with its own constructor.
-//! The SQLite-only checks at the end (ledger invariant, pragmas) read the database directly.
+//! checks: one `store_suite!` line per backend (SQLite on a file, in memory, and PostgreSQL,
+//! each test on a private database). The backend-only checks after it (SQLite's ledger
+//! invariant and pragmas; PostgreSQL's commit-order cursors, partitions and concurrency) read
+//! the database directly.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
 
@@ -14,10 +16,11 @@ use router_one_core::checkout::{FxRate, Quote};
 use router_one_core::money::Usd;
 use router_one_core::pricing::TokenUsage;
 use router_one_core::store::{
-    Account, ApiKey, BudgetPeriod, KeyPage, KeySettings, Store, StoreError, SummaryGroup, SummaryRow, UsageFilter,
+    Account, ApiKey, BudgetPeriod, KeyPage, KeySettings, OversizedMaxTokens, Store, StoreError, SummaryGroup,
+    SummaryRow, UsageFilter,
 };
 use router_one_core::usage::{Endpoint, UsageRecord};
-use router_one_store::SqliteStore;
+use router_one_store::{PgStore, SqliteStore};
 use rust_decimal::Decimal;
 
 /// 2024-01-01T00:00:00Z in µs.
@@ -88,6 +91,10 @@ fn full_settings() -> KeySettings {
         models: Some(vec!["gpt-4o".into(), "claude-sonnet-4".into()]),
         expires_at_us: Some(JAN_1 + 30 * DAY),
         metadata,
+        // Every relay option away from its default, so a column dropped on the way is seen.
+        on_oversized_max_tokens: OversizedMaxTokens::Refuse,
+        always_include_usage: true,
+        router_headers: false,
     }
 }
 
@@ -121,6 +128,7 @@ fn record(
         usage: TokenUsage {
             prompt_tokens: 100 + u64::from(n),
             cached_tokens: u64::from(n % 3),
+            cache_write_tokens: u64::from(n % 4),
             completion_tokens: 50 + u64::from(n),
             reasoning_tokens: u64::from(n % 2),
         },
@@ -135,6 +143,9 @@ fn record(
             Some("upstream_error".into())
         },
         streamed: n.is_multiple_of(2),
+        lease: None,
+        failed_attempts: Vec::new(),
+        receipt: None,
     }
 }
 
@@ -463,7 +474,9 @@ async fn usage_filters_and_pagination(store: &dyn Store) {
         .filter(|r| r.account_id == "acct_a")
         .cloned()
         .collect();
-    assert_eq!(pages.iter().map(Vec::len).collect::<Vec<_>>(), [10, 2, 10, 3]);
+    // Full pages, except where a batch ended.
+    let sizes: Vec<usize> = pages.iter().map(Vec::len).collect();
+    assert_eq!(sizes, [10, 2, 10, 3]);
     let paged: Vec<UsageRecord> = pages.concat();
     assert_eq!(paged, mine, "every record once, in commit order, intact");
     assert_eq!(paged.iter().map(|r| &r.request_id).collect::<HashSet<_>>().len(), 25);
@@ -698,13 +711,38 @@ async fn ledger_pages_and_account_spend(store: &dyn Store) {
 
 async fn usage_record_is_scoped_by_account(store: &dyn Store) {
     two_accounts(store).await;
-    let r = record(1, "acct_a", "key_a1", "gpt-4o", JAN_1, 10, 200);
+    let mut r = record(1, "acct_a", "key_a1", "gpt-4o", JAN_1, 10, 200);
+    // Served on a second route after the first failed: the failed attempt round-trips.
+    r.failed_attempts = vec![router_one_core::usage::FailedAttempt {
+        route: "openai.eu".into(),
+        error: "upstream_overloaded".into(),
+        status: 503,
+        latency_us: 1_234,
+    }];
+    // Its signed receipt (metadata and a hash only) round-trips; a refusal has none.
+    r.receipt = Some("eyJhbGciOiJFZERTQSJ9.eyJyZXF1ZXN0X2lkIjoicmVxXzAwMDAxIn0.c2ln".into());
     let failed = record(2, "acct_a", "key_a1", "gpt-4o", JAN_1, 0, 500);
     store.record_usage(&[r.clone(), failed.clone()]).await.unwrap();
     assert_eq!(store.usage_record("acct_a", "req_00001").await.unwrap(), Some(r));
     assert_eq!(store.usage_record("acct_a", "req_00002").await.unwrap(), Some(failed));
     assert_eq!(store.usage_record("acct_b", "req_00001").await.unwrap(), None);
     assert_eq!(store.usage_record("acct_a", "req_99999").await.unwrap(), None);
+    // Recorded for some account (whichever asks), or not at all.
+    assert!(store.request_recorded("req_00001").await.unwrap());
+    assert!(!store.request_recorded("req_99999").await.unwrap());
+}
+
+/// Receipt public keys: published once per kid (a second publication keeps the first), listed
+/// oldest first, visible to every node on the same store.
+async fn receipt_keys_publish_once(store: &dyn Store) {
+    assert!(store.receipt_keys().await.unwrap().is_empty());
+    store.publish_receipt_key("kid_a", r#"{"kid":"kid_a"}"#).await.unwrap();
+    store.publish_receipt_key("kid_b", r#"{"kid":"kid_b"}"#).await.unwrap();
+    store.publish_receipt_key("kid_a", r#"{"kid":"other"}"#).await.unwrap();
+    assert_eq!(
+        store.receipt_keys().await.unwrap(),
+        vec![r#"{"kid":"kid_a"}"#.to_owned(), r#"{"kid":"kid_b"}"#.to_owned()]
+    );
 }
 
 // ---- Accounts, payments, referrals ---------------------------------------------------------
@@ -1470,6 +1508,7 @@ macro_rules! store_suite {
                 usage_filters_and_pagination,
                 usage_summary_sums_exactly,
                 usage_record_is_scoped_by_account,
+                receipt_keys_publish_once,
                 key_spend_since_sums_one_key_from_a_time,
                 ledger_pages_and_account_spend,
                 account_lookups_and_listing,
@@ -1510,6 +1549,133 @@ async fn sqlite_memory() -> (SqliteStore, ()) {
 
 store_suite!(sqlite, sqlite_file());
 store_suite!(sqlite_in_memory, sqlite_memory());
+store_suite!(postgres, postgres_db());
+
+/// A fresh PostgreSQL store on a private database (dropped with the returned guard).
+async fn postgres_db() -> (PgStore, pg::Database) {
+    let db = pg::Database::create().await;
+    let store = PgStore::connect(&db.url).await.unwrap();
+    (store, db)
+}
+
+/// Private PostgreSQL databases for the tests, on the server named by
+/// `ROUTER_ONE_TEST_POSTGRES_URL` (default: the local one CI starts).
+mod pg {
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use sqlx::{Connection, PgConnection};
+
+    /// Where the test databases are created when `ROUTER_ONE_TEST_POSTGRES_URL` is unset.
+    const DEFAULT_URL: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+    /// The server's URL (its database is only used to create and drop the test databases).
+    pub(crate) fn server_url() -> String {
+        std::env::var("ROUTER_ONE_TEST_POSTGRES_URL").unwrap_or_else(|_| DEFAULT_URL.into())
+    }
+
+    /// `url` naming database `name` instead of its own.
+    fn with_database(url: &str, name: &str) -> String {
+        let (base, query) = url.split_once('?').map_or((url, None), |(b, q)| (b, Some(q)));
+        let authority = base.find("://").map_or(0, |i| i + 3);
+        let path = base[authority..].find('/').map_or(base.len(), |i| authority + i);
+        let query = query.map(|q| format!("?{q}")).unwrap_or_default();
+        format!("{}/{name}{query}", &base[..path])
+    }
+
+    /// A connection to the server, or a failure that says how to start it: a PostgreSQL test
+    /// never passes without PostgreSQL.
+    pub(crate) async fn admin() -> PgConnection {
+        let url = server_url();
+        PgConnection::connect(&url).await.unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL is not reachable at {url} ({e}). Start it with \
+                 `pg_ctlcluster --skip-systemctl-redirect $(ls /etc/postgresql) main start` (and \
+                 `psql -h 127.0.0.1 -U postgres -c 'create database test'`), or point \
+                 ROUTER_ONE_TEST_POSTGRES_URL at a server where this user may create databases."
+            )
+        })
+    }
+
+    /// Runs `f` to completion on a thread of its own (from `Drop`, or once per process).
+    fn block_on_thread(f: impl std::future::Future<Output = ()> + Send + 'static) {
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(f);
+        })
+        .join();
+    }
+
+    /// Drops the test databases of processes that are gone (a killed run leaves its own).
+    async fn drop_stale_databases() {
+        let mut conn = admin().await;
+        let names: Vec<String> = sqlx::query_scalar("SELECT datname FROM pg_database WHERE datname LIKE 'ro\\_t\\_%'")
+            .fetch_all(&mut conn)
+            .await
+            .unwrap();
+        for name in names {
+            let pid = name.split('_').nth(2).unwrap_or_default();
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await;
+            }
+        }
+    }
+
+    /// A private database, `ro_t_<pid>_<n>`, dropped (connections and all) with this guard.
+    pub(crate) struct Database {
+        /// Its URL.
+        pub(crate) url: String,
+        name: String,
+    }
+
+    impl Database {
+        /// Creates a new empty database.
+        pub(crate) async fn create() -> Database {
+            static CLEANED: std::sync::Once = std::sync::Once::new();
+            static NEXT: AtomicU64 = AtomicU64::new(0);
+            let mut conn = admin().await;
+            CLEANED.call_once(|| block_on_thread(drop_stale_databases()));
+            let name = format!("ro_t_{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+            sqlx::query(&format!("CREATE DATABASE {name}"))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+            Database {
+                url: with_database(&server_url(), &name),
+                name,
+            }
+        }
+    }
+
+    impl Drop for Database {
+        fn drop(&mut self) {
+            let name = self.name.clone();
+            block_on_thread(async move {
+                let mut conn = admin().await;
+                let _ = sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+                    .execute(&mut conn)
+                    .await;
+            });
+        }
+    }
+
+    #[test]
+    fn names_another_database() {
+        assert_eq!(
+            with_database("postgres://u@h:5432/test", "ro_t_1"),
+            "postgres://u@h:5432/ro_t_1"
+        );
+        assert_eq!(
+            with_database("postgres://u@h/test?sslmode=disable", "x"),
+            "postgres://u@h/x?sslmode=disable"
+        );
+        assert_eq!(with_database("postgres://u@h", "x"), "postgres://u@h/x");
+    }
+}
 
 // ---- SQLite-only checks --------------------------------------------------------------------
 
@@ -2123,4 +2289,318 @@ async fn model_names_from_outside_are_stored_bounded() {
     assert_eq!(stored.requested_model, "é".repeat(256));
     assert_eq!(stored.served_model, Some("m".repeat(256)));
     assert_eq!(stored.cost.units(), 5, "the rest of the record is kept as is");
+}
+
+// ---- PostgreSQL-only checks ------------------------------------------------------------------
+
+/// Budget leases and the node registry (`ClusterStore`), in `store_suite/cluster.rs`.
+#[path = "store_suite/cluster.rs"]
+mod cluster;
+
+/// Holds the row `id` of `table` locked in a transaction of its own until the returned
+/// transaction ends: whatever then needs that row waits, holding everything it took before.
+async fn hold_row(store: &PgStore, table: &str, id: &str) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut tx = store.pool().begin().await.unwrap();
+    sqlx::query(&format!("SELECT 1 FROM {table} WHERE id = $1 FOR UPDATE"))
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx
+}
+
+/// Waits until `n` sessions of the store's database wait for a lock.
+async fn until_waiting_on_locks(store: &PgStore, n: i64) {
+    for _ in 0..500 {
+        let waiting: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM pg_stat_activity WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+        if waiting >= n {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{n} sessions never waited for a lock");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_usage_batch_that_commits_late_is_on_the_next_page() {
+    let (store, _db) = postgres_db().await;
+    two_accounts(&store).await;
+    store
+        .record_usage(&[record(1, "acct_a", "key_a1", "m", JAN_1, 1, 200)])
+        .await
+        .unwrap();
+    // A batch takes the usage lock, inserts its record (drawing its seq), then waits for
+    // key_a1's row…
+    let blocker = hold_row(&store, "api_keys", "key_a1").await;
+    let late = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .record_usage(&[record(2, "acct_a", "key_a1", "m", JAN_1, 1, 200)])
+                .await
+        }
+    });
+    until_waiting_on_locks(&store, 1).await;
+    // …so a later batch, whose rows are free, waits for the usage lock and cannot draw its
+    // seq before the first commits.
+    let later = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .record_usage(&[record(3, "acct_a", "key_a2", "m", JAN_1, 1, 200)])
+                .await
+        }
+    });
+    until_waiting_on_locks(&store, 2).await;
+    let mut f = UsageFilter {
+        limit: 10,
+        ..filter("acct_a")
+    };
+    let first = store.usage(&f).await.unwrap();
+    assert_eq!(ids(&first), ["req_00001"], "neither open batch is listed");
+    assert!(!later.is_finished(), "the later batch waits for the first");
+    f.after = Some("req_00001".into());
+    drop(blocker);
+    late.await.unwrap().unwrap();
+    later.await.unwrap().unwrap();
+    let next = store.usage(&f).await.unwrap();
+    assert_eq!(
+        ids(&next),
+        ["req_00002", "req_00003"],
+        "the late record is not skipped: numbers follow commit order"
+    );
+    f.after = Some("req_00003".into());
+    assert!(store.usage(&f).await.unwrap().is_empty());
+    assert_eq!(balance(&store, "acct_a").await, 1_000_000 - 3);
+}
+
+/// A transaction left open elsewhere on the server — a backup, an idle session — holds back
+/// no listing: usage records are listed the moment their batch commits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_open_transaction_elsewhere_holds_back_no_listing() {
+    let (store, _db) = postgres_db().await;
+    let (other, _other_db) = postgres_db().await;
+    two_accounts(&store).await;
+    // Open transactions with transaction ids, in this database and in another one.
+    let mut here = store.pool().begin().await.unwrap();
+    let mut there = other.pool().begin().await.unwrap();
+    for tx in [&mut here, &mut there] {
+        sqlx::query("SELECT pg_current_xact_id()")
+            .execute(&mut **tx)
+            .await
+            .unwrap();
+    }
+    store
+        .record_usage(&[record(1, "acct_a", "key_a1", "m", JAN_1, 1, 200)])
+        .await
+        .unwrap();
+    let page = store.usage(&filter("acct_a")).await.unwrap();
+    assert_eq!(
+        ids(&page),
+        ["req_00001"],
+        "listed while the other transactions are open"
+    );
+    here.rollback().await.unwrap();
+    there.rollback().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_ledger_entry_that_commits_late_is_not_skipped_by_the_follower() {
+    let (store, _db) = postgres_db().await;
+    two_accounts(&store).await;
+    let head = store.ledger_head().await.unwrap();
+    // An adjustment of acct_a takes the ledger lock, then waits for acct_a's row…
+    let blocker = hold_row(&store, "accounts", "acct_a").await;
+    let first = tokio::spawn({
+        let store = store.clone();
+        async move { store.adjust_balance("acct_a", Usd::from_units(5), "first", JAN_1).await }
+    });
+    until_waiting_on_locks(&store, 1).await;
+    // …so an adjustment of acct_b, whose row is free, waits for the ledger lock and cannot
+    // draw its id before the first commits.
+    let second = tokio::spawn({
+        let store = store.clone();
+        async move {
+            store
+                .adjust_balance("acct_b", Usd::from_units(7), "second", JAN_1)
+                .await
+        }
+    });
+    until_waiting_on_locks(&store, 2).await;
+    // Usage debits take no ledger lock: the usage writer is not held up by postings.
+    store
+        .record_usage(&[record(1, "acct_b", "key_b1", "m", JAN_1, 1, 200)])
+        .await
+        .unwrap();
+    assert!(!second.is_finished(), "the second posting waits for the first");
+    assert_eq!(
+        store.ledger_head().await.unwrap(),
+        head,
+        "usage debits are not the head"
+    );
+    assert!(store.ledger_since(head, 100).await.unwrap().is_empty());
+    drop(blocker);
+    let AdjustOutcome::Applied { entry_id: first_id, .. } = first.await.unwrap().unwrap() else {
+        panic!()
+    };
+    let AdjustOutcome::Applied {
+        entry_id: second_id, ..
+    } = second.await.unwrap().unwrap()
+    else {
+        panic!()
+    };
+    assert!(first_id < second_id, "ids follow the lock's order");
+    let since = store.ledger_since(head, 100).await.unwrap();
+    assert_eq!(
+        since.iter().map(|e| (e.id, e.amount.units())).collect::<Vec<_>>(),
+        [(first_id, 5), (second_id, 7)]
+    );
+    assert_eq!(store.ledger_head().await.unwrap(), second_id);
+    assert_eq!(store.account("acct_b").await.unwrap().unwrap().ledger_head, second_id);
+    assert_balanced(&store, &["acct_a", "acct_b"]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_confirms_on_two_pg_handles_credit_once() {
+    let (a, db) = postgres_db().await;
+    let b = PgStore::connect(&db.url).await.unwrap();
+    inviter_and_payer(&a).await;
+    a.insert_checkout_session(&session("cs_1", "acct_p", quote(20 * USD, "USD", "21.00")))
+        .await
+        .unwrap();
+    let tasks: Vec<_> = (0..8_u32)
+        .map(|n| {
+            let store = if n.is_multiple_of(2) { a.clone() } else { b.clone() };
+            tokio::spawn(async move {
+                store
+                    .confirm_payment(&confirmation("pay_1", "cs_1", "21.00", "USD"))
+                    .await
+                    .unwrap()
+            })
+        })
+        .collect();
+    let mut outcomes = (0, 0);
+    for task in tasks {
+        match task.await.unwrap() {
+            ConfirmOutcome::Applied(_) => outcomes.0 += 1,
+            ConfirmOutcome::Duplicate(_) => outcomes.1 += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert_eq!(outcomes, (1, 7));
+    assert_eq!(balance(&b, "acct_p").await, 20 * USD);
+    assert_eq!(balance(&b, "acct_r").await, USD);
+    assert_balanced(&a, &["acct_p", "acct_r"]).await;
+}
+
+/// The partition holding each record of `acct_a`, by request id.
+async fn partitions_of(store: &PgStore) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "SELECT request_id, tableoid::regclass::text FROM usage_records WHERE account_id = 'acct_a' \
+         ORDER BY request_id",
+    )
+    .fetch_all(store.pool())
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn usage_lands_in_monthly_partitions_and_replays_change_nothing() {
+    let (store, _db) = postgres_db().await;
+    two_accounts(&store).await;
+    let now = router_one_core::ids::now_us();
+    let month = |us: i64| {
+        let t = time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(us) * 1000).unwrap();
+        format!("usage_records_{:04}{:02}", t.year(), u8::from(t.month()))
+    };
+    let next_month = now + 31 * DAY;
+    let far_future = 4_102_444_800_000_000; // 2100-01-01
+    let batch = [
+        record(1, "acct_a", "key_a1", "m", now, 10, 200),
+        record(2, "acct_a", "key_a1", "m", next_month, 20, 200),
+        record(3, "acct_a", "key_a2", "m", JAN_1, 40, 200),
+        record(4, "acct_a", "key_a2", "m", far_future, 80, 200),
+    ];
+    store.record_usage(&batch).await.unwrap();
+    let expected = |jan_2024: &str| {
+        vec![
+            ("req_00001".to_string(), month(now)),
+            ("req_00002".to_string(), month(next_month)),
+            ("req_00003".to_string(), jan_2024.to_string()),
+            ("req_00004".to_string(), "usage_records_default".to_string()),
+        ]
+    };
+    assert_eq!(partitions_of(&store).await, expected("usage_records_default"));
+    let ledger_entries = store.ledger("acct_a", None, 100).await.unwrap().len();
+
+    // A replay (the journal after a crash) inserts nothing and debits nothing.
+    store.record_usage(&batch).await.unwrap();
+    store.record_usage(&batch[1..3]).await.unwrap();
+    assert_eq!(balance(&store, "acct_a").await, 1_000_000 - 150);
+    assert_eq!(spend(&store, "acct_a", "key_a1").await, 30);
+    assert_eq!(spend(&store, "acct_a", "key_a2").await, 120);
+    assert_eq!(store.ledger("acct_a", None, 100).await.unwrap().len(), ledger_entries);
+    assert_eq!(store.usage(&filter("acct_a")).await.unwrap().len(), 4);
+
+    // A month's partition created later takes its records out of DEFAULT; twice is a no-op.
+    store.ensure_partitions(JAN_1).await.unwrap();
+    store.ensure_partitions(JAN_1).await.unwrap();
+    assert_eq!(partitions_of(&store).await, expected("usage_records_202401"));
+    assert_eq!(
+        ids(&store.usage(&filter("acct_a")).await.unwrap()),
+        ids(&batch),
+        "same records, same order"
+    );
+    store.record_usage(&batch).await.unwrap();
+    assert_eq!(balance(&store, "acct_a").await, 1_000_000 - 150, "still a replay");
+    assert_eq!(store.account_spend("acct_a").await.unwrap().units(), 150);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn nodes_connecting_at_once_share_one_schema() {
+    let db = pg::Database::create().await;
+    let (a, b) = tokio::join!(PgStore::connect(&db.url), PgStore::connect(&db.url));
+    let (a, b) = (a.unwrap(), b.unwrap());
+    create(&a, &account("acct_a", "a@example.com", 9), "mk_a")
+        .await
+        .unwrap();
+    a.close().await;
+    let again = PgStore::connect(&db.url).await.unwrap();
+    assert_eq!(balance(&again, "acct_a").await, 9);
+    assert_eq!(balance(&b, "acct_a").await, 9);
+    let migrations: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations")
+        .fetch_one(again.pool())
+        .await
+        .unwrap();
+    let files = sqlx::migrate!("./migrations/postgres").migrations.len();
+    assert_eq!(migrations, i64::try_from(files).unwrap(), "each applied once");
+}
+
+#[tokio::test]
+async fn costs_near_i64_max_saturate_on_postgres_too() {
+    let (store, _db) = postgres_db().await;
+    two_accounts(&store).await;
+    let huge = i64::MAX / 2 + 1;
+    for batch in [
+        vec![record(1, "acct_a", "key_a1", "m", JAN_1, huge, 200)],
+        vec![
+            record(2, "acct_a", "key_a1", "m", JAN_1, huge, 200),
+            record(3, "acct_a", "key_a1", "m", JAN_1, huge, 200),
+        ],
+    ] {
+        store.record_usage(&batch).await.unwrap();
+    }
+    assert_eq!(spend(&store, "acct_a", "key_a1").await, i64::MAX);
+    assert_eq!(balance(&store, "acct_a").await, i64::MIN, "the debit saturated");
+    let entries = store.ledger("acct_a", None, 100).await.unwrap();
+    let ledger_sum: i128 = entries.iter().map(|e| i128::from(e.amount.units())).sum();
+    assert_eq!(ledger_sum, i128::from(i64::MIN), "balance = Σ ledger still");
+    assert_eq!(store.account_spend("acct_a").await.unwrap().units(), i64::MAX);
+    let summary = store.usage_summary(&filter("acct_a"), SummaryGroup::Key).await.unwrap();
+    assert_eq!((summary[0].cost.units(), summary[0].requests), (i64::MAX, 3));
 }

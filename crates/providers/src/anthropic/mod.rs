@@ -9,6 +9,15 @@
 //! `user` is translated to `metadata.user_id`. Per-message `name` has no Anthropic field and is
 //! not sent. Any other unknown field is refused.
 //!
+//! Extensions of the chat format, for what only Messages carries (a `/v1/messages` client's
+//! request comes this way, `server/src/dialect/messages`; OpenRouter uses the same names):
+//! `cache_control` on content parts, tools and (for its last block) a message; `thinking` (the
+//! Messages config, raw) at the top level; an assistant message's `thinking_blocks` (raw, with
+//! their signatures) and a tool message's `is_error`. Answers carry the thinking blocks back in
+//! the message's `thinking_blocks`, and streams in the delta's `reasoning_signature` and
+//! `redacted_thinking`; the stop sequence that ended an answer is the choice's `stop_sequence`;
+//! cache writes are `usage.prompt_tokens_details.cache_write_tokens`.
+//!
 //! Files: `wire` (Anthropic serde types), `prepare` (the request's top level: sampling, tools,
 //! thinking, structured outputs, refusals), `request` (the conversation), `response` (complete
 //! answers), `stream` (stream events).
@@ -57,10 +66,22 @@ fn vendor_error(status: u16, kind: Option<&str>, message: Option<&str>) -> ApiEr
     refusal::from_status(status, message)
 }
 
+impl Anthropic {
+    /// The Messages body for Claude on Vertex AI: no `model` (the URL names it) and
+    /// `anthropic_version` (`version`, e.g. `vertex-2023-10-16`) in the body.
+    pub(crate) fn vertex_body(
+        request: &ChatRequest<'_>,
+        target: Target<'_>,
+        version: &'static str,
+    ) -> Result<Bytes, ApiError> {
+        prepare::prepare(request, target, Some(version))
+    }
+}
+
 impl ChatApi for Anthropic {
     fn prepare_chat(&self, request: &ChatRequest<'_>, target: Target<'_>) -> Result<PreparedRequest, ApiError> {
         Ok(PreparedRequest {
-            body: prepare::prepare(request, target)?,
+            body: prepare::prepare(request, target, None)?,
             path: Cow::Borrowed("/messages"),
             hints: ReadHints::default(),
         })

@@ -7,8 +7,10 @@ use router_one_core::{ApiError, ErrorKind};
 
 use super::FAMILY;
 use super::request::conversation;
-use super::wire::{MessagesRequest, Metadata, OutputConfig, OutputFormat, Thinking, ToolChoiceOut, ToolDef};
-use crate::openai::wire::{ChatBody, ToolChoice, invalid, refuse_untranslated, unsupported};
+use super::wire::{
+    MessagesRequest, Metadata, OutputConfig, OutputFormat, Thinking, ThinkingOut, ToolChoiceOut, ToolDef,
+};
+use crate::openai::wire::{ChatBody, Content, ToolChoice, invalid, refuse_untranslated, unsupported};
 use crate::provider::{ChatRequest, Target};
 
 /// Top-level fields translated (read from [`ChatBody`] or the view).
@@ -26,23 +28,32 @@ const TRANSLATED: &[&str] = &[
     "max_completion_tokens",
     "reasoning_effort",
     "user",
+    // The extension a Messages client's `thinking` config comes in (module doc of `super`).
+    "thinking",
 ];
 
 /// Budgets for `reasoning_effort` low, medium, high, xhigh (Anthropic's minimum is 1024).
 const BUDGETS: [(&str, u64); 4] = [("low", 1024), ("medium", 4096), ("high", 16384), ("xhigh", 32768)];
 
-/// The Anthropic body for a client's chat request.
-pub(super) fn prepare(request: &ChatRequest<'_>, target: Target<'_>) -> Result<Bytes, ApiError> {
+/// The Anthropic body for a client's chat request: for Anthropic's own API (`vertex_version`
+/// `None`) with `model`; for Vertex AI without it and with `anthropic_version` in the body.
+pub(super) fn prepare(
+    request: &ChatRequest<'_>,
+    target: Target<'_>,
+    vertex_version: Option<&'static str>,
+) -> Result<Bytes, ApiError> {
     refuse_untranslated(request.top, FAMILY, TRANSLATED)?;
     let chat = ChatBody::parse(request.body)?;
     let contents = chat.contents()?;
+    cache_ttls(&chat, &contents)?;
     let conversation = conversation(&chat.messages, &contents, target.model.vision)?;
     let max_tokens = request.output_limit(target).unwrap_or(target.model.max_output);
     let tools = tools(&chat, target)?;
     let choice = chat.tool_choice()?;
     let tool_choice = tool_choice(choice.as_ref(), chat.parallel_tool_calls, !tools.is_empty())?;
     let body = MessagesRequest {
-        model: target.upstream_id,
+        anthropic_version: vertex_version,
+        model: vertex_version.is_none().then_some(target.upstream_id),
         max_tokens,
         system: conversation.system,
         messages: conversation.turns,
@@ -53,13 +64,50 @@ pub(super) fn prepare(request: &ChatRequest<'_>, target: Target<'_>) -> Result<B
         top_p: not_null(chat.top_p),
         top_k: not_null(chat.top_k),
         metadata: chat.user.as_deref().map(|user_id| Metadata { user_id }),
-        thinking: thinking(chat.reasoning_effort.as_deref(), target, max_tokens)?,
+        thinking: thinking(&chat, target, max_tokens)?,
         output_config: output_config(&chat)?,
         stream: request.view.stream,
     };
     serde_json::to_vec(&body)
         .map(Bytes::from)
         .map_err(|_| ApiError::new(ErrorKind::Internal, "The request could not be written for Anthropic."))
+}
+
+/// The catalog posts one cache-write rate, Anthropic's 5-minute one: a breakpoint asking for
+/// another TTL (the 1-hour cache, billed at twice the input rate) is refused, not under-billed.
+fn cache_ttls(chat: &ChatBody<'_>, contents: &[Content<'_>]) -> Result<(), ApiError> {
+    let check = |raw: Option<&serde_json::value::RawValue>, param: String| -> Result<(), ApiError> {
+        #[derive(serde::Deserialize)]
+        struct Control<'a> {
+            #[serde(default, borrow)]
+            ttl: Option<std::borrow::Cow<'a, str>>,
+        }
+        let Some(raw) = raw else { return Ok(()) };
+        match serde_json::from_str::<Control<'_>>(raw.get()) {
+            Ok(Control { ttl: None }) => Ok(()),
+            Ok(Control { ttl: Some(ttl) }) if ttl == "5m" => Ok(()),
+            _ => Err(ApiError::new(
+                ErrorKind::InvalidRequest,
+                format!("'{param}': only the 5-minute prompt cache is offered (omit 'ttl' or send \"5m\")."),
+            )
+            .with_param(param)),
+        }
+    };
+    for (i, (message, content)) in chat.messages.iter().zip(contents).enumerate() {
+        check(message.cache_control, format!("messages[{i}].cache_control"))?;
+        if let Content::Parts(parts) = content {
+            for (j, part) in parts.iter().enumerate() {
+                check(
+                    part.cache_control.map(|c| c.0),
+                    format!("messages[{i}].content[{j}].cache_control"),
+                )?;
+            }
+        }
+    }
+    for (i, tool) in chat.tools.iter().flatten().enumerate() {
+        check(tool.cache_control, format!("tools[{i}].cache_control"))?;
+    }
+    Ok(())
 }
 
 fn not_null(raw: Option<&serde_json::value::RawValue>) -> Option<&serde_json::value::RawValue> {
@@ -94,6 +142,7 @@ fn tools<'b>(chat: &'b ChatBody<'_>, target: Target<'_>) -> Result<Vec<ToolDef<'
                 name: &function.name,
                 description: function.description.as_deref(),
                 input_schema: not_null(function.parameters),
+                cache_control: tool.cache_control,
             })
         })
         .collect()
@@ -132,7 +181,28 @@ fn tool_choice<'b>(
     }))
 }
 
-fn thinking(effort: Option<&str>, target: Target<'_>, max_tokens: u64) -> Result<Option<Thinking>, ApiError> {
+/// `thinking`: the client's own config (the extension), or a budget by `reasoning_effort`.
+fn thinking<'b>(
+    chat: &'b ChatBody<'_>,
+    target: Target<'_>,
+    max_tokens: u64,
+) -> Result<Option<ThinkingOut<'b>>, ApiError> {
+    let Some(raw) = not_null(chat.thinking) else {
+        return Ok(effort_budget(chat.reasoning_effort.as_deref(), target, max_tokens)?.map(ThinkingOut::Budget));
+    };
+    if chat.reasoning_effort.is_some() {
+        return Err(invalid(
+            "thinking",
+            "Send either 'thinking' or 'reasoning_effort', not both.",
+        ));
+    }
+    if !target.model.reasoning {
+        return Err(unsupported("thinking", FAMILY, "this model has no extended thinking."));
+    }
+    Ok(Some(ThinkingOut::Raw(raw)))
+}
+
+fn effort_budget(effort: Option<&str>, target: Target<'_>, max_tokens: u64) -> Result<Option<Thinking>, ApiError> {
     let Some(effort) = effort else {
         return Ok(None);
     };

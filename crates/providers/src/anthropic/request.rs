@@ -51,7 +51,8 @@ pub(super) fn conversation<'b>(
                 out.system.extend(text_blocks(content, i)?);
             }
             "user" => {
-                let blocks = user_blocks(content, i, vision)?;
+                let mut blocks = user_blocks(content, i, vision)?;
+                last_block_cache_control(&mut blocks, message);
                 match (last, out.turns.last_mut()) {
                     (Last::ToolResults | Last::AfterResults, Some(turn)) => {
                         turn.content.extend(blocks);
@@ -60,6 +61,7 @@ pub(super) fn conversation<'b>(
                     _ => {
                         out.turns.push(Turn {
                             role: "user",
+                            thinking: Vec::new(),
                             content: blocks,
                         });
                         last = Last::Closed;
@@ -67,18 +69,25 @@ pub(super) fn conversation<'b>(
                 }
             }
             "assistant" => {
+                let mut blocks = assistant_blocks(message, content, i)?;
+                last_block_cache_control(&mut blocks, message);
                 out.turns.push(Turn {
                     role: "assistant",
-                    content: assistant_blocks(message, content, i)?,
+                    thinking: message.thinking_blocks.clone().unwrap_or_default(),
+                    content: blocks,
                 });
                 last = Last::Closed;
             }
             "tool" => {
-                let block = tool_result(message, content, i)?;
+                let mut block = tool_result(message, content, i)?;
+                if let Some(control) = message.cache_control {
+                    block.set_cache_control(control);
+                }
                 match (last, out.turns.last_mut()) {
                     (Last::ToolResults, Some(turn)) => turn.content.push(block),
                     _ => out.turns.push(Turn {
                         role: "user",
+                        thinking: Vec::new(),
                         content: vec![block],
                     }),
                 }
@@ -102,16 +111,31 @@ pub(super) fn conversation<'b>(
     Ok(out)
 }
 
+/// The message-level breakpoint (the `cache_control` extension) goes on its last block.
+fn last_block_cache_control<'b>(blocks: &mut [Block<'b>], message: &'b Message<'_>) {
+    if let (Some(control), Some(last)) = (message.cache_control, blocks.last_mut()) {
+        last.set_cache_control(control);
+    }
+}
+
+/// A part's own breakpoint (the `cache_control` extension), on its block.
+fn with_part_cache_control<'b>(mut block: Block<'b>, part: &'b Part<'_>) -> Block<'b> {
+    if let Some(control) = part.cache_control {
+        block.set_cache_control(control.0);
+    }
+    block
+}
+
 /// Text-only content (system and developer messages): a string or `text` parts.
 fn text_blocks<'b>(content: &'b Content<'_>, i: usize) -> Result<Vec<Block<'b>>, ApiError> {
     match content {
         Content::Empty => Ok(Vec::new()),
-        Content::Text(text) => Ok(vec![Block::Text { text }]),
+        Content::Text(text) => Ok(vec![Block::text(text)]),
         Content::Parts(parts) => parts
             .iter()
             .enumerate()
             .map(|(j, part)| match (&*part.kind, &part.text) {
-                ("text", Some(text)) => Ok(Block::Text { text }),
+                ("text", Some(text)) => Ok(with_part_cache_control(Block::text(text), part)),
                 _ => Err(bad(
                     format!("messages[{i}].content[{j}]"),
                     format!("'messages[{i}].content[{j}]': this message accepts only text parts."),
@@ -124,20 +148,20 @@ fn text_blocks<'b>(content: &'b Content<'_>, i: usize) -> Result<Vec<Block<'b>>,
 fn user_blocks<'b>(content: &'b Content<'_>, i: usize, vision: bool) -> Result<Vec<Block<'b>>, ApiError> {
     let parts = match content {
         Content::Empty => return Ok(Vec::new()),
-        Content::Text(text) => return Ok(vec![Block::Text { text }]),
+        Content::Text(text) => return Ok(vec![Block::text(text)]),
         Content::Parts(parts) => parts,
     };
     parts
         .iter()
         .enumerate()
-        .map(|(j, part)| user_part(part, i, j, vision))
+        .map(|(j, part)| user_part(part, i, j, vision).map(|block| with_part_cache_control(block, part)))
         .collect()
 }
 
 fn user_part<'b>(part: &'b Part<'_>, i: usize, j: usize, vision: bool) -> Result<Block<'b>, ApiError> {
     let param = || format!("messages[{i}].content[{j}]");
     match (&*part.kind, &part.text, &part.image_url) {
-        ("text", Some(text), _) => Ok(Block::Text { text }),
+        ("text", Some(text), _) => Ok(Block::text(text)),
         ("image_url", _, Some(_)) if !vision => Err(unsupported(param(), FAMILY, "this model does not accept images.")),
         ("image_url", _, Some(url)) => {
             let source = match url
@@ -147,7 +171,10 @@ fn user_part<'b>(part: &'b Part<'_>, i: usize, j: usize, vision: bool) -> Result
                 Image::Base64 { media_type, data } => ImageSource::Base64 { media_type, data },
                 Image::Url(url) => ImageSource::Url { url },
             };
-            Ok(Block::Image { source })
+            Ok(Block::Image {
+                source,
+                cache_control: None,
+            })
         }
         ("input_audio" | "file", _, _) => Err(unsupported(
             param(),
@@ -174,13 +201,13 @@ fn assistant_blocks<'b>(
         Content::Empty => {}
         // Anthropic rejects empty text blocks; an empty string says nothing anyway.
         Content::Text(text) if text.is_empty() => {}
-        Content::Text(text) => blocks.push(Block::Text { text }),
+        Content::Text(text) => blocks.push(Block::text(text)),
         Content::Parts(parts) => {
             for (j, part) in parts.iter().enumerate() {
                 match (&*part.kind, &part.text) {
                     (_, Some(text)) if text.is_empty() => {}
                     // A refusal the assistant gave earlier is what it said.
-                    ("text" | "refusal", Some(text)) => blocks.push(Block::Text { text }),
+                    ("text" | "refusal", Some(text)) => blocks.push(with_part_cache_control(Block::text(text), part)),
                     _ => {
                         return Err(bad(
                             format!("messages[{i}].content[{j}]"),
@@ -196,6 +223,7 @@ fn assistant_blocks<'b>(
             id: &call.id,
             name: &call.function.name,
             input: object_text(&call.function.arguments, i, j)?,
+            cache_control: None,
         });
     }
     Ok(blocks)
@@ -243,5 +271,7 @@ fn tool_result<'b>(message: &'b Message<'_>, content: &'b Content<'_>, i: usize)
     Ok(Block::ToolResult {
         tool_use_id: id,
         content,
+        is_error: message.is_error.filter(|e| *e),
+        cache_control: None,
     })
 }

@@ -1,13 +1,17 @@
 //! A complete Anthropic `message`, read into an OpenAI `chat.completion`: text blocks become
 //! `content`, thinking blocks `reasoning_content`, `tool_use` blocks tool calls whose
-//! `arguments` are the `input` text exactly as received.
+//! `arguments` are the `input` text exactly as received. The thinking blocks themselves, with
+//! their signatures, and `redacted_thinking` blocks also go into the message's
+//! `thinking_blocks` extension, so that a Messages client gets them back whole.
 
 use bytes::Bytes;
+use serde::Serialize;
+use serde_json::value::RawValue;
 
 use router_one_core::{ApiError, ErrorKind};
 
-use super::wire::{Counts, MessageIn, finish_reason};
-use crate::openai::wire::{CompletionOut, ToolCallOut, completion};
+use super::wire::{BlockIn, Counts, MessageIn, finish_reason};
+use crate::openai::wire::{CompletionOut, RawJson, ToolCallOut, completion};
 use crate::provider::{ReadContext, ReadResponse};
 
 fn garbage() -> ApiError {
@@ -23,7 +27,11 @@ pub(super) fn read(body: &Bytes, context: ReadContext<'_>) -> Result<ReadRespons
     let mut content: Option<String> = None;
     let mut reasoning: Option<String> = None;
     let mut tool_calls = Vec::new();
+    let mut thinking_blocks = Vec::new();
     for block in &message.content {
+        if let Some(kept) = ThinkingBlock::of(block) {
+            thinking_blocks.push(kept);
+        }
         match (&*block.kind, &block.text, &block.thinking) {
             ("text", Some(text), _) => content.get_or_insert_with(String::new).push_str(text),
             ("thinking", _, Some(thinking)) => reasoning.get_or_insert_with(String::new).push_str(thinking),
@@ -41,6 +49,7 @@ pub(super) fn read(body: &Bytes, context: ReadContext<'_>) -> Result<ReadRespons
             _ => {}
         }
     }
+    let thinking_blocks = raw_array(&thinking_blocks)?;
     let mut counts = Counts::default();
     if let Some(usage) = &message.usage {
         counts.update(usage);
@@ -51,8 +60,42 @@ pub(super) fn read(body: &Bytes, context: ReadContext<'_>) -> Result<ReadRespons
         model: &message.model,
         content: content.as_deref(),
         reasoning: reasoning.as_deref(),
+        thinking_blocks: thinking_blocks.as_deref().map(RawJson),
         tool_calls,
         finish_reason: finish_reason(message.stop_reason.as_deref()),
+        stop_sequence: message.stop_sequence.as_deref(),
         usage: counts.tokens(),
     }))
+}
+
+/// A thinking block as Anthropic sent it (the fields that matter to send it back).
+#[derive(Debug, Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum ThinkingBlock<'a> {
+    Thinking { thinking: &'a str, signature: &'a str },
+    RedactedThinking { data: &'a str },
+}
+
+impl<'a> ThinkingBlock<'a> {
+    fn of(block: &'a BlockIn<'_>) -> Option<ThinkingBlock<'a>> {
+        match (&*block.kind, &block.thinking, &block.data) {
+            ("thinking", Some(thinking), _) => Some(ThinkingBlock::Thinking {
+                thinking,
+                signature: block.signature.as_deref().unwrap_or_default(),
+            }),
+            ("redacted_thinking", _, Some(data)) => Some(ThinkingBlock::RedactedThinking { data }),
+            _ => None,
+        }
+    }
+}
+
+/// The blocks as one raw JSON array, or `None` if there are none.
+fn raw_array(blocks: &[ThinkingBlock<'_>]) -> Result<Option<Box<RawValue>>, ApiError> {
+    if blocks.is_empty() {
+        return Ok(None);
+    }
+    serde_json::to_string(blocks)
+        .and_then(RawValue::from_string)
+        .map(Some)
+        .map_err(|_| garbage())
 }

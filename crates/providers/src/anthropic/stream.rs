@@ -83,6 +83,16 @@ impl Decoder {
                         reasoning: Some(thinking),
                         ..Delta::default()
                     })),
+                    // Encrypted: only a Messages client can use it (the `redacted_thinking`
+                    // extension).
+                    ("redacted_thinking", _, _) => {
+                        if let Some(data) = &block.data {
+                            out.push(self.head.chunk(&Delta {
+                                redacted_thinking: Some(data),
+                                ..Delta::default()
+                            }));
+                        }
+                    }
                     ("tool_use", _, _) => {
                         let (Some(index), Some(id), Some(name)) = (event.index, &block.id, &block.name) else {
                             return malformed();
@@ -140,8 +150,17 @@ impl Decoder {
                             }));
                         }
                     }
-                    // signature_delta, citations_delta and whatever comes next carry nothing for
-                    // the client.
+                    // The signature closing a thinking block: the `reasoning_signature` extension,
+                    // so a Messages client can send the block back.
+                    Some("signature_delta") => {
+                        if let Some(signature) = &delta.signature {
+                            out.push(self.head.chunk(&Delta {
+                                reasoning_signature: Some(signature),
+                                ..Delta::default()
+                            }));
+                        }
+                    }
+                    // citations_delta and whatever comes next carry nothing for the client.
                     _ => {}
                 }
             }
@@ -149,9 +168,12 @@ impl Decoder {
                 if let Some(usage) = &event.usage {
                     self.counts.update(usage);
                 }
-                if let Some(reason) = event.delta.as_ref().and_then(|d| d.stop_reason.as_deref()) {
+                if let Some(delta) = &event.delta
+                    && let Some(reason) = delta.stop_reason.as_deref()
+                {
                     out.push(self.head.chunk(&Delta {
                         finish_reason: Some(finish_reason(Some(reason))),
+                        stop_sequence: delta.stop_sequence.as_deref(),
                         ..Delta::default()
                     }));
                 }

@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 
+use serde::ser::SerializeStruct;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::value::RawValue;
 
@@ -11,10 +12,14 @@ use router_one_core::TokenUsage;
 
 // ------------------------------------------------------------------------------------ request
 
-/// `POST /v1/messages` body.
+/// `POST /v1/messages` body (on Vertex AI: without `model`, which is in the URL, and with
+/// `anthropic_version` in the body instead of a header).
 #[derive(Debug, Serialize)]
 pub(super) struct MessagesRequest<'b> {
-    pub(super) model: &'b str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) anthropic_version: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) model: Option<&'b str>,
     pub(super) max_tokens: u64,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub(super) system: Vec<Block<'b>>,
@@ -34,39 +39,94 @@ pub(super) struct MessagesRequest<'b> {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) metadata: Option<Metadata<'b>>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub(super) thinking: Option<Thinking>,
+    pub(super) thinking: Option<ThinkingOut<'b>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(super) output_config: Option<OutputConfig<'b>>,
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub(super) stream: bool,
 }
 
-/// One turn of `messages`.
-#[derive(Debug, Serialize)]
+/// One turn of `messages`: an assistant's earlier thinking blocks (raw, signed) come first.
+#[derive(Debug)]
 pub(super) struct Turn<'b> {
     pub(super) role: &'static str,
+    pub(super) thinking: Vec<&'b RawValue>,
     pub(super) content: Vec<Block<'b>>,
 }
+
+impl Serialize for Turn<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        #[derive(Serialize)]
+        #[serde(untagged)]
+        enum Item<'a, 'b> {
+            Raw(&'b RawValue),
+            Block(&'a Block<'b>),
+        }
+        let items: Vec<Item<'_, '_>> = (self.thinking.iter().map(|raw| Item::Raw(raw)))
+            .chain(self.content.iter().map(Item::Block))
+            .collect();
+        let mut turn = s.serialize_struct("Turn", 2)?;
+        turn.serialize_field("role", self.role)?;
+        turn.serialize_field("content", &items)?;
+        turn.end()
+    }
+}
+
+/// A prompt-cache breakpoint (`{"type":"ephemeral", "ttl"?}`), raw as the client sent it.
+pub(super) type CacheControl<'b> = Option<&'b RawValue>;
 
 /// A content block we send.
 #[derive(Debug, Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(super) enum Block<'b> {
     /// Text.
-    Text { text: &'b str },
+    Text {
+        text: &'b str,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: CacheControl<'b>,
+    },
     /// An image, inline or by URL.
-    Image { source: ImageSource<'b> },
+    Image {
+        source: ImageSource<'b>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: CacheControl<'b>,
+    },
     /// An earlier tool call of the assistant; `input` is the client's arguments text, raw.
     ToolUse {
         id: &'b str,
         name: &'b str,
         input: &'b RawValue,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: CacheControl<'b>,
     },
     /// A tool's answer.
     ToolResult {
         tool_use_id: &'b str,
         content: Cow<'b, str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        is_error: Option<bool>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        cache_control: CacheControl<'b>,
     },
+}
+
+impl<'b> Block<'b> {
+    /// A text block without a breakpoint.
+    pub(super) fn text(text: &'b str) -> Block<'b> {
+        Block::Text {
+            text,
+            cache_control: None,
+        }
+    }
+
+    /// Puts a breakpoint on this block.
+    pub(super) fn set_cache_control(&mut self, control: &'b RawValue) {
+        let (Block::Text { cache_control, .. }
+        | Block::Image { cache_control, .. }
+        | Block::ToolUse { cache_control, .. }
+        | Block::ToolResult { cache_control, .. }) = self;
+        *cache_control = Some(control);
+    }
 }
 
 /// Where an image comes from.
@@ -89,6 +149,8 @@ pub(super) struct ToolDef<'b> {
     /// requires one).
     #[serde(serialize_with = "schema_or_empty")]
     pub(super) input_schema: Option<&'b RawValue>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(super) cache_control: CacheControl<'b>,
 }
 
 #[derive(Serialize)]
@@ -126,6 +188,16 @@ pub(super) struct Metadata<'b> {
     pub(super) user_id: &'b str,
 }
 
+/// `thinking`: ours (from `reasoning_effort`) or the client's own config, raw.
+#[derive(Debug, Serialize)]
+#[serde(untagged)]
+pub(super) enum ThinkingOut<'b> {
+    /// From `reasoning_effort`.
+    Budget(Thinking),
+    /// A Messages client's `thinking`, as sent.
+    Raw(&'b RawValue),
+}
+
 /// `thinking: {type: "enabled", budget_tokens}`.
 #[derive(Debug, Serialize)]
 pub(super) struct Thinking {
@@ -161,6 +233,8 @@ pub(super) struct MessageIn<'a> {
     pub(super) content: Vec<BlockIn<'a>>,
     #[serde(default, borrow)]
     pub(super) stop_reason: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub(super) stop_sequence: Option<Cow<'a, str>>,
     #[serde(default)]
     pub(super) usage: Option<UsageIn>,
 }
@@ -175,6 +249,12 @@ pub(super) struct BlockIn<'a> {
     pub(super) text: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     pub(super) thinking: Option<Cow<'a, str>>,
+    /// A `thinking` block's signature.
+    #[serde(default, borrow)]
+    pub(super) signature: Option<Cow<'a, str>>,
+    /// A `redacted_thinking` block's data.
+    #[serde(default, borrow)]
+    pub(super) data: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     pub(super) id: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
@@ -230,6 +310,7 @@ impl Counts {
                 .saturating_add(self.cache_read)
                 .saturating_add(self.cache_creation),
             cached_tokens: self.cache_read,
+            cache_write_tokens: self.cache_creation,
             completion_tokens: self.output,
             reasoning_tokens: 0,
         }
@@ -287,7 +368,11 @@ pub(super) struct DeltaIn<'a> {
     #[serde(default, borrow)]
     pub(super) thinking: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
+    pub(super) signature: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
     pub(super) stop_reason: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    pub(super) stop_sequence: Option<Cow<'a, str>>,
 }
 
 // ------------------------------------------------------------------------------------ errors

@@ -152,6 +152,7 @@ pub(crate) fn read(body: &[u8], context: ReadContext<'_>) -> Result<ReadResponse
             prompt_tokens: tokens,
             ..TokenUsage::default()
         }),
+        upstream_response_id: None,
     })
 }
 

@@ -28,6 +28,7 @@ pub(crate) fn usage(meta: &UsageMetadata) -> TokenUsage {
         prompt_tokens: prompt,
         // As reported: settlement bounds it (cached above prompt is an implausible report).
         cached_tokens: meta.cached_content_token_count,
+        cache_write_tokens: 0,
         completion_tokens: meta.candidates_token_count.saturating_add(meta.thoughts_token_count),
         reasoning_tokens: meta.thoughts_token_count,
     }
@@ -121,6 +122,8 @@ pub(crate) fn read_chat(body: &[u8], context: ReadContext<'_>) -> Result<ReadRes
         model,
         content,
         reasoning: saw_reasoning.then_some(reasoning.as_str()),
+        thinking_blocks: None,
+        stop_sequence: None,
         tool_calls: calls
             .iter()
             .map(|(id, name, arguments)| ToolCallOut { id, name, arguments })

@@ -108,8 +108,9 @@ impl ChatApi for OpenAi {
             .ok()
             .and_then(|e| e.error.message);
         match status {
-            // The client's mistake, already in the client's format.
-            400 | 413 | 422 if message.is_some() => Refusal::PassThrough,
+            // The client's mistake, already in the client's format (unless it speaks of our
+            // account at the provider, which a relay would take for the reseller's).
+            400 | 413 | 422 if message.is_some() && !refusal::about_our_account(body) => Refusal::PassThrough,
             _ => Refusal::Error(refusal::from_status(status, message.as_deref())),
         }
     }
@@ -127,5 +128,9 @@ impl StreamDecoder for response::Decoder {
 
     fn served_model(&self) -> Option<&str> {
         self.model.as_deref()
+    }
+
+    fn upstream_response_id(&self) -> Option<&str> {
+        self.id.as_deref()
     }
 }

@@ -51,6 +51,7 @@ impl WireUsage {
             prompt_tokens: self.prompt_tokens,
             // As reported: settlement bounds it (cached above prompt is an implausible report).
             cached_tokens: cached,
+            cache_write_tokens: 0,
             completion_tokens: self.completion_tokens,
             reasoning_tokens: self
                 .completion_tokens_details
@@ -63,6 +64,8 @@ impl WireUsage {
 
 #[derive(Deserialize)]
 struct Head<'a> {
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
     model: Option<Cow<'a, str>>,
     #[serde(borrow, default)]
@@ -97,11 +100,13 @@ pub(crate) fn read_response(body: Bytes) -> Result<ReadResponse, ApiError> {
     };
     let usage_end = head.usage.and_then(|raw| object_end(&body, raw));
     let served_model = head.model.map(Cow::into_owned);
+    let upstream_response_id = head.id.map(Cow::into_owned);
     Ok(ReadResponse {
         body,
         served_model,
         usage,
         usage_end,
+        upstream_response_id,
     })
 }
 
@@ -111,23 +116,23 @@ fn parse_usage(raw: &RawValue) -> Result<TokenUsage, ApiError> {
         .map_err(|_| upstream_garbage())
 }
 
-/// The served model named by a stream event, if it names one.
-fn served_model(data: &[u8]) -> Option<String> {
-    read_head(data)?.model.map(Cow::into_owned)
-}
-
 /// Decodes an OpenAI stream: events pass to the client untouched (no copy), except the
 /// usage-only chunk, which is held so its cost can be added at the end.
 #[derive(Debug, Default)]
 pub(crate) struct Decoder {
     /// The model named by the first event.
     pub(crate) model: Option<String>,
+    /// The upstream's id for its answer, named by the first event (every chunk repeats it).
+    pub(crate) id: Option<String>,
 }
 
 impl Decoder {
     pub(crate) fn read(&mut self, event: &Bytes, data: Bytes, out: &mut Vec<Bytes>) -> Decoded {
-        if self.model.is_none() {
-            self.model = served_model(&data);
+        if self.model.is_none()
+            && let Some(head) = read_head(&data)
+        {
+            self.model = head.model.map(Cow::into_owned);
+            self.id = head.id.map(Cow::into_owned);
         }
         match read_event(&data) {
             StreamEvent::Done => Decoded {
@@ -226,7 +231,9 @@ fn read_event(data: &[u8]) -> StreamEvent {
     }
 }
 
-/// `body` with `"cost": "<cost>"` added inside its top-level `usage` object, whose closing brace
+/// `body` with `"cost": <cost>` (a JSON number whose text is the exact decimal, OpenRouter's
+/// convention: typed clients expect a number, exact readers keep every digit) added inside its
+/// top-level `usage` object, whose closing brace
 /// is at `close` (from [`ReadResponse::usage_end`]). Without one, `body` is returned unchanged.
 pub fn with_cost(body: Bytes, close: Option<usize>, cost: &str) -> Bytes {
     let Some(close) = close.filter(|c| body.get(*c) == Some(&b'}')) else {
@@ -238,9 +245,8 @@ pub fn with_cost(body: Bytes, close: Option<usize>, cost: &str) -> Bytes {
     if !empty {
         out.push(b',');
     }
-    out.extend_from_slice(b"\"cost\":\"");
+    out.extend_from_slice(b"\"cost\":");
     out.extend_from_slice(cost.as_bytes());
-    out.push(b'"');
     out.extend_from_slice(&body[close..]);
     Bytes::from(out)
 }
@@ -273,6 +279,7 @@ mod tests {
             TokenUsage {
                 prompt_tokens: 12,
                 cached_tokens: 4,
+                cache_write_tokens: 0,
                 completion_tokens: 7,
                 reasoning_tokens: 2
             }
@@ -288,10 +295,12 @@ mod tests {
     fn adds_cost_inside_usage_only() {
         let out = add_cost(RESPONSE, "0.0001");
         let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
-        assert_eq!(v["usage"]["cost"], "0.0001");
+        // A number whose text is the exact decimal.
+        assert!(v["usage"]["cost"].is_number());
+        assert!(out.windows(13).any(|w| w == br#""cost":0.0001"#));
         assert_eq!(v["choices"][0]["message"]["content"], "hi \"usage\": {}");
         let spaced = add_cost(r#"{"usage": { } }"#, "1");
-        assert_eq!(&spaced[..], br#"{"usage": { "cost":"1"} }"#);
+        assert_eq!(&spaced[..], br#"{"usage": { "cost":1} }"#);
         assert_eq!(&add_cost(r#"{"usage":null}"#, "1")[..], br#"{"usage":null}"#);
     }
 
@@ -302,7 +311,7 @@ mod tests {
         let array = Bytes::from_static(br#" ["gpt-4o", {"prompt_tokens": 5, "completion_tokens": 1}]"#);
         let error = read_response(array).unwrap_err();
         assert_eq!(error.kind, ErrorKind::UpstreamError);
-        assert_eq!(served_model(br#"["gpt-4o"]"#), None);
+        assert!(read_head(br#"["gpt-4o"]"#).is_none());
     }
 
     #[test]

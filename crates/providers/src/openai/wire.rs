@@ -66,6 +66,10 @@ pub struct ChatBody<'a> {
     /// `none | minimal | low | medium | high | xhigh`.
     #[serde(default, borrow)]
     pub reasoning_effort: Option<Cow<'a, str>>,
+    /// Extension for Claude (read by the Anthropic adapter only; others refuse it): Anthropic's
+    /// `thinking` config, raw.
+    #[serde(default, borrow)]
+    pub thinking: Option<&'a RawValue>,
 }
 
 impl<'a> ChatBody<'a> {
@@ -172,6 +176,17 @@ pub struct Message<'a> {
     /// A participant name.
     #[serde(default, borrow)]
     pub name: Option<Cow<'a, str>>,
+    /// Extension for Claude: an assistant's earlier `thinking` / `redacted_thinking` blocks,
+    /// raw with their signatures (they go back to Anthropic unchanged).
+    #[serde(default, borrow)]
+    pub thinking_blocks: Option<Vec<&'a RawValue>>,
+    /// Extension for Claude: the prompt-cache breakpoint (`{"type":"ephemeral"}`) of the
+    /// message's last block (a tool call or tool result; parts carry their own).
+    #[serde(default, borrow)]
+    pub cache_control: Option<&'a RawValue>,
+    /// Extension for Claude: a `tool` message that reports an error (`tool_result.is_error`).
+    #[serde(default)]
+    pub is_error: Option<bool>,
 }
 
 /// A message's content, read.
@@ -219,7 +234,23 @@ pub struct Part<'a> {
     /// An `image_url` part's image.
     #[serde(default, borrow)]
     pub image_url: Option<ImageUrl<'a>>,
+    /// Extension for Claude (OpenRouter's too): the part's prompt-cache breakpoint, raw.
+    #[serde(default, borrow)]
+    pub cache_control: Option<RawJson<'a>>,
 }
+
+/// A raw JSON value, compared by its text.
+#[derive(Debug, Clone, Copy, Deserialize, Serialize)]
+#[serde(transparent)]
+pub struct RawJson<'a>(#[serde(borrow)] pub &'a RawValue);
+
+impl PartialEq for RawJson<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.get() == other.0.get()
+    }
+}
+
+impl Eq for RawJson<'_> {}
 
 /// `{"url": "https://…" | "data:image/png;base64,…", "detail": …}`.
 #[derive(Debug, Deserialize, PartialEq, Eq)]
@@ -293,6 +324,9 @@ pub struct Tool<'a> {
     /// The function.
     #[serde(default, borrow)]
     pub function: Option<FunctionDef<'a>>,
+    /// Extension for Claude: the tool's prompt-cache breakpoint, raw.
+    #[serde(default, borrow)]
+    pub cache_control: Option<&'a RawValue>,
 }
 
 /// A function's declaration.
@@ -421,10 +455,16 @@ pub struct CompletionOut<'a> {
     pub content: Option<&'a str>,
     /// Reasoning text, when the upstream shows it (`reasoning_content`, as DeepSeek names it).
     pub reasoning: Option<&'a str>,
+    /// Claude's thinking blocks with their signatures (a JSON array, raw), so a client can send
+    /// them back: the `thinking_blocks` extension of the message.
+    pub thinking_blocks: Option<RawJson<'a>>,
     /// Tool calls.
     pub tool_calls: Vec<ToolCallOut<'a>>,
     /// `stop`, `length`, `tool_calls` or `content_filter`.
     pub finish_reason: &'a str,
+    /// Claude: the stop sequence that ended the answer (the choice's `stop_sequence`
+    /// extension, which a Messages client reads as `stop_reason: stop_sequence`).
+    pub stop_sequence: Option<&'a str>,
     /// Token counts.
     pub usage: TokenUsage,
 }
@@ -446,6 +486,8 @@ struct ChoiceJson<'a> {
     message: MessageJson<'a>,
     logprobs: Option<()>,
     finish_reason: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_sequence: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -454,6 +496,8 @@ struct MessageJson<'a> {
     content: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reasoning_content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    thinking_blocks: Option<RawJson<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     tool_calls: Vec<ToolCallJson<'a>>,
     refusal: Option<()>,
@@ -490,6 +534,14 @@ struct UsageJson {
 #[derive(Serialize)]
 struct CachedJson {
     cached_tokens: u64,
+    /// Prompt tokens written to the cache (Anthropic's), as OpenRouter names them; only when
+    /// some were.
+    #[serde(skip_serializing_if = "is_zero")]
+    cache_write_tokens: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 #[derive(Serialize)]
@@ -505,6 +557,7 @@ impl From<TokenUsage> for UsageJson {
             total_tokens: u.prompt_tokens.saturating_add(u.completion_tokens),
             prompt_tokens_details: CachedJson {
                 cached_tokens: u.cached_tokens,
+                cache_write_tokens: u.cache_write_tokens,
             },
             completion_tokens_details: ReasoningJson {
                 reasoning_tokens: u.reasoning_tokens,
@@ -526,6 +579,7 @@ pub fn completion(out: &CompletionOut<'_>) -> ReadResponse {
                 role: "assistant",
                 content: out.content,
                 reasoning_content: out.reasoning,
+                thinking_blocks: out.thinking_blocks,
                 tool_calls: out
                     .tool_calls
                     .iter()
@@ -543,6 +597,7 @@ pub fn completion(out: &CompletionOut<'_>) -> ReadResponse {
             },
             logprobs: None,
             finish_reason: out.finish_reason,
+            stop_sequence: out.stop_sequence,
         }],
         usage: out.usage.into(),
     };
@@ -552,6 +607,7 @@ pub fn completion(out: &CompletionOut<'_>) -> ReadResponse {
         body: Bytes::from(body),
         served_model: Some(out.model.to_owned()),
         usage: Some(out.usage),
+        upstream_response_id: None,
     }
 }
 
@@ -575,10 +631,16 @@ pub struct Delta<'a> {
     pub content: Option<&'a str>,
     /// Reasoning text.
     pub reasoning: Option<&'a str>,
+    /// Claude: the signature that closes a thinking block (`reasoning_signature` extension).
+    pub reasoning_signature: Option<&'a str>,
+    /// Claude: a `redacted_thinking` block's data (`redacted_thinking` extension).
+    pub redacted_thinking: Option<&'a str>,
     /// A tool call's start (`id` and `name` set) or its next argument fragment.
     pub tool_call: Option<ToolCallDelta<'a>>,
     /// Set on the last content chunk.
     pub finish_reason: Option<&'a str>,
+    /// Claude: with `finish_reason`, the stop sequence that ended the answer (extension).
+    pub stop_sequence: Option<&'a str>,
 }
 
 /// One tool call fragment.
@@ -611,6 +673,8 @@ struct ChunkChoiceJson<'a> {
     delta: DeltaJson<'a>,
     logprobs: Option<()>,
     finish_reason: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    stop_sequence: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -621,6 +685,10 @@ struct DeltaJson<'a> {
     content: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     reasoning_content: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reasoning_signature: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    redacted_thinking: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
     tool_calls: Option<[ToolCallJson<'a>; 1]>,
 }
@@ -639,6 +707,8 @@ impl ChunkHead {
                     role: delta.role.then_some("assistant"),
                     content: delta.content,
                     reasoning_content: delta.reasoning,
+                    reasoning_signature: delta.reasoning_signature,
+                    redacted_thinking: delta.redacted_thinking,
                     tool_calls: delta.tool_call.as_ref().map(|c| {
                         [ToolCallJson {
                             index: Some(c.index),
@@ -653,6 +723,7 @@ impl ChunkHead {
                 },
                 logprobs: None,
                 finish_reason: delta.finish_reason,
+                stop_sequence: delta.stop_sequence,
             }],
             usage: None,
         };
@@ -771,6 +842,8 @@ mod tests {
             model: "claude-x",
             content: Some("hi"),
             reasoning: None,
+            thinking_blocks: None,
+            stop_sequence: None,
             tool_calls: vec![ToolCallOut {
                 id: "t1",
                 name: "f",
@@ -780,6 +853,7 @@ mod tests {
             usage: TokenUsage {
                 prompt_tokens: 5,
                 cached_tokens: 1,
+                cache_write_tokens: 0,
                 completion_tokens: 3,
                 reasoning_tokens: 0,
             },
@@ -791,7 +865,7 @@ mod tests {
             r#"{"a":1}"#
         );
         assert_eq!(v["usage"]["total_tokens"], 8);
-        assert_eq!(v["usage"]["cost"], "0.01");
+        assert_eq!(v["usage"]["cost"], 0.01);
         assert_eq!(v["object"], "chat.completion");
     }
 
@@ -821,6 +895,6 @@ mod tests {
         let with = with_cost(held.chunk, held.usage_end, "1");
         let v: serde_json::Value = serde_json::from_slice(&with).unwrap();
         assert_eq!(v["choices"], serde_json::json!([]));
-        assert_eq!(v["usage"]["cost"], "1");
+        assert_eq!(v["usage"]["cost"], 1);
     }
 }

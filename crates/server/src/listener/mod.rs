@@ -91,7 +91,15 @@ pub struct EdgeConfig {
     /// On shutdown, how long requests in flight may take to finish before their connections are
     /// closed by force.
     pub shutdown_timeout: Duration,
+    /// Cancelled when `shutdown_timeout` has passed: what still runs ends itself cleanly (a
+    /// stream sends its error event and writes its record) within [`FLUSH_ALLOWANCE`], then
+    /// the rest is closed.
+    pub stopping: tokio_util::sync::CancellationToken,
 }
+
+/// After the shutdown deadline, how long connections get to send the clean endings of their
+/// requests before they are closed.
+pub const FLUSH_ALLOWANCE: Duration = Duration::from_secs(1);
 
 /// How [`serve`] ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -153,7 +161,7 @@ pub async fn serve(
         }
     }
     drop(listener);
-    drain(&registry, tasks, config.shutdown_timeout).await
+    drain(&registry, tasks, config.shutdown_timeout, &config.stopping).await
 }
 
 /// What every connection task shares.
@@ -174,14 +182,28 @@ fn http1_builder() -> http1::Builder {
     http
 }
 
-/// Closes every connection that is idle, lets busy ones finish until `deadline`, then closes
-/// the rest.
-async fn drain(registry: &Registry, mut tasks: JoinSet<()>, deadline: Duration) -> Stopped {
+/// Closes every connection that is idle, lets busy ones finish until `deadline`, then tells
+/// what still runs to end cleanly (`stopping`), gives that [`FLUSH_ALLOWANCE`], and closes the
+/// rest.
+async fn drain(
+    registry: &Registry,
+    mut tasks: JoinSet<()>,
+    deadline: Duration,
+    stopping: &tokio_util::sync::CancellationToken,
+) -> Stopped {
     registry.drain();
     let mut deadline = pin!(tokio::time::sleep(deadline));
+    let mut flushing = false;
     let forced = loop {
         tokio::select! {
-            () = &mut deadline => break tasks.len(),
+            () = &mut deadline => {
+                if flushing {
+                    break tasks.len();
+                }
+                flushing = true;
+                stopping.cancel();
+                deadline.as_mut().reset(tokio::time::Instant::now() + FLUSH_ALLOWANCE);
+            }
             next = tasks.join_next() => if next.is_none() { break 0 },
         }
     };

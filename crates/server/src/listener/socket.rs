@@ -22,6 +22,11 @@ pub(super) struct WatchedIo {
 }
 
 impl WatchedIo {
+    /// The socket, once hyper is done with it.
+    pub(super) fn into_inner(self) -> TcpStream {
+        self.io.into_inner()
+    }
+
     pub(super) fn new(tcp: TcpStream, conn: Arc<ConnState>) -> WatchedIo {
         WatchedIo {
             io: TokioIo::new(tcp),

@@ -67,6 +67,7 @@ fn config(max_connections: usize) -> EdgeConfig {
         keep_alive_timeout: Duration::from_secs(60),
         max_connections,
         shutdown_timeout: Duration::from_secs(60),
+        stopping: tokio_util::sync::CancellationToken::new(),
     }
 }
 
@@ -254,6 +255,7 @@ async fn shutdown_closes_idle_connections_at_once_and_lets_requests_in_flight_fi
 async fn shutdown_closes_what_is_still_busy_at_the_deadline() {
     let mut server = start(EdgeConfig {
         shutdown_timeout: Duration::from_millis(300),
+        stopping: tokio_util::sync::CancellationToken::new(),
         ..config(8)
     })
     .await;

@@ -1,6 +1,7 @@
 //! The management API's OpenAPI 3.1 document, generated from the handlers' `#[utoipa::path]`
 //! attributes and the body schemas in [`schemas`], served at `GET /openapi.json`. The inference
-//! API (`/v1/chat/completions`, `/v1/embeddings`, `/v1/models`) is OpenAI's and is not described.
+//! API (`/v1/chat/completions`, `/v1/responses`, `/v1/embeddings`, `/v1/models`) is OpenAI's and
+//! is not described.
 
 pub(crate) mod schemas;
 
@@ -36,6 +37,7 @@ pub(crate) const MANAGEMENT_KEY: &str = "management_key";
         routes::usage::list,
         routes::usage::summary,
         routes::usage::trace,
+        routes::receipts::receipt,
         routes::account::get,
         routes::account::ledger,
         routes::checkout::quote,
@@ -133,6 +135,7 @@ mod tests {
         ("get", "/v1/usage"),
         ("get", "/v1/usage/summary"),
         ("get", "/v1/requests/{id}"),
+        ("get", "/v1/requests/{id}/receipt"),
         ("get", "/v1/account"),
         ("get", "/v1/account/ledger"),
         ("post", "/v1/checkout/quote"),
@@ -152,6 +155,9 @@ mod tests {
     /// management.
     const NOT_MANAGEMENT: &[&str] = &[
         "/v1/chat/completions",
+        "/v1/responses",
+        "/v1/messages",
+        "/v1/messages/count_tokens",
         "/v1/embeddings",
         "/v1/models",
         "/v1/dashboard/billing/subscription",

@@ -177,6 +177,24 @@ pub(crate) struct KeySettings {
     /// Free-form labels, stored as given: any JSON object of at most 8192 bytes as compact JSON.
     #[schema(value_type = Option<Object>)]
     pub(crate) metadata: Option<serde_json::Value>,
+    /// What a request whose `max_tokens` cannot be paid for, while a smaller one could, gets
+    /// (default `clamp`).
+    pub(crate) on_oversized_max_tokens: Option<OversizedMaxTokens>,
+    /// Streams end with the usage chunk even when the client did not ask for it (default `false`).
+    pub(crate) always_include_usage: Option<bool>,
+    /// Whether responses carry the `x-router-one-*` headers (default `true`).
+    pub(crate) router_headers: Option<bool>,
+}
+
+/// What a key does with a request whose `max_tokens` what is left on the key or its account
+/// cannot cover, while a smaller limit could be: `clamp` serves it with the largest limit that can
+/// be paid for (and sends that limit upstream); `refuse` answers 400 naming that limit. Not even a
+/// 16-token answer fitting is a 402 either way.
+#[derive(ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub(crate) enum OversizedMaxTokens {
+    Clamp,
+    Refuse,
 }
 
 /// The current budget period of a key with a periodic `budget_period`.
@@ -240,6 +258,9 @@ macro_rules! api_key_schemas {
             pub(crate) expires_at: Option<Timestamp>,
             #[schema(value_type = Object)]
             pub(crate) metadata: serde_json::Value,
+            pub(crate) on_oversized_max_tokens: OversizedMaxTokens,
+            pub(crate) always_include_usage: bool,
+            pub(crate) router_headers: bool,
             pub(crate) created_at: Timestamp,
             #[schema(required = true)]
             pub(crate) revoked_at: Option<Timestamp>,
@@ -292,6 +313,8 @@ pub(crate) struct ApiKeyList {
 pub(crate) enum Endpoint {
     ChatCompletions,
     Embeddings,
+    Responses,
+    Messages,
 }
 
 /// One request's usage record.
@@ -309,6 +332,8 @@ pub(crate) struct UsageRecord {
     pub(crate) provider: String,
     pub(crate) prompt_tokens: u64,
     pub(crate) cached_tokens: u64,
+    /// The part of `prompt_tokens` written to the prompt cache (billed at the cache-write rate).
+    pub(crate) cache_write_tokens: u64,
     pub(crate) completion_tokens: u64,
     pub(crate) reasoning_tokens: u64,
     /// USD at posted rates.
@@ -398,6 +423,19 @@ pub(crate) struct TimelineEvent {
     pub(crate) status: Option<u16>,
 }
 
+/// `GET /v1/requests/{id}/receipt`.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Receipt {
+    #[schema(pattern = "^receipt$")]
+    pub(crate) object: String,
+    /// The request id.
+    pub(crate) request_id: String,
+    /// The compact JWS: `header.payload.signature`, base64url.
+    #[schema(pattern = "^[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+$")]
+    pub(crate) receipt: String,
+}
+
 /// `GET /v1/requests/{id}`.
 #[derive(ToSchema)]
 #[serde(deny_unknown_fields)]
@@ -406,6 +444,38 @@ pub(crate) struct RequestTrace {
     pub(crate) object: String,
     pub(crate) record: UsageRecord,
     pub(crate) timeline: Vec<TimelineEvent>,
+    /// Every attempt on a route of the model, in order: those that failed before the client
+    /// received a byte and were tried again on the next route (not billed), then the one that
+    /// ended the request (billed).
+    pub(crate) attempts: Vec<Attempt>,
+}
+
+/// `GET /v1/requests/{id}` (and its receipt) before the request is recorded: 202 with
+/// `Retry-After`.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PendingRequest {
+    #[schema(pattern = "^request$")]
+    pub(crate) object: String,
+    pub(crate) id: String,
+    #[schema(pattern = "^pending$")]
+    pub(crate) status: String,
+    pub(crate) message: String,
+}
+
+/// One attempt of a request on one route.
+#[derive(ToSchema)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Attempt {
+    /// The route (provider channel).
+    pub(crate) route: String,
+    /// The status it gave (or, failed over, would have given) the client.
+    pub(crate) status: u16,
+    /// Its error code; `null` for a success.
+    pub(crate) error: Option<String>,
+    pub(crate) latency_us: u64,
+    /// Only the attempt that ended the request is billed.
+    pub(crate) billed: bool,
 }
 
 // ----------------------------------------------------------------------------------- account

@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 use router_one_core::usage::Endpoint;
@@ -16,33 +16,39 @@ use router_one_providers::{ChatRequest, Target};
 use crate::admission::{self, OutputRequest};
 use crate::auth::InferenceKey;
 use crate::record::RequestMeter;
-use crate::routes::upstream::{Admitted, serve_inference};
+use crate::routes::upstream::{self, Admitted, Fallbacks};
 use crate::state::AppState;
 
-/// Authenticate → admit → route → forward (call, settle, record).
+/// Authenticate (the extractor, before the body is read) → read the body → admit (validate,
+/// route, reserve, prepare) → respond (forward, settle, record).
 pub(crate) async fn completions(
     State(app): State<Arc<AppState>>,
-    key: InferenceKey,
+    InferenceKey(key): InferenceKey,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    serve_inference(app, key, body, Endpoint::ChatCompletions, admit).await
+    let (mut meter, body) = match upstream::metered_request(&app, key, body, Endpoint::ChatCompletions) {
+        Ok(request) => request,
+        Err(refused) => return refused.into_response(),
+    };
+    let admitted = admit(&app, &mut meter, &body).await;
+    upstream::respond(app, meter, admitted).await
 }
 
-fn admit(app: &AppState, meter: &mut RequestMeter, body: &Bytes) -> Result<Admitted, ApiError> {
+/// Admits an OpenAI chat body (the client's, or a dialect's rewritten into chat).
+pub(crate) async fn admit(app: &AppState, meter: &mut RequestMeter, body: &Bytes) -> Result<Admitted, ApiError> {
     let top = TopLevel::parse(body)?;
     let view = chat_view(&top)?;
-    meter.requested_model = view.model.clone().into_owned();
-    meter.streamed = view.stream;
-    meter.key.check(&view.model, meter.created_at_us)?;
+    meter.asked_for(&view.model, view.stream);
+    meter.key().check(&view.model, meter.created_at_us())?;
     let routed = admission::route(app, &view.model, ModelKind::Chat)?;
-    meter.provider.clone_from(&routed.provider.name);
+    meter.routed_to(&routed.provider.name);
     let tokenizer = estimate::tokenizer_for(&routed.model.family);
     let prompt_tokens = || estimate::prompt_tokens(&top, tokenizer);
     let output = OutputRequest {
         max_tokens: view.max_output(),
         choices: view.choices,
     };
-    let output_limit = admission::reserve(app, meter, routed.model, prompt_tokens, output)?;
+    let output_limit = admission::reserve(app, meter, routed.model, prompt_tokens, output).await?;
     let request = ChatRequest {
         body,
         top: &top,
@@ -59,6 +65,8 @@ fn admit(app: &AppState, meter: &mut RequestMeter, body: &Bytes) -> Result<Admit
         provider: routed.provider,
         prepared,
         stream: view.stream,
-        include_usage: view.include_usage,
+        // A relay that never asks for usage still gets the exact counts, if its key says so.
+        include_usage: view.include_usage || meter.key().settings().always_include_usage,
+        fallbacks: Fallbacks::new(routed.fallbacks, body, routed.model, Some(output_limit)),
     })
 }

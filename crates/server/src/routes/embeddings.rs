@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 
 use router_one_core::usage::Endpoint;
@@ -16,30 +16,36 @@ use router_one_providers::request::{TopLevel, model_field};
 use crate::admission::{self, OutputRequest};
 use crate::auth::InferenceKey;
 use crate::record::RequestMeter;
-use crate::routes::upstream::{Admitted, serve_inference};
+use crate::routes::upstream::{self, Admitted, Fallbacks};
 use crate::state::AppState;
 
-/// Authenticate → admit → route → forward (call, settle, record).
+/// Authenticate (the extractor, before the body is read) → read the body → admit (validate,
+/// route, reserve, prepare) → respond (forward, settle, record).
 pub(crate) async fn create(
     State(app): State<Arc<AppState>>,
-    key: InferenceKey,
+    InferenceKey(key): InferenceKey,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    serve_inference(app, key, body, Endpoint::Embeddings, admit).await
+    let (mut meter, body) = match upstream::metered_request(&app, key, body, Endpoint::Embeddings) {
+        Ok(request) => request,
+        Err(refused) => return refused.into_response(),
+    };
+    let admitted = admit(&app, &mut meter, &body).await;
+    upstream::respond(app, meter, admitted).await
 }
 
-fn admit(app: &AppState, meter: &mut RequestMeter, body: &Bytes) -> Result<Admitted, ApiError> {
+async fn admit(app: &AppState, meter: &mut RequestMeter, body: &Bytes) -> Result<Admitted, ApiError> {
     let top = TopLevel::parse(body)?;
     let model = model_field(&top)?;
-    meter.requested_model = model.clone().into_owned();
+    meter.asked_for(&model, false);
     if top.get("input").is_none() {
         return Err(
             ApiError::new(ErrorKind::InvalidRequest, "Missing required parameter: 'input'.").with_param("input"),
         );
     }
-    meter.key.check(&model, meter.created_at_us)?;
+    meter.key().check(&model, meter.created_at_us())?;
     let routed = admission::route(app, &model, ModelKind::Embedding)?;
-    meter.provider.clone_from(&routed.provider.name);
+    meter.routed_to(&routed.provider.name);
     let tokenizer = estimate::tokenizer_for(&routed.model.family);
     admission::reserve(
         app,
@@ -50,7 +56,8 @@ fn admit(app: &AppState, meter: &mut RequestMeter, body: &Bytes) -> Result<Admit
             max_tokens: Some(0),
             choices: 1,
         },
-    )?;
+    )
+    .await?;
     let target = Target {
         model: routed.model,
         upstream_id: routed.upstream_id,
@@ -63,5 +70,6 @@ fn admit(app: &AppState, meter: &mut RequestMeter, body: &Bytes) -> Result<Admit
         prepared,
         stream: false,
         include_usage: false,
+        fallbacks: Fallbacks::new(routed.fallbacks, body, routed.model, None),
     })
 }

@@ -22,7 +22,7 @@ use time::format_description::well_known::Rfc3339;
 
 use router_one_core::ids::rfc3339;
 use router_one_core::secret::{self, INFERENCE_PREFIX};
-use router_one_core::store::{ApiKey, BudgetPeriod, KeySettings};
+use router_one_core::store::{ApiKey, BudgetPeriod, KeySettings, OversizedMaxTokens};
 use router_one_core::{ApiError, ErrorKind, Usd};
 
 use crate::auth::{self, ManagementAccount};
@@ -61,6 +61,9 @@ struct KeyFields {
     models: Option<Vec<String>>,
     expires_at: Option<String>,
     metadata: Option<Map<String, Value>>,
+    on_oversized_max_tokens: Option<String>,
+    always_include_usage: Option<bool>,
+    router_headers: Option<bool>,
 }
 
 fn bad(param: impl Into<std::borrow::Cow<'static, str>>, message: String) -> ApiError {
@@ -73,6 +76,16 @@ fn text(field: &'static str, value: Value) -> Result<String, ApiError> {
         Value::String(s) => Ok(s),
         _ => Err(bad(field, format!("`{field}` must be a string."))),
     }
+}
+
+/// A boolean option.
+fn flag(field: &'static str, value: &Value) -> Result<bool, ApiError> {
+    value.as_bool().ok_or_else(|| {
+        bad(
+            field,
+            format!("`{field}` must be true or false (or null for the default)."),
+        )
+    })
 }
 
 /// A numeric limit: a whole number within `(min, max)`.
@@ -152,6 +165,11 @@ impl KeyFields {
                 }
                 "models" => fields.models = Some(models(value)?),
                 "metadata" => fields.metadata = Some(metadata(value)?),
+                "on_oversized_max_tokens" => {
+                    fields.on_oversized_max_tokens = Some(text("on_oversized_max_tokens", value)?);
+                }
+                "always_include_usage" => fields.always_include_usage = Some(flag("always_include_usage", &value)?),
+                "router_headers" => fields.router_headers = Some(flag("router_headers", &value)?),
                 _ => return Err(bad(field.clone(), format!("Unknown field `{field}`."))),
             }
         }
@@ -188,6 +206,15 @@ impl KeyFields {
                 )
             })?,
         };
+        let on_oversized_max_tokens = match self.on_oversized_max_tokens.as_deref() {
+            None => OversizedMaxTokens::default(),
+            Some(o) => OversizedMaxTokens::parse(o).ok_or_else(|| {
+                bad(
+                    "on_oversized_max_tokens",
+                    format!("Invalid on_oversized_max_tokens `{o}`: use clamp or refuse."),
+                )
+            })?,
+        };
         if let Some(models) = &self.models
             && let Some(unknown) = models.iter().find(|m| app.catalog.get(m).is_none())
         {
@@ -215,6 +242,9 @@ impl KeyFields {
             models: self.models,
             expires_at_us,
             metadata: self.metadata.unwrap_or_default(),
+            on_oversized_max_tokens,
+            always_include_usage: self.always_include_usage.unwrap_or(false),
+            router_headers: self.router_headers.unwrap_or(true),
         })
     }
 
@@ -229,6 +259,9 @@ impl KeyFields {
             models: s.models.clone(),
             expires_at: s.expires_at_us.map(rfc3339),
             metadata: Some(s.metadata.clone()),
+            on_oversized_max_tokens: Some(s.on_oversized_max_tokens.as_str().to_owned()),
+            always_include_usage: Some(s.always_include_usage),
+            router_headers: Some(s.router_headers),
         }
     }
 }
@@ -274,6 +307,9 @@ fn key_json(app: &AppState, key: &ApiKey) -> Value {
         "models": s.models,
         "expires_at": s.expires_at_us.map(rfc3339),
         "metadata": s.metadata,
+        "on_oversized_max_tokens": s.on_oversized_max_tokens,
+        "always_include_usage": s.always_include_usage,
+        "router_headers": s.router_headers,
         "created_at": rfc3339(key.created_at_us),
         "revoked_at": key.revoked_at_us.map(rfc3339),
         "spend": spend,

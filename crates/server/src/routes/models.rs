@@ -1,4 +1,5 @@
-//! `GET /v1/models`: OpenAI's list format, each model with its posted pricing and limits.
+//! `GET /v1/models`: OpenAI's list format, each model with its posted pricing and limits; only
+//! the models the calling key may use (a relay fills its channel's model list from it).
 
 use std::sync::Arc;
 
@@ -10,12 +11,14 @@ use serde_json::json;
 use crate::auth::ActiveInferenceKey;
 use crate::state::AppState;
 
-/// Lists every catalog model with its rates (USD per 1M tokens, decimal strings).
-pub(crate) async fn list(State(app): State<Arc<AppState>>, _key: ActiveInferenceKey) -> Response {
+/// Lists every catalog model the key may use, with its rates (USD per 1M tokens, decimal strings).
+pub(crate) async fn list(State(app): State<Arc<AppState>>, ActiveInferenceKey(key): ActiveInferenceKey) -> Response {
+    let settings = key.settings();
     let data: Vec<_> = app
         .catalog
         .models()
         .iter()
+        .filter(|m| settings.allows_model(&m.id))
         .map(|m| {
             json!({
                 "id": m.id,
@@ -30,6 +33,7 @@ pub(crate) async fn list(State(app): State<Arc<AppState>>, _key: ActiveInference
                     "unit": "1M tokens",
                     "input_per_mtok": m.input_per_mtok.normalize().to_string(),
                     "cached_input_per_mtok": m.cached_input_per_mtok.normalize().to_string(),
+                    "cache_write_per_mtok": m.cache_write_rate().normalize().to_string(),
                     "output_per_mtok": m.output_per_mtok.normalize().to_string(),
                 },
                 "capabilities": { "tools": m.tools, "vision": m.vision, "reasoning": m.reasoning },

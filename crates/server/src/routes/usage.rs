@@ -127,6 +127,7 @@ pub(crate) fn record_json(r: &UsageRecord) -> Value {
         "provider": r.provider,
         "prompt_tokens": r.usage.prompt_tokens,
         "cached_tokens": r.usage.cached_tokens,
+        "cache_write_tokens": r.usage.cache_write_tokens,
         "completion_tokens": r.usage.completion_tokens,
         "reasoning_tokens": r.usage.reasoning_tokens,
         "cost": r.cost,
@@ -139,7 +140,7 @@ pub(crate) fn record_json(r: &UsageRecord) -> Value {
     })
 }
 
-const CSV_HEADER: &str = "request_id,key_id,created_at,endpoint,requested_model,served_model,provider,prompt_tokens,cached_tokens,completion_tokens,reasoning_tokens,cost,latency_us,upstream_sent_us,ttft_us,status,error_code,streamed\n";
+const CSV_HEADER: &str = "request_id,key_id,created_at,endpoint,requested_model,served_model,provider,prompt_tokens,cached_tokens,completion_tokens,reasoning_tokens,cost,latency_us,upstream_sent_us,ttft_us,status,error_code,streamed,cache_write_tokens\n";
 
 /// First characters that make a spreadsheet read a cell as a formula (OWASP's list, and NUL).
 const FORMULA_STARTS: [char; 7] = ['=', '+', '-', '@', '\t', '\r', '\0'];
@@ -181,6 +182,8 @@ fn csv_row(out: &mut String, r: &UsageRecord) {
         r.status.to_string(),
         r.error_code.clone().unwrap_or_default(),
         r.streamed.to_string(),
+        // Last, so the columns before it keep their places for existing readers.
+        r.usage.cache_write_tokens.to_string(),
     ]
     .iter()
     .enumerate()
@@ -307,6 +310,64 @@ pub(crate) async fn summary(
 }
 
 /// `GET /v1/requests/{id}`: the record and its timeline.
+/// A request's record, as soon as its response has ended.
+pub(crate) enum Lookup {
+    Found(Box<UsageRecord>),
+    /// Not recorded yet (still running, or recorded by another node and not yet committed).
+    Pending,
+}
+
+/// How long after its id was minted a request that is not found is "pending" rather than
+/// unknown: longer than a request may run (the upstream's deadline, then a long stream) plus
+/// the commit lag. A client can mint nothing that passes for a recent id of ours except by
+/// copying one, and "pending" says nothing about whose it is.
+const PENDING_WINDOW_MS: u64 = 10 * 60 * 1_000;
+/// The longest a lookup waits for this node's journaled records to commit.
+const READ_THROUGH_WAIT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reads a request's record through what is journaled but not yet committed. A record reaches
+/// this node's journal before its response's last byte and the database ~25 ms later, so a
+/// lookup that misses while this node has records pending waits for them to commit (a flush
+/// skips the writer's linger) and looks again: the node that served a request answers for it
+/// from the moment its response ended. Another node cannot see it until that node commits:
+/// an id minted within [`PENDING_WINDOW_MS`] is then `Pending`, never "does not exist".
+pub(crate) async fn find_record(app: &AppState, account_id: &str, id: &str) -> Result<Lookup, ErrorResponse> {
+    if let Some(record) = app.store.usage_record(account_id, id).await.map_err(internal)? {
+        return Ok(Lookup::Found(Box::new(record)));
+    }
+    if app.usage.pending() > 0
+        && tokio::time::timeout(READ_THROUGH_WAIT, app.usage.flush()).await.is_ok()
+        && let Some(record) = app.store.usage_record(account_id, id).await.map_err(internal)?
+    {
+        return Ok(Lookup::Found(Box::new(record)));
+    }
+    let now_ms = u64::try_from(router_one_core::ids::now_us() / 1_000).unwrap_or_default();
+    let recent = router_one_core::ids::minted_at_ms(id, "req")
+        // A little ahead is another node's clock.
+        .is_some_and(|at| at <= now_ms.saturating_add(5_000) && now_ms.saturating_sub(at) < PENDING_WINDOW_MS);
+    // Another account's request is "not found", exactly like an id nobody has.
+    if recent && !app.store.request_recorded(id).await.map_err(internal)? {
+        return Ok(Lookup::Pending);
+    }
+    Err(ApiError::new(ErrorKind::NotFound, format!("No request `{id}` in this account.")).into())
+}
+
+/// 202 with `Retry-After`: the request is not recorded yet; ask again.
+pub(crate) fn pending(id: &str) -> Response {
+    let body = json!({
+        "object": "request",
+        "id": id,
+        "status": "pending",
+        "message": "This request has no record yet: it is still running, or it ended on another gateway node \
+                    and its record is being committed. Ask again after Retry-After seconds.",
+    });
+    let mut response = (http::StatusCode::ACCEPTED, Json(body)).into_response();
+    response
+        .headers_mut()
+        .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+    response
+}
+
 #[utoipa::path(
     get,
     path = "/v1/requests/{id}",
@@ -316,6 +377,7 @@ pub(crate) async fn summary(
     params(("id" = String, Path, description = "The request id (`x-request-id`).")),
     responses(
         (status = 200, description = "The record and its timeline.", body = crate::openapi::schemas::RequestTrace),
+        (status = 202, description = "Not recorded yet (still running, or ended on another node moments ago): ask again after `Retry-After`.", body = crate::openapi::schemas::PendingRequest),
         (status = 401, response = crate::openapi::schemas::Error),
         (status = 404, response = crate::openapi::schemas::Error)
     ),
@@ -326,12 +388,10 @@ pub(crate) async fn trace(
     ManagementAccount(account_id): ManagementAccount,
     Path(id): Path<String>,
 ) -> Result<Response, ErrorResponse> {
-    let record = app
-        .store
-        .usage_record(&account_id, &id)
-        .await
-        .map_err(internal)?
-        .ok_or_else(|| ApiError::new(ErrorKind::NotFound, format!("No request `{id}` in this account.")))?;
+    let record = match find_record(&app, &account_id, &id).await? {
+        Lookup::Found(record) => record,
+        Lookup::Pending => return Ok(pending(&id)),
+    };
     let mut timeline = vec![json!({ "at_us": 0, "event": "received" })];
     if let Some(at) = record.upstream_sent_us {
         timeline.push(json!({ "at_us": at, "event": "sent_upstream", "provider": record.provider }));
@@ -340,7 +400,28 @@ pub(crate) async fn trace(
         timeline.push(json!({ "at_us": at, "event": "first_byte" }));
     }
     timeline.push(json!({ "at_us": record.latency_us, "event": "completed", "status": record.status }));
-    Ok(Json(json!({ "object": "request", "record": record_json(&record), "timeline": timeline })).into_response())
+    // Every attempt, in order: those that failed over (not billed), then the one that ended
+    // the request (the record's route, status and error).
+    let mut attempts: Vec<Value> = record
+        .failed_attempts
+        .iter()
+        .map(|a| json!({ "route": a.route, "status": a.status, "error": a.error, "latency_us": a.latency_us, "billed": false }))
+        .collect();
+    let spent: u64 = record.failed_attempts.iter().map(|a| a.latency_us).sum();
+    attempts.push(json!({
+        "route": record.provider,
+        "status": record.status,
+        "error": record.error_code,
+        "latency_us": record.latency_us.saturating_sub(spent),
+        "billed": true,
+    }));
+    Ok(Json(json!({
+        "object": "request",
+        "record": record_json(&record),
+        "timeline": timeline,
+        "attempts": attempts,
+    }))
+    .into_response())
 }
 
 #[cfg(test)]

@@ -5,8 +5,10 @@ use std::borrow::Cow;
 use http::{Request, Response};
 use hyper::body::Incoming;
 
+use super::cache::CacheUse;
 use super::error::{self, AnthropicFaults};
 use super::request::{self, MessagesRequest};
+use super::thinking::{self, Thinking};
 use super::{response, stream};
 use crate::SimState;
 use crate::body::SimBody;
@@ -35,6 +37,10 @@ pub(super) struct Outcome<'a> {
     pub(super) stop_sequence: Option<&'a str>,
     /// The usage fields to report instead of the real ones.
     pub(super) report: Reported,
+    /// Prompt tokens written to the prompt cache (a part of the prompt, apart from `cached`).
+    pub(super) cache_write: u64,
+    /// The thinking block that opens the answer, when thinking is on.
+    pub(super) thinking: Option<Thinking>,
 }
 
 impl Outcome<'_> {
@@ -44,12 +50,37 @@ impl Outcome<'_> {
     }
 }
 
+/// The only `anthropic_version` Vertex AI accepts in a Claude body.
+const VERTEX_VERSION: &str = "vertex-2023-10-16";
+
 /// Handles one Messages request.
 pub(crate) async fn handle(request: Request<Incoming>, state: &SimState, control: &ConnControl) -> Response<SimBody> {
-    let mut directives = exchange::header_directives(request.headers());
     if !error::is_authenticated(request.headers()) {
         return error::authentication();
     }
+    answer(request, state, control, None).await
+}
+
+/// Handles Claude's `rawPredict` / `streamRawPredict` on Vertex AI (the caller checked the
+/// token): the model comes from the path, and the body must carry `anthropic_version`
+/// `vertex-2023-10-16` (a 400 otherwise, as Vertex answers); the rest is the Messages API's.
+pub(crate) async fn vertex(
+    request: Request<Incoming>,
+    state: &SimState,
+    control: &ConnControl,
+    model: &str,
+) -> Response<SimBody> {
+    answer(request, state, control, Some(model)).await
+}
+
+/// Answers a Messages body; `vertex_model` is the model a Vertex AI path names.
+async fn answer(
+    request: Request<Incoming>,
+    state: &SimState,
+    control: &ConnControl,
+    vertex_model: Option<&str>,
+) -> Response<SimBody> {
+    let mut directives = exchange::header_directives(request.headers());
     let Some(body) = exchange::read_body(request.into_body()).await else {
         return error::invalid_request("The request body could not be read or is too large.");
     };
@@ -57,8 +88,20 @@ pub(crate) async fn handle(request: Request<Incoming>, state: &SimState, control
         Ok(parsed) => parsed,
         Err(err) => return error::bad_body(&err),
     };
-    let Some(model) = parsed.model.as_deref() else {
-        return error::invalid_request("model: Field required");
+    let model = match vertex_model {
+        Some(model) => match parsed.anthropic_version.as_deref() {
+            Some(VERTEX_VERSION) => model,
+            Some(other) => {
+                return error::invalid_request(&format!(
+                    "anthropic_version: {other:?} is not supported; use \"{VERTEX_VERSION}\""
+                ));
+            }
+            None => return error::invalid_request("anthropic_version: Field required"),
+        },
+        None => match parsed.model.as_deref() {
+            Some(model) => model,
+            None => return error::invalid_request("model: Field required"),
+        },
     };
     let Some(messages) = parsed.messages.as_deref() else {
         return error::invalid_request("messages: Field required");
@@ -75,6 +118,10 @@ pub(crate) async fn handle(request: Request<Incoming>, state: &SimState, control
         return exchange::inject(fault, control, &AnthropicFaults { stream: streamed }).await;
     }
 
+    let thinking = match parsed.thinks().then(|| thinking::think(messages)).transpose() {
+        Ok(thinking) => thinking,
+        Err(message) => return error::invalid_request(&message),
+    };
     let id = state.next_id();
     let prompt = Prompt {
         model,
@@ -89,6 +136,11 @@ pub(crate) async fn handle(request: Request<Incoming>, state: &SimState, control
         cap: Some(max_tokens),
     };
     let mut reply = reply::answer(&prompt, &directives, || state.next_id());
+    let cache = state.prompt_cache.lookup(model, parsed.system.as_ref(), messages);
+    let cache_write = apply_cache(&mut reply, cache);
+    if let Some(thinking) = &thinking {
+        reply.usage.completion = reply.usage.completion.saturating_add(thinking.tokens());
+    }
     let stop_sequence = apply_stop_sequences(&mut reply, parsed.stop_sequences.as_deref().unwrap_or(&[]));
     let stop_reason = match (stop_sequence, reply.finish) {
         (Some(_), _) => "stop_sequence",
@@ -103,6 +155,8 @@ pub(crate) async fn handle(request: Request<Incoming>, state: &SimState, control
         stop_reason,
         stop_sequence,
         report: directives.report,
+        cache_write,
+        thinking,
     };
     let pacing = directives.pacing(&state.config);
     if streamed {
@@ -111,6 +165,14 @@ pub(crate) async fn handle(request: Request<Incoming>, state: &SimState, control
         exchange::pause(pacing.total(outcome.reply.visible_tokens)).await;
         response::response(&outcome)
     }
+}
+
+/// Puts the prompt cache's reads in `cached` (unless `cached=N` said more); returns the tokens
+/// written, at most what the reads leave of the prompt.
+fn apply_cache(reply: &mut Reply<'_>, cache: CacheUse) -> u64 {
+    let usage = &mut reply.usage;
+    usage.cached = usage.cached.max(cache.read.min(usage.prompt));
+    cache.written.min(usage.prompt - usage.cached)
 }
 
 /// Ends a text reply before the first of `sequences` it contains, fixing its usage; returns the

@@ -2,10 +2,13 @@
 //! body when they have no escapes, and every other field (`temperature`, `top_p`, `metadata`,
 //! `thinking`, image sources, tool inputs and schemas, ...) is skipped. `output_config.format`
 //! (structured outputs) is read only for its type: a JSON schema makes the answer JSON.
+//! `thinking` is read for its type, earlier `thinking` blocks for their text and signature, and
+//! `cache_control` for where it is (the prompt cache, `super::cache`).
 
 use std::borrow::Cow;
 
 use serde::Deserialize;
+use serde::de::IgnoredAny;
 
 use crate::reply::{ToolChoice, Turn};
 use crate::tokens::{PER_MESSAGE, count_words};
@@ -15,6 +18,9 @@ use crate::tokens::{PER_MESSAGE, count_words};
 pub(super) struct MessagesRequest<'a> {
     #[serde(borrow)]
     pub(super) model: Option<Cow<'a, str>>,
+    /// Vertex AI's body-borne version (`vertex-2023-10-16`); Anthropic's API takes a header.
+    #[serde(borrow)]
+    pub(super) anthropic_version: Option<Cow<'a, str>>,
     pub(super) max_tokens: Option<u64>,
     #[serde(borrow)]
     pub(super) system: Option<Content<'a>>,
@@ -29,6 +35,15 @@ pub(super) struct MessagesRequest<'a> {
     pub(super) stream: Option<bool>,
     #[serde(borrow)]
     pub(super) output_config: Option<OutputConfig<'a>>,
+    #[serde(borrow, default)]
+    pub(super) thinking: Option<ThinkingConfig<'a>>,
+}
+
+/// `thinking`: `{"type": "enabled" | "adaptive" | "disabled", ...}`.
+#[derive(Debug, Deserialize)]
+pub(super) struct ThinkingConfig<'a> {
+    #[serde(rename = "type", borrow)]
+    kind: Cow<'a, str>,
 }
 
 /// `output_config`: `{"format": {"type": "json_schema", "schema": {...}}, "effort": ...}`.
@@ -74,6 +89,15 @@ pub(super) struct Block<'a> {
     /// The content of a `tool_result` block.
     #[serde(borrow, default)]
     content: Option<Box<Content<'a>>>,
+    /// A `thinking` block's text.
+    #[serde(borrow, default)]
+    pub(super) thinking: Option<Cow<'a, str>>,
+    /// A `thinking` block's signature.
+    #[serde(borrow, default)]
+    pub(super) signature: Option<Cow<'a, str>>,
+    /// A prompt-cache breakpoint: only whether there is one matters.
+    #[serde(default)]
+    cache_control: Option<IgnoredAny>,
 }
 
 /// One entry of `tools`, by name (custom and server tools alike).
@@ -170,7 +194,42 @@ pub(super) fn summarise<'r>(system: Option<&'r Content<'_>>, messages: &'r [Mess
     })
 }
 
+impl Content<'_> {
+    /// Whether a block of this content is a prompt-cache breakpoint.
+    pub(super) fn has_breakpoint(&self) -> bool {
+        matches!(self, Content::Blocks(blocks) if blocks.iter().any(|b| b.cache_control.is_some()))
+    }
+
+    /// The `thinking` blocks.
+    pub(super) fn thinking_blocks(&self) -> impl Iterator<Item = &Block<'_>> {
+        let blocks = match self {
+            Content::Blocks(blocks) => blocks.as_slice(),
+            Content::Text(_) => &[],
+        };
+        blocks.iter().filter(|b| b.kind == "thinking")
+    }
+}
+
+impl Message<'_> {
+    /// `user` or `assistant`.
+    pub(super) fn role(&self) -> &str {
+        &self.role
+    }
+
+    /// The content.
+    pub(super) fn content(&self) -> &Content<'_> {
+        &self.content
+    }
+}
+
 impl MessagesRequest<'_> {
+    /// Whether extended thinking is on.
+    pub(super) fn thinks(&self) -> bool {
+        self.thinking
+            .as_ref()
+            .is_some_and(|t| matches!(&*t.kind, "enabled" | "adaptive"))
+    }
+
     /// The first two tool names.
     pub(super) fn tool_names(&self) -> [Option<&str>; 2] {
         let mut names = self.tools.iter().flatten().filter_map(|t| t.name.as_deref());

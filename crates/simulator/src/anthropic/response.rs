@@ -19,6 +19,10 @@ pub(super) fn response(outcome: &Outcome<'_>) -> Response<SimBody> {
     buf.extend_from_slice(br#"","type":"message","role":"assistant","model":"#);
     push_str(&mut buf, outcome.model);
     buf.extend_from_slice(br#","content":["#);
+    if let Some(thinking) = &outcome.thinking {
+        thinking_block(&mut buf, &thinking.text, &thinking.signature);
+        buf.push(b',');
+    }
     match &outcome.reply.answer {
         Answer::Text(text) => text_block(&mut buf, text),
         Answer::ToolCalls(calls) => {
@@ -35,9 +39,18 @@ pub(super) fn response(outcome: &Outcome<'_>) -> Response<SimBody> {
     buf.extend_from_slice(br#","stop_sequence":"#);
     push_stop_sequence(&mut buf, outcome.stop_sequence);
     buf.extend_from_slice(br#","usage":"#);
-    push_usage(&mut buf, &outcome.reply.usage, &outcome.report, outcome.output_tokens());
+    push_usage(&mut buf, outcome, outcome.output_tokens());
     buf.push(b'}');
     exchange::json(StatusCode::OK, buf)
+}
+
+/// `{"type":"thinking","thinking":<text>,"signature":<signature>}`.
+pub(super) fn thinking_block(buf: &mut Vec<u8>, text: &str, signature: &str) {
+    buf.extend_from_slice(br#"{"type":"thinking","thinking":"#);
+    push_str(buf, text);
+    buf.extend_from_slice(br#","signature":"#);
+    push_str(buf, signature);
+    buf.push(b'}');
 }
 
 /// `{"type":"text","text":<text>}`.
@@ -68,12 +81,20 @@ pub(super) fn push_stop_sequence(buf: &mut Vec<u8>, sequence: Option<&str>) {
 }
 
 /// Anthropic's `usage` object with `output` output tokens. `input_tokens` excludes the tokens
-/// read from cache, which Anthropic reports apart in `cache_read_input_tokens`; `report_prompt`
-/// and `report_cached` replace those two as they are written.
-pub(super) fn push_usage(buf: &mut Vec<u8>, usage: &Usage, report: &Reported, output: u64) {
+/// read from and written to the cache, which Anthropic reports apart in
+/// `cache_read_input_tokens` and `cache_creation_input_tokens`; `report_prompt` and
+/// `report_cached` replace the input and the reads as they are written.
+pub(super) fn push_usage(buf: &mut Vec<u8>, outcome: &Outcome<'_>, output: u64) {
+    let (usage, report): (&Usage, &Reported) = (&outcome.reply.usage, &outcome.report);
+    let plain = usage
+        .prompt
+        .saturating_sub(usage.cached)
+        .saturating_sub(outcome.cache_write);
     buf.extend_from_slice(br#"{"input_tokens":"#);
-    push_u64(buf, report.prompt.unwrap_or(usage.prompt.saturating_sub(usage.cached)));
-    buf.extend_from_slice(br#","cache_creation_input_tokens":0,"cache_read_input_tokens":"#);
+    push_u64(buf, report.prompt.unwrap_or(plain));
+    buf.extend_from_slice(br#","cache_creation_input_tokens":"#);
+    push_u64(buf, outcome.cache_write);
+    buf.extend_from_slice(br#","cache_read_input_tokens":"#);
     push_u64(buf, report.cached.unwrap_or(usage.cached));
     buf.extend_from_slice(br#","output_tokens":"#);
     push_u64(buf, output);

@@ -15,6 +15,7 @@ use http::Response;
 
 use super::messages::{ID_PREFIX, Outcome};
 use super::response::{push_stop_sequence, push_usage, tool_use_block};
+use super::thinking::Thinking;
 use crate::body::{PacedBuilder, SimBody};
 use crate::directives::Pacing;
 use crate::exchange;
@@ -34,10 +35,13 @@ pub(super) fn response(outcome: &Outcome<'_>, pacing: Pacing, cut: Option<u64>) 
         pinged: false,
     };
     events.event(Duration::ZERO, "message_start", |buf| message_start(buf, outcome));
-    let complete = match &outcome.reply.answer {
-        Answer::Text(text) => events.text(text, pacing.tpot),
-        Answer::ToolCalls(calls) => events.tool_uses(calls, pacing.tpot),
-    };
+    let first = usize::from(outcome.thinking.is_some());
+    let thought = outcome.thinking.as_ref().is_none_or(|t| events.thinking(t));
+    let complete = thought
+        && match &outcome.reply.answer {
+            Answer::Text(text) => events.text(text, pacing.tpot, first),
+            Answer::ToolCalls(calls) => events.tool_uses(calls, pacing.tpot, first),
+        };
     if !complete || cut.is_some() {
         return exchange::event_stream(events.out.finish(true));
     }
@@ -73,7 +77,7 @@ fn message_start(buf: &mut Vec<u8>, outcome: &Outcome<'_>) {
     buf.extend_from_slice(br#"","type":"message","role":"assistant","model":"#);
     push_str(buf, outcome.model);
     buf.extend_from_slice(br#","content":[],"stop_reason":null,"stop_sequence":null,"usage":"#);
-    push_usage(buf, &outcome.reply.usage, &outcome.report, 1);
+    push_usage(buf, outcome, 1);
     buf.extend_from_slice(b"}}");
 }
 
@@ -141,9 +145,31 @@ impl Events {
         true
     }
 
-    /// One text block, one `text_delta` per word of `text` (single-space separated); false if cut.
-    fn text(&mut self, text: &str, tpot: Duration) -> bool {
+    /// The thinking block (index 0): its text in one `thinking_delta`, then its
+    /// `signature_delta`; false if cut.
+    fn thinking(&mut self, thinking: &Thinking) -> bool {
         self.block_start(Duration::ZERO, 0, |buf| {
+            buf.extend_from_slice(br#"{"type":"thinking","thinking":"","signature":""}"#)
+        });
+        let written = self.delta(Duration::ZERO, 0, |buf| {
+            buf.extend_from_slice(br#"{"type":"thinking_delta","thinking":"#);
+            push_str(buf, &thinking.text);
+            buf.push(b'}');
+        }) && self.delta(Duration::ZERO, 0, |buf| {
+            buf.extend_from_slice(br#"{"type":"signature_delta","signature":"#);
+            push_str(buf, &thinking.signature);
+            buf.push(b'}');
+        });
+        if written {
+            self.block_stop(0);
+        }
+        written
+    }
+
+    /// One text block (at `index`), one `text_delta` per word of `text` (single-space
+    /// separated); false if cut.
+    fn text(&mut self, text: &str, tpot: Duration, index: usize) -> bool {
+        self.block_start(Duration::ZERO, index, |buf| {
             buf.extend_from_slice(br#"{"type":"text","text":""}"#)
         });
         let mut start = 0;
@@ -155,7 +181,7 @@ impl Events {
             } else {
                 (&text[start - 1..end], tpot)
             };
-            let written = self.delta(delay, 0, |buf| {
+            let written = self.delta(delay, index, |buf| {
                 buf.extend_from_slice(br#"{"type":"text_delta","text":"#);
                 push_str(buf, piece);
                 buf.push(b'}');
@@ -165,15 +191,16 @@ impl Events {
             }
             start = end + 1;
         }
-        self.block_stop(0);
+        self.block_stop(index);
         true
     }
 
     /// One `tool_use` block per call, its input streamed as `input_json_delta` fragments; false
     /// if cut short.
-    fn tool_uses(&mut self, calls: &[ToolCall<'_>], tpot: Duration) -> bool {
-        for (index, call) in calls.iter().enumerate() {
-            let delay = if index == 0 { Duration::ZERO } else { tpot };
+    fn tool_uses(&mut self, calls: &[ToolCall<'_>], tpot: Duration, first: usize) -> bool {
+        for (n, call) in calls.iter().enumerate() {
+            let index = first + n;
+            let delay = if n == 0 { Duration::ZERO } else { tpot };
             self.block_start(delay, index, |buf| tool_use_block(buf, call, "{}"));
             for fragment in fragments(&call.arguments, INPUT_FRAGMENT_CHARS) {
                 let written = self.delta(tpot, index, |buf| {

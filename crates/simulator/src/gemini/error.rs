@@ -40,7 +40,7 @@ pub(super) fn status_name(status: StatusCode) -> &'static str {
 }
 
 /// A Google-style error response for `status`.
-pub(super) fn response(status: StatusCode, message: &str) -> http::Response<SimBody> {
+pub(crate) fn response(status: StatusCode, message: &str) -> http::Response<SimBody> {
     let envelope = Envelope {
         error: ErrorObject {
             code: status.as_u16(),
@@ -82,7 +82,7 @@ pub(super) fn missing_api_key() -> http::Response<SimBody> {
 }
 
 /// 404 for any path under `/v1beta/` the simulator does not serve.
-pub(super) fn not_found(method: &Method, path: &str) -> http::Response<SimBody> {
+pub(crate) fn not_found(method: &Method, path: &str) -> http::Response<SimBody> {
     response(StatusCode::NOT_FOUND, &format!("Invalid URL ({method} {path})"))
 }
 

@@ -29,7 +29,7 @@ use crate::reply::{self, Answer, Finish, Prompt, Reply, ToolCall, Turn};
 use crate::tokens::{PER_PROMPT, Reported, Usage};
 
 /// Handles one generate request; `stream` is `None` for `generateContent`, else whether SSE.
-pub(super) async fn handle(
+pub(crate) async fn handle(
     request: Request<Incoming>,
     state: &SimState,
     control: &ConnControl,

@@ -101,11 +101,15 @@ async fn system_blocks_and_content_blocks_count() {
                 {"type": "text", "text": "part two"}]}]});
     let (status, body) = messages(addr, &body).await;
     assert_eq!(status, StatusCode::OK);
+    // Thinking is on: a signed thinking block comes first, its words billed as output.
+    assert_eq!(body["content"][0]["type"], "thinking");
+    assert!(body["content"][0]["signature"].as_str().is_some_and(|s| !s.is_empty()));
     assert_eq!(
-        body["content"][0]["text"],
+        body["content"][1]["text"],
         "Simulated reply from m. You said: part one part two"
     );
     assert_eq!(body["usage"]["input_tokens"], (4 + 3) + (4 + 2) + (4 + 2) + (4 + 4) + 3);
+    assert_eq!(body["usage"]["output_tokens"], 5 + 10);
 }
 
 #[tokio::test]

@@ -26,6 +26,7 @@ mod gemini;
 mod payments;
 mod reports;
 mod tools;
+mod vertex;
 
 async fn start(config: SimConfig) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -13,11 +13,12 @@ use router_one_core::checkout::FxRate;
 use router_one_core::ids::now_us;
 use router_one_core::money::Usd;
 use router_one_core::store::{Account, LedgerEntry, StoreError, StoreResult};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::{FromRow, Row, SqliteConnection, SqlitePool};
 
-use super::{ACCOUNT_COLUMNS, account_from_row, insert_ledger_entry};
-use crate::convert::{db_err, from_i64};
+use super::insert_ledger_entry;
+use crate::convert::{
+    ACCOUNT_COLUMNS, AccountRow, LEDGER_COLUMNS, LedgerRow, MANAGEMENT_KEY_COLUMNS, ManagementKeyRow, db_err, from_i64,
+};
 
 /// The statement that begins a transaction which reads balances and then writes: the write
 /// lock is taken at once (waiting out the busy timeout), never upgraded from a stale snapshot.
@@ -75,23 +76,6 @@ pub(super) async fn set_balance_units(conn: &mut SqliteConnection, account_id: &
     Ok(())
 }
 
-/// The `ledger_entries` columns read by [`entry_from_row`].
-const LEDGER_COLUMNS: &str = "id, account_id, created_at_us, kind, amount_units, reference, reason";
-
-/// Reads a ledger entry selected with [`LEDGER_COLUMNS`].
-fn entry_from_row(row: &SqliteRow) -> StoreResult<LedgerEntry> {
-    let kind: String = row.try_get("kind").map_err(db_err)?;
-    Ok(LedgerEntry {
-        id: row.try_get("id").map_err(db_err)?,
-        account_id: row.try_get("account_id").map_err(db_err)?,
-        created_at_us: row.try_get("created_at_us").map_err(db_err)?,
-        kind: LedgerKind::parse(&kind).ok_or_else(|| StoreError::Database(format!("unknown ledger kind `{kind}`")))?,
-        amount: Usd::from_units(row.try_get("amount_units").map_err(db_err)?),
-        reference: row.try_get("reference").map_err(db_err)?,
-        reason: row.try_get("reason").map_err(db_err)?,
-    })
-}
-
 /// An account's ledger entries after `after`, oldest first, at most `limit`.
 pub(super) async fn ledger(
     pool: &SqlitePool,
@@ -101,32 +85,33 @@ pub(super) async fn ledger(
 ) -> StoreResult<Vec<LedgerEntry>> {
     let sql =
         format!("SELECT {LEDGER_COLUMNS} FROM ledger_entries WHERE account_id = $1 AND id > $2 ORDER BY id LIMIT $3");
-    let rows = sqlx::query(&sql)
+    let rows: Vec<LedgerRow> = sqlx::query_as(&sql)
         .bind(account_id)
         .bind(after.unwrap_or(0))
         .bind(i64::from(limit))
         .fetch_all(pool)
         .await
         .map_err(db_err)?;
-    rows.iter().map(entry_from_row).collect()
+    rows.into_iter().map(LedgerEntry::try_from).collect()
 }
 
 /// Every account's entries after `after` except `usage` debits, oldest first, at most `limit`.
 pub(super) async fn ledger_since(pool: &SqlitePool, after: i64, limit: u32) -> StoreResult<Vec<LedgerEntry>> {
     let sql =
         format!("SELECT {LEDGER_COLUMNS} FROM ledger_entries WHERE id > $1 AND kind <> 'usage' ORDER BY id LIMIT $2");
-    let rows = sqlx::query(&sql)
+    let rows: Vec<LedgerRow> = sqlx::query_as(&sql)
         .bind(after)
         .bind(i64::from(limit))
         .fetch_all(pool)
         .await
         .map_err(db_err)?;
-    rows.iter().map(entry_from_row).collect()
+    rows.into_iter().map(LedgerEntry::try_from).collect()
 }
 
-/// The id of the last ledger entry (0: none).
+/// The id of the last ledger entry [`ledger_since`] returns (0: none): `usage` debits are not
+/// counted, as on PostgreSQL (see [`crate::convert::ACCOUNT_COLUMNS`]).
 pub(super) async fn ledger_head(pool: &SqlitePool) -> StoreResult<i64> {
-    sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM ledger_entries")
+    sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) FROM ledger_entries WHERE kind <> 'usage'")
         .fetch_one(pool)
         .await
         .map_err(db_err)
@@ -142,7 +127,7 @@ pub(super) async fn account_by_email(pool: &SqlitePool, email: &str) -> StoreRes
         .map_err(db_err)?;
     row.map(|row| {
         let hash: Option<String> = row.try_get("password_hash").map_err(db_err)?;
-        Ok((account_from_row(&row)?, hash))
+        Ok((AccountRow::from_row(&row).map_err(db_err)?.into(), hash))
     })
     .transpose()
 }
@@ -150,25 +135,25 @@ pub(super) async fn account_by_email(pool: &SqlitePool, email: &str) -> StoreRes
 /// The account with this invite code.
 pub(super) async fn account_by_invite_code(pool: &SqlitePool, code: &str) -> StoreResult<Option<Account>> {
     let sql = format!("SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE a.invite_code = $1");
-    let row = sqlx::query(&sql)
+    let row: Option<AccountRow> = sqlx::query_as(&sql)
         .bind(code)
         .fetch_optional(pool)
         .await
         .map_err(db_err)?;
-    row.as_ref().map(account_from_row).transpose()
+    Ok(row.map(Account::from))
 }
 
 /// Accounts in id order after `after`, at most `limit`.
 pub(super) async fn accounts(pool: &SqlitePool, after: Option<&str>, limit: u32) -> StoreResult<Vec<Account>> {
     let sql =
         format!("SELECT {ACCOUNT_COLUMNS} FROM accounts a WHERE ($1 IS NULL OR a.id > $1) ORDER BY a.id LIMIT $2");
-    let rows = sqlx::query(&sql)
+    let rows: Vec<AccountRow> = sqlx::query_as(&sql)
         .bind(after)
         .bind(i64::from(limit))
         .fetch_all(pool)
         .await
         .map_err(db_err)?;
-    rows.iter().map(account_from_row).collect()
+    Ok(rows.into_iter().map(Account::from).collect())
 }
 
 /// Attaches `referrer_id` as `account_id`'s inviter, in one write transaction. Refusals, in
@@ -259,34 +244,18 @@ pub(super) async fn referrals(pool: &SqlitePool, account_id: &str) -> StoreResul
         .collect()
 }
 
-/// The `management_keys` columns read by [`management_key_from_row`].
-const MANAGEMENT_KEY_COLUMNS: &str = "id, account_id, secret_hash, hint, name, created_at_us, revoked_at_us";
-
-/// Reads a management key selected with [`MANAGEMENT_KEY_COLUMNS`].
-fn management_key_from_row(row: &SqliteRow) -> StoreResult<ManagementKey> {
-    Ok(ManagementKey {
-        id: row.try_get("id").map_err(db_err)?,
-        account_id: row.try_get("account_id").map_err(db_err)?,
-        secret_hash: row.try_get("secret_hash").map_err(db_err)?,
-        hint: row.try_get("hint").map_err(db_err)?,
-        name: row.try_get("name").map_err(db_err)?,
-        created_at_us: row.try_get("created_at_us").map_err(db_err)?,
-        revoked_at_us: row.try_get("revoked_at_us").map_err(db_err)?,
-    })
-}
-
 /// An account's management keys, revoked ones included, newest first.
 pub(super) async fn management_keys(pool: &SqlitePool, account_id: &str) -> StoreResult<Vec<ManagementKey>> {
     let sql = format!(
         "SELECT {MANAGEMENT_KEY_COLUMNS} FROM management_keys WHERE account_id = $1 \
          ORDER BY created_at_us DESC, id DESC"
     );
-    let rows = sqlx::query(&sql)
+    let rows: Vec<ManagementKeyRow> = sqlx::query_as(&sql)
         .bind(account_id)
         .fetch_all(pool)
         .await
         .map_err(db_err)?;
-    rows.iter().map(management_key_from_row).collect()
+    Ok(rows.into_iter().map(ManagementKey::from).collect())
 }
 
 /// Revokes a management key of the account, keeping the first revocation time.
@@ -300,14 +269,14 @@ pub(super) async fn revoke_management_key(
         "UPDATE management_keys SET revoked_at_us = COALESCE(revoked_at_us, $3) \
          WHERE id = $1 AND account_id = $2 RETURNING {MANAGEMENT_KEY_COLUMNS}"
     );
-    let row = sqlx::query(&sql)
+    let row: Option<ManagementKeyRow> = sqlx::query_as(&sql)
         .bind(key_id)
         .bind(account_id)
         .bind(at_us)
         .fetch_optional(pool)
         .await
         .map_err(db_err)?;
-    row.as_ref().map(management_key_from_row).transpose()
+    Ok(row.map(ManagementKey::from))
 }
 
 /// Posts an operator's adjustment; a debit larger than the committed balance is refused.

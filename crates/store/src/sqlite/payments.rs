@@ -6,67 +6,12 @@ use router_one_core::billing::{
     CheckoutSession, ConfirmOutcome, LedgerKind, Payment, PaymentConfirmation, PaymentReversal, ReversalOutcome,
     SessionStatus,
 };
-use router_one_core::checkout::Quote;
 use router_one_core::money::Usd;
 use router_one_core::store::{StoreError, StoreResult};
-use rust_decimal::Decimal;
-use rust_decimal::prelude::ToPrimitive;
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection, SqlitePool};
+use sqlx::{SqliteConnection, SqlitePool};
 
 use super::accounts::{BEGIN_WRITE, balance_units, post_entry};
-use crate::convert::db_err;
-
-/// The `checkout_sessions` columns read by [`session_from_row`].
-const SESSION_COLUMNS: &str =
-    "id, account_id, provider, provider_session_id, payment_url, quote, status, payment_id, created_at_us";
-
-/// The `payments` columns read by [`payment_from_row`].
-const PAYMENT_COLUMNS: &str = "provider, payment_id, session_id, account_id, credited_units, referrer_id, \
-     commission_units, status, reversed_units, commission_reversed_units, created_at_us";
-
-/// A stored status name that is not one.
-fn parse_status(status: &str) -> StoreResult<SessionStatus> {
-    SessionStatus::parse(status).ok_or_else(|| StoreError::Database(format!("unknown session status `{status}`")))
-}
-
-/// Reads a checkout session selected with [`SESSION_COLUMNS`].
-fn session_from_row(row: &SqliteRow) -> StoreResult<CheckoutSession> {
-    let quote: String = row.try_get("quote").map_err(db_err)?;
-    let quote: Quote =
-        serde_json::from_str(&quote).map_err(|e| StoreError::Database(format!("corrupt quote JSON: {e}")))?;
-    let status: String = row.try_get("status").map_err(db_err)?;
-    Ok(CheckoutSession {
-        id: row.try_get("id").map_err(db_err)?,
-        account_id: row.try_get("account_id").map_err(db_err)?,
-        provider: row.try_get("provider").map_err(db_err)?,
-        provider_session_id: row.try_get("provider_session_id").map_err(db_err)?,
-        payment_url: row.try_get("payment_url").map_err(db_err)?,
-        quote,
-        status: parse_status(&status)?,
-        payment_id: row.try_get("payment_id").map_err(db_err)?,
-        created_at_us: row.try_get("created_at_us").map_err(db_err)?,
-    })
-}
-
-/// Reads a payment selected with [`PAYMENT_COLUMNS`].
-fn payment_from_row(row: &SqliteRow) -> StoreResult<Payment> {
-    let status: String = row.try_get("status").map_err(db_err)?;
-    let units = |name: &str| row.try_get::<i64, _>(name).map(Usd::from_units).map_err(db_err);
-    Ok(Payment {
-        provider: row.try_get("provider").map_err(db_err)?,
-        payment_id: row.try_get("payment_id").map_err(db_err)?,
-        session_id: row.try_get("session_id").map_err(db_err)?,
-        account_id: row.try_get("account_id").map_err(db_err)?,
-        credited: units("credited_units")?,
-        referrer_id: row.try_get("referrer_id").map_err(db_err)?,
-        commission: units("commission_units")?,
-        status: parse_status(&status)?,
-        reversed: units("reversed_units")?,
-        commission_reversed: units("commission_reversed_units")?,
-        created_at_us: row.try_get("created_at_us").map_err(db_err)?,
-    })
-}
+use crate::convert::{PAYMENT_COLUMNS, PaymentRow, SESSION_COLUMNS, SessionRow, commission_of, db_err};
 
 /// Stores a new checkout session.
 pub(super) async fn insert_checkout_session(pool: &SqlitePool, session: &CheckoutSession) -> StoreResult<()> {
@@ -101,47 +46,31 @@ pub(super) async fn checkout_session(
     id: &str,
 ) -> StoreResult<Option<CheckoutSession>> {
     let sql = format!("SELECT {SESSION_COLUMNS} FROM checkout_sessions WHERE id = $1 AND account_id = $2");
-    let row = sqlx::query(&sql)
+    let row: Option<SessionRow> = sqlx::query_as(&sql)
         .bind(id)
         .bind(account_id)
         .fetch_optional(pool)
         .await
         .map_err(db_err)?;
-    row.as_ref().map(session_from_row).transpose()
+    row.map(CheckoutSession::try_from).transpose()
 }
 
 /// A payment, on any connection.
 async fn read_payment(conn: &mut SqliteConnection, provider: &str, payment_id: &str) -> StoreResult<Option<Payment>> {
     let sql = format!("SELECT {PAYMENT_COLUMNS} FROM payments WHERE provider = $1 AND payment_id = $2");
-    let row = sqlx::query(&sql)
+    let row: Option<PaymentRow> = sqlx::query_as(&sql)
         .bind(provider)
         .bind(payment_id)
         .fetch_optional(conn)
         .await
         .map_err(db_err)?;
-    row.as_ref().map(payment_from_row).transpose()
+    row.map(Payment::try_from).transpose()
 }
 
 /// A confirmed payment.
 pub(super) async fn payment(pool: &SqlitePool, provider: &str, payment_id: &str) -> StoreResult<Option<Payment>> {
     let mut conn = pool.acquire().await.map_err(db_err)?;
     read_payment(&mut conn, provider, payment_id).await
-}
-
-/// `percent` % of `token_line`, rounded down to the unit, computed exactly.
-fn commission_of(token_line: Usd, percent: Decimal) -> StoreResult<Usd> {
-    let out_of_range = || StoreError::Database(format!("commission of {percent}% out of range"));
-    if percent.is_sign_negative() && !percent.is_zero() {
-        return Err(out_of_range());
-    }
-    let units = Decimal::from(token_line.units())
-        .checked_mul(percent)
-        .and_then(|v| v.checked_div(Decimal::ONE_HUNDRED))
-        .ok_or_else(out_of_range)?
-        .floor()
-        .to_i64()
-        .ok_or_else(out_of_range)?;
-    Ok(Usd::from_units(units.max(0)))
 }
 
 /// Applies a successful payment once: see [`router_one_core::store::Store::confirm_payment`].
@@ -151,13 +80,13 @@ pub(super) async fn confirm_payment(pool: &SqlitePool, c: &PaymentConfirmation) 
         return Ok(ConfirmOutcome::Duplicate(existing));
     }
     let sql = format!("SELECT {SESSION_COLUMNS} FROM checkout_sessions WHERE id = $1 AND provider = $2");
-    let row = sqlx::query(&sql)
+    let row: Option<SessionRow> = sqlx::query_as(&sql)
         .bind(&c.session_id)
         .bind(&c.provider)
         .fetch_optional(&mut *tx)
         .await
         .map_err(db_err)?;
-    let Some(session) = row.as_ref().map(session_from_row).transpose()? else {
+    let Some(session) = row.map(CheckoutSession::try_from).transpose()? else {
         return Ok(ConfirmOutcome::UnknownSession);
     };
     if session.status != SessionStatus::Open || session.payment_id.is_some() {

@@ -9,7 +9,7 @@
 //! writer and every record behind it (promise 5) — so a value out of range is clamped, with an
 //! error in the log, instead of refused.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::HashSet;
 
 use router_one_core::ids::now_us;
 use router_one_core::money::Usd;
@@ -20,69 +20,8 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
 use super::accounts::{balance_units, set_balance_units};
 use super::insert_ledger_entry;
-use crate::convert::{DAY_US, USAGE_COLUMNS, UsageRow, day_name, db_err, from_i64};
-
-/// What one batch debits from one account.
-#[derive(Default)]
-struct AccountDebit<'a> {
-    cost: i64,
-    requests: u64,
-    first: Option<&'a str>,
-    last: Option<&'a str>,
-}
-
-impl<'a> AccountDebit<'a> {
-    /// Adds one newly inserted record.
-    fn add(&mut self, record: &'a UsageRecord) {
-        self.cost = clamped_sum(self.cost, stored_cost(record), "an account's batch debit");
-        self.requests += 1;
-        let id = record.request_id.as_str();
-        self.first = Some(self.first.map_or(id, |f| f.min(id)));
-        self.last = Some(self.last.map_or(id, |l| l.max(id)));
-    }
-}
-
-/// `a + b`, saturated (with an error in the log) instead of overflowing: only an absurd cost
-/// can get here, and refusing it would stall the writer.
-fn clamped_sum(a: i64, b: i64, what: &str) -> i64 {
-    a.checked_add(b).unwrap_or_else(|| {
-        tracing::error!(what, a, b, "usage amount out of range; saturated");
-        a.saturating_add(b)
-    })
-}
-
-/// The cost a record is stored and debited with: never negative (pricing never makes one;
-/// a negative cost would credit the account).
-fn stored_cost(record: &UsageRecord) -> i64 {
-    let units = record.cost.units();
-    if units < 0 {
-        tracing::error!(request_id = %record.request_id, units, "negative usage cost recorded as 0");
-        return 0;
-    }
-    units
-}
-
-/// Most characters stored of a model name in a usage record. Model ids are far shorter; the
-/// bound keeps what a client or an upstream reports from growing the table, and with it every
-/// page of `GET /v1/usage`.
-pub(crate) const MAX_MODEL_CHARS: usize = 256;
-
-/// `text` cut to [`MAX_MODEL_CHARS`] characters (loudly): a backstop, as every model name is
-/// checked long before it gets here.
-fn bounded_text<'a>(text: &'a str, what: &str, request_id: &str) -> &'a str {
-    match text.char_indices().nth(MAX_MODEL_CHARS) {
-        None => text,
-        Some((end, _)) => {
-            tracing::error!(
-                request_id,
-                what,
-                chars = text.chars().count(),
-                "usage record model name cut to {MAX_MODEL_CHARS} characters"
-            );
-            &text[..end]
-        }
-    }
-}
+use crate::convert::{DAY_US, USAGE_COLUMNS, UsageRow, day_name, db_err, failed_attempts_text, from_i64};
+use crate::usage_batch::{AccountDebit, BatchDebits, bounded_text, clamped_sum, saturating, stored_cost};
 
 /// Inserts `batch` in one transaction. Records whose request id is already stored are skipped
 /// (journal replay); for the rest, each key's `spend_units` grows by its cost and each
@@ -95,22 +34,16 @@ pub(super) async fn record_usage(pool: &SqlitePool, batch: &[UsageRecord]) -> St
         return Ok(());
     }
     let mut tx = pool.begin().await.map_err(db_err)?;
-    let mut accounts: BTreeMap<&str, AccountDebit<'_>> = BTreeMap::new();
-    let mut keys: BTreeMap<(&str, &str), i64> = BTreeMap::new();
+    let mut debits = BatchDebits::default();
     for chunk in batch.chunks(ROWS_PER_INSERT) {
         let mut inserted = insert_records(&mut tx, chunk).await?;
-        // `remove`: a request id repeated within the batch was inserted (and is debited) once.
-        for record in chunk.iter().filter(|r| inserted.remove(r.request_id.as_str())) {
-            accounts.entry(&record.account_id).or_default().add(record);
-            let spend = keys.entry((&record.account_id, &record.key_id)).or_default();
-            *spend = clamped_sum(*spend, stored_cost(record), "a key's batch spend");
-        }
+        debits.add_inserted(chunk, &mut inserted);
     }
-    for ((account_id, key_id), spend) in keys {
+    for ((account_id, key_id), spend) in debits.keys {
         add_key_spend(&mut tx, account_id, key_id, spend).await?;
     }
     let at = now_us();
-    for (account_id, debit) in accounts {
+    for (account_id, debit) in debits.accounts {
         debit_account(&mut tx, account_id, &debit, at).await?;
     }
     tx.commit().await.map_err(db_err)
@@ -145,12 +78,6 @@ async fn add_key_spend(conn: &mut SqliteConnection, account_id: &str, key_id: &s
 /// carries many records; 19 parameters each stays far below SQLite's parameter limit.
 const ROWS_PER_INSERT: usize = 64;
 
-/// A count as a BIGINT, saturating: a usage record is never refused for an absurd count,
-/// since one refused record would stall the writer's whole batch.
-fn saturating(value: u64) -> i64 {
-    i64::try_from(value).unwrap_or(i64::MAX)
-}
-
 /// Inserts the records whose request id is not stored yet, in one statement; returns the ids
 /// it inserted.
 async fn insert_records(conn: &mut SqliteConnection, records: &[UsageRecord]) -> StoreResult<HashSet<String>> {
@@ -179,7 +106,10 @@ async fn insert_records(conn: &mut SqliteConnection, records: &[UsageRecord]) ->
             .push_bind(r.ttft_us.map(saturating))
             .push_bind(i64::from(r.status))
             .push_bind(&r.error_code)
-            .push_bind(r.streamed);
+            .push_bind(r.streamed)
+            .push_bind(saturating(r.usage.cache_write_tokens))
+            .push_bind(failed_attempts_text(r))
+            .push_bind(&r.receipt);
     });
     query.push(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
     let rows = query.build().fetch_all(&mut *conn).await.map_err(db_err)?;
@@ -210,12 +140,8 @@ async fn debit_account(
     // `cost` ≥ 0, so its negation cannot overflow.
     let new = clamped_sum(balance, -debit.cost, "an account's balance");
     set_balance_units(conn, account_id, new).await?;
-    let reference = format!(
-        "{}..{}",
-        debit.first.unwrap_or_default(),
-        debit.last.unwrap_or_default()
-    );
-    let reason = format!("{} requests", debit.requests);
+    let reference = debit.reference();
+    let reason = debit.reason();
     insert_ledger_entry(
         conn,
         account_id,
@@ -374,4 +300,36 @@ pub(super) async fn usage_record(
         .await
         .map_err(db_err)?;
     row.map(UsageRecord::try_from).transpose()
+}
+
+/// Whether any account has a record of `request_id`.
+pub(super) async fn request_recorded(pool: &SqlitePool, request_id: &str) -> StoreResult<bool> {
+    let found: Option<i32> = sqlx::query_scalar("SELECT 1 FROM usage_records WHERE request_id = $1 LIMIT 1")
+        .bind(request_id)
+        .fetch_optional(pool)
+        .await
+        .map_err(db_err)?;
+    Ok(found.is_some())
+}
+
+/// Publishes a receipt-signing public key once (a kid already there is left as it was).
+pub(super) async fn publish_receipt_key(pool: &SqlitePool, kid: &str, jwk: &str) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO receipt_keys (kid, jwk, published_at_us) VALUES ($1, $2, $3) ON CONFLICT (kid) DO NOTHING",
+    )
+    .bind(kid)
+    .bind(jwk)
+    .bind(router_one_core::ids::now_us())
+    .execute(pool)
+    .await
+    .map_err(db_err)?;
+    Ok(())
+}
+
+/// The published receipt-signing public keys, oldest first.
+pub(super) async fn receipt_keys(pool: &SqlitePool) -> StoreResult<Vec<String>> {
+    sqlx::query_scalar("SELECT jwk FROM receipt_keys ORDER BY published_at_us, kid")
+        .fetch_all(pool)
+        .await
+        .map_err(db_err)
 }

@@ -38,6 +38,7 @@ fn record(n: u32) -> UsageRecord {
         usage: TokenUsage {
             prompt_tokens: 10,
             cached_tokens: 0,
+            cache_write_tokens: 0,
             completion_tokens: 5,
             reasoning_tokens: 0,
         },
@@ -48,6 +49,9 @@ fn record(n: u32) -> UsageRecord {
         status: 200,
         error_code: None,
         streamed: true,
+        lease: None,
+        failed_attempts: Vec::new(),
+        receipt: None,
     }
 }
 
@@ -215,6 +219,12 @@ impl Store for TestStore {
     async fn fx_rates(&self) -> StoreResult<std::collections::BTreeMap<String, FxRate>> {
         self.inner.fx_rates().await
     }
+    async fn publish_receipt_key(&self, kid: &str, jwk: &str) -> StoreResult<()> {
+        self.inner.publish_receipt_key(kid, jwk).await
+    }
+    async fn receipt_keys(&self) -> StoreResult<Vec<String>> {
+        self.inner.receipt_keys().await
+    }
     async fn account_by_management_key(&self, h: &str) -> StoreResult<Option<Account>> {
         self.inner.account_by_management_key(h).await
     }
@@ -261,6 +271,9 @@ impl Store for TestStore {
     async fn usage_record(&self, a: &str, r: &str) -> StoreResult<Option<UsageRecord>> {
         self.inner.usage_record(a, r).await
     }
+    async fn request_recorded(&self, r: &str) -> StoreResult<bool> {
+        self.inner.request_recorded(r).await
+    }
     async fn key_spend_since(&self, k: &str, since: i64) -> StoreResult<Usd> {
         self.inner.key_spend_since(k, since).await
     }
@@ -278,6 +291,48 @@ fn test_store(inner: &Arc<SqliteStore>, mode: Mode) -> Arc<TestStore> {
         mode,
         stalled: Default::default(),
     })
+}
+
+#[tokio::test]
+async fn the_commit_observer_sees_each_committed_record_once_and_no_replayed_one() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = seeded_store(tmp.path()).await;
+    let journal_dir = tmp.path().join("journal");
+    // An earlier run that died with a record in its journal only: replayed at start, not observed.
+    let stalled = test_store(&store, Mode::StallAfter(AtomicUsize::new(0)));
+    let crashed = UsageWriter::start(&journal_dir, stalled.clone(), 16).await.unwrap();
+    crashed.record(record(10_000)).unwrap();
+    stalled.wait_until_stalled().await;
+    drop(crashed);
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let observer: CommitObserver = {
+        let seen = seen.clone();
+        Arc::new(move |records: &[UsageRecord]| {
+            seen.lock()
+                .unwrap()
+                .extend(records.iter().map(|r| r.request_id.clone()));
+        })
+    };
+    let writer = UsageWriter::start_observed(&journal_dir, store.clone(), 16, observer)
+        .await
+        .unwrap();
+    for n in 0..100 {
+        writer.record(record(n)).unwrap();
+    }
+    writer.flush().await;
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort();
+    let mut want: Vec<String> = (0..100).map(|n| record(n).request_id).collect();
+    want.sort();
+    assert_eq!(seen, want);
+    // The earlier run's record was replayed into the store, just not shown to the observer.
+    assert!(
+        store
+            .usage_record("acct_a", &record(10_000).request_id)
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
 
 #[tokio::test]
@@ -338,7 +393,7 @@ async fn a_crash_mid_stream_with_rotations_replays_exactly_once() {
 
     // Some batches commit (and segments rotate), then the database hangs for good.
     let flaky = test_store(&store, Mode::StallAfter(AtomicUsize::new(5)));
-    let crashed = UsageWriter::start_with_segment_bytes(&journal_dir, flaky.clone(), 8, 2_048)
+    let crashed = UsageWriter::start_with_segment_bytes(&journal_dir, flaky.clone(), 8, 2_048, None)
         .await
         .unwrap();
     for n in 0..400 {
@@ -423,7 +478,7 @@ async fn rotation_under_concurrent_appenders_loses_and_duplicates_nothing() {
     let store = seeded_store(tmp.path()).await;
     let journal_dir = tmp.path().join("journal");
     // A one-byte limit: every commit that follows an append rotates the segment.
-    let writer = UsageWriter::start_with_segment_bytes(&journal_dir, store.clone(), 16, 1)
+    let writer = UsageWriter::start_with_segment_bytes(&journal_dir, store.clone(), 16, 1, None)
         .await
         .unwrap();
 
@@ -573,7 +628,7 @@ async fn a_torn_append_is_reappended_and_swallows_no_other_record() {
     let journal_dir = tmp.path().join("journal");
     // The database never commits: after the "crash", every record must come from the journal.
     let stalled = test_store(&store, Mode::StallAfter(AtomicUsize::new(0)));
-    let writer = UsageWriter::start_with_segment_bytes(&journal_dir, stalled.clone(), 16, 1 << 30)
+    let writer = UsageWriter::start_with_segment_bytes(&journal_dir, stalled.clone(), 16, 1 << 30, None)
         .await
         .unwrap();
     for n in 0..5 {

@@ -1,0 +1,141 @@
+//! Signed receipts (docs/receipts.md): for every inference response, a compact JWS (RFC 7515,
+//! `alg` `EdDSA`, Ed25519, `kid` in the protected header) whose payload names what was asked
+//! for, what served it, what it cost and the SHA-256 of the exact body bytes the client
+//! received. Anyone holding the gateway's public keys (its JWKS, RFC 7517 / RFC 8037) can check
+//! a receipt offline; no prompt or completion text is ever in one, only the body's hash.
+//!
+//! This crate owns the receipt's wire form ([`jws`]), its payload ([`Claims`]), the signing keys
+//! kept in the data directory ([`keys`]) and the JWKS ([`jwks`]); the server signs, the CLI
+//! verifies.
+
+pub mod jwks;
+pub mod jws;
+pub mod keys;
+
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use router_one_core::usage::UsageRecord;
+
+pub use jwks::{Jwk, Jwks};
+pub use jws::{Verified, VerifyError};
+pub use keys::{KeyRing, ReceiptSigner};
+
+/// The name of the response header carrying a complete response's receipt.
+pub const RECEIPT_HEADER: &str = "x-router-one-receipt";
+
+/// The SSE comment line that ends a stream with its receipt: `: receipt <jws>` and a blank line.
+pub const STREAM_PREFIX: &[u8] = b": receipt ";
+
+/// A receipt's payload: what one request was asked for, served and billed, and the hash of the
+/// body its client received. Borrowed from the usage record, so signing copies nothing.
+#[derive(Debug, Serialize)]
+pub struct Claims<'a> {
+    /// The request id (`x-request-id`, the usage record's id).
+    pub request_id: &'a str,
+    /// The account billed.
+    pub account_id: &'a str,
+    /// The inference key that made the request.
+    pub key_id: &'a str,
+    /// The API called (`chat_completions`, `embeddings`).
+    pub endpoint: &'a str,
+    /// The model the client asked for.
+    pub requested_model: &'a str,
+    /// The model as the upstream reported it (`null` if it reported none).
+    pub served_model: Option<&'a str>,
+    /// The route (provider channel, as configured) that served the request.
+    pub provider: &'a str,
+    /// The upstream's own id for its answer (an OpenAI-format upstream's `id`); `null` where the
+    /// adapter does not read one (translated answers: Anthropic, Gemini).
+    pub upstream_response_id: Option<&'a str>,
+    /// Token counts as billed.
+    pub usage: ClaimedUsage,
+    /// The cost billed, USD, as an exact decimal string.
+    pub cost: String,
+    /// When the request arrived, µs since the Unix epoch.
+    pub created_at_us: i64,
+    /// When the receipt was signed, seconds since the Unix epoch (JWT `iat`).
+    pub iat: i64,
+    /// The HTTP status of the response.
+    pub status: u16,
+    /// Why metering is incomplete or the stream ended early (`null` for a clean answer).
+    pub error_code: Option<&'a str>,
+    /// Whether the response was streamed.
+    pub streamed: bool,
+    /// Lower-case hex SHA-256 of the exact response body bytes the client received (a stream:
+    /// every byte before the receipt's own comment line).
+    pub response_sha256: String,
+}
+
+/// Token counts in a receipt.
+#[derive(Debug, Serialize)]
+pub struct ClaimedUsage {
+    /// Prompt tokens, cached ones included.
+    pub prompt_tokens: u64,
+    /// Prompt tokens read from the upstream's cache.
+    pub cached_tokens: u64,
+    /// Prompt tokens written to the upstream's cache.
+    pub cache_write_tokens: u64,
+    /// Output tokens, reasoning included.
+    pub completion_tokens: u64,
+    /// Reasoning tokens.
+    pub reasoning_tokens: u64,
+}
+
+impl<'a> Claims<'a> {
+    /// The claims of `record`, whose response body hashed to `body_sha256`; `upstream_response_id`
+    /// is the upstream's own id for its answer, where the adapter read one.
+    pub fn of(
+        record: &'a UsageRecord,
+        upstream_response_id: Option<&'a str>,
+        body_sha256: &[u8; 32],
+        iat: i64,
+    ) -> Claims<'a> {
+        let u = &record.usage;
+        Claims {
+            request_id: &record.request_id,
+            account_id: &record.account_id,
+            key_id: &record.key_id,
+            endpoint: record.endpoint.as_str(),
+            requested_model: &record.requested_model,
+            served_model: record.served_model.as_deref(),
+            provider: &record.provider,
+            upstream_response_id,
+            usage: ClaimedUsage {
+                prompt_tokens: u.prompt_tokens,
+                cached_tokens: u.cached_tokens,
+                cache_write_tokens: u.cache_write_tokens,
+                completion_tokens: u.completion_tokens,
+                reasoning_tokens: u.reasoning_tokens,
+            },
+            cost: record.cost.to_string(),
+            created_at_us: record.created_at_us,
+            iat,
+            status: record.status,
+            error_code: record.error_code.as_deref(),
+            streamed: record.streamed,
+            response_sha256: hex::encode(body_sha256),
+        }
+    }
+}
+
+/// SHA-256 of a complete body.
+pub fn body_sha256(body: &[u8]) -> [u8; 32] {
+    Sha256::digest(body).into()
+}
+
+/// The SHA-256 of a body sent in pieces (a stream), fed as each piece is queued for the client.
+#[derive(Debug, Clone, Default)]
+pub struct BodyHasher(Sha256);
+
+impl BodyHasher {
+    /// Adds the next bytes sent.
+    pub fn update(&mut self, bytes: &[u8]) {
+        self.0.update(bytes);
+    }
+
+    /// The digest of everything added.
+    pub fn finish(self) -> [u8; 32] {
+        self.0.finalize().into()
+    }
+}
