@@ -1,7 +1,7 @@
 """Promise 2: no prompt or completion storage. A unique canary goes through every kind of
 request (the simulator echoes it into completions, tool arguments and errors); after the server
-stops, the canary must appear in no file under the data dir and nowhere in its stdout/stderr,
-even with RUST_LOG=debug."""
+stops, the canary must appear in no file under the data dir, nowhere in its stdout/stderr (even
+with RUST_LOG=debug), in no metric and in no byte of the trace spans it exported over OTLP."""
 
 from __future__ import annotations
 
@@ -11,14 +11,16 @@ import uuid
 import httpx
 
 from gateway import Gateway, free_port, log_path, get_record, pick_chat_model, pick_embedding_model, model_pricing
+from otlp import OtlpReceiver
 
 
 def test_no_prompt_or_completion_is_stored(tmp_path):
     canary = f"canary-{uuid.uuid4()}"
     metrics_port = free_port()
+    spans = OtlpReceiver()
     g = Gateway(tmp_path / "data", log_path=log_path("canary-gateway", tmp_path),
-                env={"RUST_LOG": "debug", "RUST_BACKTRACE": "1"},
-                args=["--metrics-listen", f"127.0.0.1:{metrics_port}"])
+                env={"RUST_LOG": "debug", "RUST_BACKTRACE": "1", "OTEL_BSP_SCHEDULE_DELAY": "100"},
+                args=["--metrics-listen", f"127.0.0.1:{metrics_port}", "--otlp-endpoint", spans.endpoint])
     g.start()
     ids = []
     try:
@@ -90,8 +92,13 @@ def test_no_prompt_or_completion_is_stored(tmp_path):
             assert unknown_model not in metrics, "a client-chosen model name is a metric label"
     finally:
         g.stop()
+        spans.close()
 
     needle = canary.encode()
+    exported = spans.raw()
+    assert {s.attributes["request_id"] for s in spans.spans() if s.name == "request"} >= set(ids), \
+        "every request's span was exported"
+    assert needle not in exported and needle.upper() not in exported, "the canary is in an exported span"
     hits = []
     for root, _dirs, files in os.walk(g.data_dir):
         for name in files:

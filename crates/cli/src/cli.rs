@@ -86,6 +86,12 @@ pub(crate) struct ServeArgs {
     /// [config: metrics.listen].
     #[arg(long, value_name = "ADDR")]
     pub(crate) metrics_listen: Option<SocketAddr>,
+    /// Export a trace of every request (spans for admission, each upstream attempt and the
+    /// usage write; ids and metadata, never a body) to this OTLP/HTTP collector, e.g.
+    /// `http://127.0.0.1:4318` (`/v1/traces` is added). Needs the `otel` cargo feature (on by
+    /// default) [config: telemetry.otlp_endpoint].
+    #[arg(long, value_name = "URL", env = "ROUTER_ONE_OTLP_ENDPOINT")]
+    pub(crate) otlp_endpoint: Option<String>,
     /// One log line per request (target `router_one::access`: request id, key, model, route,
     /// status, tokens, cost, latency; never a body), written as records commit, off the
     /// request path [default: on with --log-format json, else off].

@@ -48,6 +48,17 @@ pub(crate) struct Config {
     pub(crate) cluster: Cluster,
     #[serde(default)]
     pub(crate) metrics: MetricsConfig,
+    #[serde(default)]
+    pub(crate) telemetry: TelemetryConfig,
+}
+
+/// `[telemetry]`: OpenTelemetry traces (docs/traces.md).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct TelemetryConfig {
+    /// The OTLP/HTTP collector's base URL (`http://collector:4318`); unset: no traces.
+    #[serde(default)]
+    pub(crate) otlp_endpoint: Option<String>,
 }
 
 /// `[metrics]`: the Prometheus endpoint, on an address of its own (never the public port).

@@ -27,6 +27,17 @@ pub(crate) fn data_dir(config: &Config, flag: Option<PathBuf>) -> PathBuf {
     flag.unwrap_or_else(|| config.data_dir.clone())
 }
 
+/// Where `serve` exports its traces: the flag (or its environment variable), else the config
+/// file's `[telemetry] otlp_endpoint`. Read before the runtime starts, with the logging; a
+/// config file that cannot be read is reported by [`run`].
+pub(crate) fn otlp_endpoint(args: &ServeArgs) -> Option<String> {
+    args.otlp_endpoint.clone().or_else(|| {
+        Config::load(args.config.as_deref())
+            .ok()
+            .and_then(|config| config.telemetry.otlp_endpoint)
+    })
+}
+
 /// `router-one serve`.
 pub(crate) async fn run(args: ServeArgs, log_format: LogFormat) -> Result<()> {
     let metering = metering_switch()?;

@@ -11,6 +11,7 @@ pub mod money;
 pub mod pricing;
 pub mod secret;
 pub mod store;
+pub mod telemetry;
 pub mod usage;
 pub mod webhook;
 

@@ -5,6 +5,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use router_one_core::telemetry::SPAN_TARGET;
 use router_one_core::usage::{Endpoint, RecordLease, UsageRecord};
 use router_one_core::{ApiError, ErrorKind, TokenUsage, Usd};
 use router_one_metering::rate::{RateGrant, RateSnapshot};
@@ -74,6 +75,8 @@ pub(crate) struct RequestMeter {
     failed_attempts: Vec<router_one_core::usage::FailedAttempt>,
     /// Where the record goes.
     writer: UsageWriter,
+    /// The request's `request` span (`core::telemetry`), closed with the meter.
+    span: tracing::Span,
     /// The record was written (or, unmetered, skipped): [`Drop`] has nothing left to do.
     finished: bool,
 }
@@ -87,8 +90,10 @@ impl RequestMeter {
         metering: bool,
         writer: &UsageWriter,
     ) -> RequestMeter {
+        let request_id = router_one_core::ids::new_id("req");
+        let span = request_span(&request_id, &key, endpoint);
         RequestMeter {
-            request_id: router_one_core::ids::new_id("req"),
+            request_id,
             key,
             created_at_us: router_one_core::ids::now_us(),
             started,
@@ -106,8 +111,15 @@ impl RequestMeter {
             hung_up: HungUp::default(),
             failed_attempts: Vec::new(),
             writer: writer.clone(),
+            span,
             finished: false,
         }
+    }
+
+    /// A span for one step of this request (`admission`, `upstream_attempt`), a child of its
+    /// `request` span.
+    pub(crate) fn span(&self) -> &tracing::Span {
+        &self.span
     }
 
     /// µs since the request arrived.
@@ -314,8 +326,10 @@ impl RequestMeter {
         if let Some(grant) = self.rate.take() {
             grant.settle(usage.prompt_tokens.saturating_add(usage.completion_tokens));
         }
+        close_span(&self.span, &record);
         let written = if self.metering {
-            self.writer.record(record)
+            // The `usage_write` span is a child of this request's.
+            self.span.in_scope(|| self.writer.record(record))
         } else {
             Ok(())
         };
@@ -336,6 +350,57 @@ impl RequestMeter {
         };
         // A refusal costs nothing; if even its record cannot be written the error goes out anyway.
         let _ = self.finish(outcome);
+    }
+}
+
+/// The `request` span of a request that just arrived. Its fields are ids and names, and the
+/// outcome recorded by [`close_span`]: never a body or a header.
+fn request_span(request_id: &str, key: &KeyState, endpoint: Endpoint) -> tracing::Span {
+    use tracing::field::Empty;
+    tracing::info_span!(
+        target: SPAN_TARGET,
+        "request",
+        request_id,
+        endpoint = endpoint.as_str(),
+        account_id = %key.account_id,
+        key_id = %key.id,
+        "gen_ai.request.model" = Empty,
+        "gen_ai.response.model" = Empty,
+        route = Empty,
+        stream = Empty,
+        "http.response.status_code" = Empty,
+        "error.type" = Empty,
+        "gen_ai.usage.input_tokens" = Empty,
+        "gen_ai.usage.output_tokens" = Empty,
+        cost_usd = Empty,
+        failed_attempts = Empty,
+        "otel.status_code" = Empty,
+    )
+}
+
+/// Records the request's outcome on its span, from its usage record.
+fn close_span(span: &tracing::Span, record: &UsageRecord) {
+    if span.is_disabled() {
+        return;
+    }
+    span.record("gen_ai.request.model", record.requested_model.as_str());
+    if let Some(served) = &record.served_model {
+        span.record("gen_ai.response.model", served.as_str());
+    }
+    span.record("route", record.provider.as_str());
+    span.record("stream", record.streamed);
+    // As i64: OpenTelemetry's integers are signed, and unsigned values arrive as strings.
+    span.record("http.response.status_code", i64::from(record.status));
+    if let Some(code) = &record.error_code {
+        span.record("error.type", code.as_str());
+    }
+    let signed = |n: u64| i64::try_from(n).unwrap_or(i64::MAX);
+    span.record("gen_ai.usage.input_tokens", signed(record.usage.prompt_tokens));
+    span.record("gen_ai.usage.output_tokens", signed(record.usage.completion_tokens));
+    span.record("cost_usd", tracing::field::display(record.cost));
+    span.record("failed_attempts", i64::try_from(record.failed_attempts.len()).unwrap_or(i64::MAX));
+    if record.status >= 500 {
+        span.record("otel.status_code", "ERROR");
     }
 }
 

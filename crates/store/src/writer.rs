@@ -42,6 +42,7 @@ use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use router_one_core::store::{Store, StoreError, StoreResult};
+use router_one_core::telemetry::SPAN_TARGET;
 use router_one_core::usage::UsageRecord;
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -68,8 +69,9 @@ pub const PROBE_INTERVAL: Duration = Duration::from_millis(200);
     reason = "nearly every message is a record; a box would cost an allocation each"
 )]
 enum Message {
-    /// A journaled record, with the segment it was written to (kept alive until it commits).
-    Record(UsageRecord, Arc<Segment>),
+    /// A journaled record, with the segment it was written to (kept alive until it commits) and
+    /// its `usage_write` span (closed when it commits; a no-op without an exporter).
+    Record(UsageRecord, Arc<Segment>, tracing::Span),
     /// Answer once everything sent before has committed.
     Flush(oneshot::Sender<()>),
 }
@@ -194,6 +196,7 @@ impl UsageWriter {
             retired: Vec::new(),
             records: Vec::new(),
             segments: Vec::new(),
+            spans: Vec::new(),
             observer,
         };
         tokio::spawn(probe_journal(Arc::downgrade(&shared), wake_prober));
@@ -218,11 +221,12 @@ impl UsageWriter {
             self.shared.append_failed(encoded, Arc::clone(&segment), e);
         }
         self.shared.pending.fetch_add(1, Ordering::SeqCst);
-        if let Err(mpsc::error::SendError(message)) = self.sender.send(Message::Record(record, segment)) {
+        let span = tracing::info_span!(target: SPAN_TARGET, "usage_write", batch_records = tracing::field::Empty);
+        if let Err(mpsc::error::SendError(message)) = self.sender.send(Message::Record(record, segment, span)) {
             // The batch task is gone (the runtime is shutting down): the journal keeps the record
             // for the next start.
             self.shared.pending.fetch_sub(1, Ordering::SeqCst);
-            if let Message::Record(record, _) = message {
+            if let Message::Record(record, ..) = message {
                 tracing::warn!(request_id = %record.request_id, "usage writer stopped; record left in the journal");
             }
         }
@@ -302,6 +306,8 @@ struct BatchTask {
     /// The batch being committed, and the segments its records were written to.
     records: Vec<UsageRecord>,
     segments: Vec<Arc<Segment>>,
+    /// The batch's `usage_write` spans, closed as it commits.
+    spans: Vec<tracing::Span>,
     observer: Option<CommitObserver>,
 }
 
@@ -333,9 +339,10 @@ impl BatchTask {
     /// Adds a message to the batch or to the flush waiters.
     fn take(&mut self, message: Message, waiters: &mut Vec<oneshot::Sender<()>>) {
         match message {
-            Message::Record(record, segment) => {
+            Message::Record(record, segment, span) => {
                 self.records.push(record);
                 self.segments.push(segment);
+                self.spans.push(span);
             }
             Message::Flush(waiter) => waiters.push(waiter),
         }
@@ -356,6 +363,11 @@ impl BatchTask {
             observer(&self.records);
         }
         self.shared.pending.fetch_sub(self.records.len(), Ordering::SeqCst);
+        // As i64: OpenTelemetry's integers are signed, and unsigned values arrive as strings.
+        let records = i64::try_from(self.records.len()).unwrap_or(i64::MAX);
+        for span in self.spans.drain(..) {
+            span.record("batch_records", records);
+        }
         self.records.clear();
         // Releases these records' hold on their segments.
         self.segments.clear();

@@ -26,6 +26,9 @@ use router_one_core::usage::Endpoint;
 use router_one_core::{ApiError, Catalog, ErrorKind};
 use router_one_providers::sse::{SseSplitter, event_data};
 
+use router_one_core::telemetry::SPAN_TARGET;
+use tracing::Instrument;
+
 use crate::auth::InferenceKey;
 use crate::error::ErrorResponse;
 use crate::routes::upstream;
@@ -105,7 +108,12 @@ pub(crate) async fn serve(
         Err(refused) => return rewrite(refused.into_response(), dialect, &[]).await,
     };
     let admitted = match dialect.to_chat_in(&body, &app.catalog) {
-        Ok(chat) => crate::routes::chat::admit(&app, &mut meter, &chat).await,
+        Ok(chat) => {
+            let span = tracing::info_span!(target: SPAN_TARGET, parent: meter.span(), "admission");
+            crate::routes::chat::admit(&app, &mut meter, &chat)
+                .instrument(span)
+                .await
+        }
         Err(e) => Err(e),
     };
     let response = upstream::respond(app, meter, admitted).await;

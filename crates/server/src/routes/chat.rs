@@ -13,6 +13,9 @@ use router_one_providers::estimate;
 use router_one_providers::request::{TopLevel, chat_view};
 use router_one_providers::{ChatRequest, Target};
 
+use router_one_core::telemetry::SPAN_TARGET;
+use tracing::Instrument;
+
 use crate::admission::{self, OutputRequest};
 use crate::auth::InferenceKey;
 use crate::record::RequestMeter;
@@ -30,7 +33,8 @@ pub(crate) async fn completions(
         Ok(request) => request,
         Err(refused) => return refused.into_response(),
     };
-    let admitted = admit(&app, &mut meter, &body).await;
+    let span = tracing::info_span!(target: SPAN_TARGET, parent: meter.span(), "admission");
+    let admitted = admit(&app, &mut meter, &body).instrument(span).await;
     upstream::respond(app, meter, admitted).await
 }
 

@@ -17,6 +17,9 @@ use router_one_metering::{KeyState, Reservation};
 use router_one_providers::openai::with_cost;
 use router_one_providers::{NoKey, PreparedRequest, Provider, ReadContext, Refusal, UpstreamError};
 
+use router_one_core::telemetry::SPAN_TARGET;
+use tracing::Instrument;
+
 use crate::error::ErrorResponse;
 use crate::failover::{self, MAX_ATTEMPTS};
 use crate::metered::MeteredStream;
@@ -185,7 +188,15 @@ async fn forward(app: Arc<AppState>, mut meter: RequestMeter, admitted: Admitted
             head_deadline: attempt_started + left / u32::try_from(routes_left).unwrap_or(1),
             deadline,
         };
-        let failed = match attempt.send(app, meter).await {
+        let span = tracing::info_span!(
+            target: SPAN_TARGET,
+            parent: meter.span(),
+            "upstream_attempt",
+            route = %provider.name,
+            attempt = i64::try_from(attempts).unwrap_or(i64::MAX),
+            "error.type" = tracing::field::Empty,
+        );
+        let failed = match attempt.send(app, meter).instrument(span.clone()).await {
             Ok(response) => {
                 breaker.succeeded();
                 return response;
@@ -199,6 +210,8 @@ async fn forward(app: Arc<AppState>, mut meter: RequestMeter, admitted: Admitted
             cause,
         } = failed;
         meter = back;
+        span.record("error.type", error.kind.code());
+        drop(span);
         let retry = failover::retryable(&error);
         if retry {
             breaker.failed(retry_after.as_ref().and_then(seconds));
