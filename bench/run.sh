@@ -12,7 +12,8 @@
 #      only a build with the `bench-unmetered` feature accepts: the script builds with it),
 #      POSTGRES=0 (skip the runs against cluster nodes on PostgreSQL + Redis: a fresh database made
 #      on BENCH_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432/test, dropped afterwards,
-#      and BENCH_REDIS_URL, default redis://127.0.0.1:6379; one node, then three).
+#      and BENCH_REDIS_URL, default redis://127.0.0.1:6379; one node, then three),
+#      OBSERVE=0 (skip the runs against gateways with receipts, metrics and traces switched on).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -278,6 +279,53 @@ if [ "${POSTGRES:-1}" != 0 ]; then
   kill "$PG_PID" 2>/dev/null || true
 fi
 
+# What receipts, metrics and traces cost: three more gateways on copies of the data, one with
+# each switched on (receipts signed on every answer; a metrics listener, scraped once a second as
+# Prometheus would; every request's spans exported to an OTLP sink), measured interleaved with the
+# plain gateway at c=1 and at c=64.
+if [ "${OBSERVE:-1}" != 0 ]; then
+  SINK_PORT=$(free_port)
+  python3 - "$SINK_PORT" >"$OUT/otlp-sink.log" 2>&1 <<'PY' &
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+class Sink(BaseHTTPRequestHandler):
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("content-length", "0")))
+        self.send_response(200); self.send_header("content-length", "0"); self.end_headers()
+    def log_message(self, *a): pass
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Sink).serve_forever()
+PY
+  PIDS+=("$!")
+  wait_port "$SINK_PORT" "OTLP sink"
+  METRICS_PORT=$(free_port)
+  declare -A OBS_URL
+  for variant in receipts metrics otel; do
+    port=$(free_port)
+    case $variant in
+      receipts) flags=(--receipts) ;;
+      metrics) flags=(--metrics-listen "127.0.0.1:$METRICS_PORT") ;;
+      otel) flags=(--otlp-endpoint "http://127.0.0.1:$SINK_PORT") ;;
+    esac
+    cp -r "$OUT/data" "$OUT/data-$variant"
+    RUST_LOG=${RUST_LOG:-warn} "$BIN" serve --config "$OUT/config.toml" --listen "127.0.0.1:$port" \
+      --data "$OUT/data-$variant" "${flags[@]}" >"$OUT/gateway-$variant.log" 2>&1 &
+    PIDS+=("$!")
+    wait_http "http://127.0.0.1:$port/health" "gateway with $variant"
+    OBS_URL[$variant]="http://127.0.0.1:$port/v1/chat/completions"
+  done
+  ( while sleep 1; do curl -fsS -o /dev/null "http://127.0.0.1:$METRICS_PORT/metrics" || true; done ) &
+  SCRAPER=$!
+  PIDS+=("$SCRAPER")
+  for conc in c1 c64; do
+    if [ $conc = c1 ]; then wrk_args=(-t1 -c1); else wrk_args=(-t2 -c64); fi
+    run "observe_plain_$conc" "$GW_URL" "$API_KEY" 0 "${wrk_args[@]}"
+    for variant in receipts metrics otel; do
+      run "observe_${variant}_$conc" "${OBS_URL[$variant]}" "$API_KEY" 0 "${wrk_args[@]}"
+    done
+  done
+  kill "$SCRAPER" 2>/dev/null || true
+fi
+
 HWM_KB=$(awk '/^VmHWM:/ {print $2}' "/proc/$GW_PID/status")
 RSS_KB=$(awk '/^VmRSS:/ {print $2}' "/proc/$GW_PID/status")
 if ! kill -0 "$GW_PID" 2>/dev/null; then echo "the gateway died during the run" >&2; exit 1; fi
@@ -389,6 +437,26 @@ PY
 )
 fi
 
+# Receipts, metrics and traces against the plain gateway of the same interleaved runs.
+OROW=""
+if [ "${OBSERVE:-1}" != 0 ]; then
+  OROW=$(OUT=$OUT DATE=$DATE COMMIT=$COMMIT python3 - <<'PY'
+import json, os
+out = os.environ["OUT"]
+load = lambda n: json.load(open(f"{out}/{n}.json"))
+plain1, plain64 = load("observe_plain_c1"), load("observe_plain_c64")
+cells = [os.environ["DATE"], os.environ["COMMIT"], f'{plain1["p50_us"]:.0f} µs', f'{plain64["rps"]:.0f}']
+errors = 0
+for variant in ("receipts", "metrics", "otel"):
+    v1, v64 = load(f"observe_{variant}_c1"), load(f"observe_{variant}_c64")
+    cells.append(f'**{v1["p50_us"] - plain1["p50_us"]:+.0f} µs**, **{v64["rps"] / plain64["rps"] - 1:+.1%}**')
+    errors += sum(v["non2xx"] + v["socket_errors"] for v in (v1, v64))
+cells.append(str(errors))
+print("| " + " | ".join(cells) + " |")
+PY
+)
+fi
+
 # One row per translated family, beside the pass-through figures of the same run.
 TROWS=$(OUT=$OUT DATE=$DATE COMMIT=$COMMIT FAMILIES="${TRANSLATED_FAMILIES[*]}" CLAUDE=$CLAUDE_MODEL GEMINI=$GEMINI_MODEL \
   python3 - <<'PY'
@@ -420,6 +488,7 @@ echo "$ROW"
 [ -n "$TROWS" ] && echo "$TROWS"
 [ -n "$MROW" ] && echo "$MROW"
 [ -n "$PROW" ] && echo "$PROW"
+[ -n "$OROW" ] && echo "$OROW"
 echo "(raw wrk output and logs: $OUT)"
 # Rows of the smaller tables go at the end of their own table, found by its marker comment.
 append_to() { # marker rows
@@ -441,6 +510,7 @@ if [ "${NO_APPEND:-}" != 1 ]; then
   append_to "<!-- translated-rows" "$TROWS"
   append_to "<!-- metering-rows" "$MROW"
   append_to "<!-- postgres-rows" "$PROW"
+  append_to "<!-- observe-rows" "$OROW"
   echo "appended to bench/RESULTS.md"
 fi
 ERRS=$(echo "$ROW" | awk -F'|' '{gsub(/ /, "", $(NF-2)); print $(NF-2)}')

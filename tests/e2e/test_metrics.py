@@ -123,3 +123,22 @@ def test_counters_match_a_known_mix_of_requests_and_the_usage_records(metered):
 def test_metrics_are_not_on_the_public_port(metered):
     r = httpx.get(f"{metered.root}/metrics", timeout=10)
     assert r.status_code == 404
+
+
+def test_open_streams_counts_the_streams_in_flight(metered):
+    g = metered
+    with g.http(g.api_key) as http:
+        model = pick_chat_model(model_pricing(http))
+        assert _sum(_samples(g.metrics_url), "router_one_open_streams") == 0
+        body = {"model": model, "max_tokens": 10, "stream": True,
+                "messages": [{"role": "user", "content": "slow [[sim:tpot_ms=100]]"}]}
+        # Two slow streams held open: the gauge counts them while they run, and not after.
+        with http.stream("POST", "/v1/chat/completions", json=body) as first, \
+                http.stream("POST", "/v1/chat/completions", json=body) as second:
+            assert first.status_code == second.status_code == 200
+            assert _sum(_samples(g.metrics_url), "router_one_open_streams") == 2
+            first.read()
+        deadline = time.monotonic() + 10
+        while _sum(_samples(g.metrics_url), "router_one_open_streams") != 0:
+            assert time.monotonic() < deadline, "a finished or abandoned stream is still counted"
+            time.sleep(0.05)

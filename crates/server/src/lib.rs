@@ -48,6 +48,7 @@ pub fn metrics_app(state: Arc<AppState>, metrics: Arc<metrics::Metrics>) -> Rout
                 let readings = metrics::Readings {
                     usage_pending: state.usage.pending(),
                     journal_bytes: state.usage.journal_bytes(),
+                    open_streams: state.open_streams.load(std::sync::atomic::Ordering::Relaxed),
                 };
                 let body = metrics.render(readings, &state.health.open_routes());
                 (

@@ -11,6 +11,7 @@ use std::collections::VecDeque;
 use std::convert::Infallible;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -98,6 +99,8 @@ impl MeteredStream {
         let hasher = crate::routes::receipts::signer_for(&app, meter.endpoint()).map(|_| BodyHasher::default());
         let show_receipt = meter.key().settings().router_headers;
         let stop = Box::pin(app.stopping.clone().cancelled_owned());
+        // Counted until the state drops (`Drop for StreamState`), whichever way the stream ends.
+        app.open_streams.fetch_add(1, Ordering::Relaxed);
         let mut state = Box::new(StreamState {
             app,
             decoder,
@@ -420,5 +423,6 @@ impl Drop for StreamState {
             self.client_gone = true;
             self.end(Ending::Cut);
         }
+        self.app.open_streams.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -4,7 +4,7 @@
 //! cost counters are fed from the usage records as the writer commits them
 //! ([`router_one_store::CommitObserver`]): one record per request, counted once, so the counters
 //! match `GET /v1/usage` exactly (about 25 ms behind it). Gauges (writer lag, journal size,
-//! breakers, open connections) are read when scraped.
+//! open streams, breakers) are read when scraped.
 //!
 //! Labels are bounded: the endpoint, a catalog model id (a model the client named that is not
 //! in the catalog is `other`), a configured route, a status class, an error code from the one
@@ -80,6 +80,8 @@ pub struct Readings {
     pub usage_pending: usize,
     /// Bytes in the current journal segment.
     pub journal_bytes: u64,
+    /// Streams in flight.
+    pub open_streams: usize,
 }
 
 /// The gateway's metrics.
@@ -96,6 +98,7 @@ pub struct Metrics {
     cost_units: Family<ModelLabels, Counter>,
     usage_pending: Gauge,
     journal_bytes: Gauge,
+    open_streams: Gauge,
     breaker_open: Family<RouteLabels, Gauge>,
     /// Serialises scrapes (the gauges are set, then everything is encoded).
     scrape: Mutex<()>,
@@ -162,6 +165,12 @@ impl Metrics {
             "Bytes in the current usage journal segment",
             journal_bytes.clone(),
         );
+        let open_streams = Gauge::default();
+        registry.register(
+            "open_streams",
+            "Streamed answers in flight (from the upstream's first event to the end)",
+            open_streams.clone(),
+        );
         let breaker_open = Family::<RouteLabels, Gauge>::default();
         registry.register(
             "breaker_open",
@@ -181,6 +190,7 @@ impl Metrics {
             cost_units,
             usage_pending,
             journal_bytes,
+            open_streams,
             breaker_open,
             scrape: Mutex::new(()),
         })
@@ -279,6 +289,7 @@ impl Metrics {
         let _one_at_a_time = self.scrape.lock().unwrap_or_else(PoisonError::into_inner);
         self.usage_pending.set(gauge(readings.usage_pending as u64));
         self.journal_bytes.set(gauge(readings.journal_bytes));
+        self.open_streams.set(gauge(readings.open_streams as u64));
         for route in &self.routes {
             let open = open_breakers.contains(&route.as_str());
             self.breaker_open

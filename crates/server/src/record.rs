@@ -398,7 +398,10 @@ fn close_span(span: &tracing::Span, record: &UsageRecord) {
     span.record("gen_ai.usage.input_tokens", signed(record.usage.prompt_tokens));
     span.record("gen_ai.usage.output_tokens", signed(record.usage.completion_tokens));
     span.record("cost_usd", tracing::field::display(record.cost));
-    span.record("failed_attempts", i64::try_from(record.failed_attempts.len()).unwrap_or(i64::MAX));
+    span.record(
+        "failed_attempts",
+        i64::try_from(record.failed_attempts.len()).unwrap_or(i64::MAX),
+    );
     if record.status >= 500 {
         span.record("otel.status_code", "ERROR");
     }

@@ -151,6 +151,8 @@ pub struct AppState {
     /// The JWKS last served, for a few seconds: anyone may ask for it, and a keyless route must
     /// not cost a database read per call.
     pub(crate) receipt_jwks: arc_swap::ArcSwapOption<crate::routes::receipts::ServedJwks>,
+    /// Streams between their first upstream event and their end (the metrics' gauge).
+    pub open_streams: std::sync::atomic::AtomicUsize,
 }
 
 impl AppState {
@@ -196,6 +198,7 @@ impl AppState {
             stopping: tokio_util::sync::CancellationToken::new(),
             receipts: None,
             receipt_jwks: arc_swap::ArcSwapOption::empty(),
+            open_streams: std::sync::atomic::AtomicUsize::new(0),
         };
         state.warm_keys().await?;
         Ok(state)
