@@ -17,7 +17,7 @@ import jwt
 import pytest
 
 from conftest import log_dir, tracked
-from gateway import BIN, D, Gateway, get_record, log_path, new_key
+from gateway import BIN, D, Gateway, get_record, is_embedding, log_path, new_key
 
 MESSAGES = [{"role": "user", "content": "a receipt for this please"}]
 RECEIPT_LINE = b": receipt "
@@ -166,6 +166,29 @@ def test_a_streamed_answer_ends_with_a_verifiable_receipt(sgw, mgmt, made_ids):
     flipped_bytes_fail(claims, body)
     tampered_fields_fail(receipt, jwks)
     assert by_id(mgmt, rid) == receipt
+
+
+@pytest.mark.parametrize("family", ["claude", "gemini"])
+def test_a_translated_answer_names_the_upstreams_own_id(sgw, mgmt, models, made_ids, family):
+    """Through the Anthropic and Gemini adapters the receipt names the vendor's own id for the
+    answer (Anthropic's message id, Gemini's `responseId`), which is also the body's `id`."""
+    model = next(mid for mid, m in models.items() if mid.startswith(family) and not is_embedding(m))
+    plain = sgw.chat_model
+    sgw.chat_model = model
+    try:
+        r = complete(sgw)
+        rid, body, receipt = streamed(sgw)
+    finally:
+        sgw.chat_model = plain
+    made_ids.extend([r.headers["x-request-id"], rid])
+    jwks = jwks_of(sgw.root)
+    claims = verify(r.headers["x-router-one-receipt"], jwks)
+    assert get_record(mgmt, r.headers["x-request-id"])["provider"].startswith(("anthropic", "gemini")), claims
+    assert claims["upstream_response_id"] == json.loads(r.content)["id"], claims
+    assert claims["upstream_response_id"].startswith("msg_" if family == "claude" else ""), claims
+    streamed_claims = verify(receipt, jwks)
+    first = json.loads(body.split(b"\n\n")[0].removeprefix(b"data: "))
+    assert streamed_claims["upstream_response_id"] == first["id"], streamed_claims
 
 
 def test_an_embeddings_answer_is_signed(sgw, mgmt, embedding_model, made_ids):

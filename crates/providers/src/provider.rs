@@ -223,8 +223,8 @@ pub struct ReadResponse {
     pub usage: Option<TokenUsage>,
     /// Offset in `body` of the closing brace of its `usage` object, where `cost` is added.
     pub usage_end: Option<usize>,
-    /// The upstream's own id for its answer, where the adapter reads one (OpenAI format: the
-    /// body's `id`; translated answers: `None`, as their id may be the gateway's own).
+    /// The upstream's own id for its answer, where it sent one (OpenAI format: the body's `id`;
+    /// Anthropic: the message id; Gemini: `responseId`; never an id the adapter made up).
     pub upstream_response_id: Option<String>,
 }
 
@@ -260,8 +260,8 @@ pub trait StreamDecoder: Send {
     fn decode(&mut self, event: &Bytes, data: Bytes, out: &mut Vec<Bytes>) -> Decoded;
     /// The model the upstream named, once an event has named it.
     fn served_model(&self) -> Option<&str>;
-    /// The upstream's own id for its answer, once an event has named it, where the decoder
-    /// reads one (OpenAI format only; the others say `None`).
+    /// The upstream's own id for its answer, once an event has named it (as
+    /// [`ReadResponse::upstream_response_id`]).
     fn upstream_response_id(&self) -> Option<&str> {
         None
     }

@@ -230,6 +230,30 @@ fn responses_translate_to_golden_openai_bodies() {
     }
 }
 
+/// The receipt's `upstream_response_id` is Anthropic's message id, complete or streamed.
+#[test]
+fn the_upstream_response_id_is_the_message_id() {
+    for path in fixtures("responses", ".anthropic.json") {
+        let raw = std::fs::read(&path).unwrap();
+        let sent: Value = serde_json::from_slice(&raw).unwrap();
+        let read = Anthropic.read_chat(Bytes::from(raw), CONTEXT).unwrap();
+        assert_eq!(read.upstream_response_id.as_deref(), sent["id"].as_str(), "{path:?}");
+    }
+    let mut decoder = Anthropic.stream_decoder(CONTEXT);
+    assert_eq!(decoder.upstream_response_id(), None, "nothing before message_start");
+    let mut splitter = SseSplitter::default();
+    let mut events = Vec::new();
+    let text = std::fs::read(dir().join("streams/text.sse")).unwrap();
+    splitter.push(Bytes::from(text.clone()), &mut events).unwrap();
+    for event in &events {
+        decoder.decode(event, event_data(event).unwrap(), &mut Vec::new());
+    }
+    let named = String::from_utf8(text).unwrap();
+    let id = named.split("\"id\":\"").nth(1).and_then(|rest| rest.split('"').next());
+    assert!(id.is_some_and(|id| id.starts_with("msg_")));
+    assert_eq!(decoder.upstream_response_id(), id);
+}
+
 #[test]
 fn tool_inputs_become_arguments_byte_for_byte() {
     let body = Bytes::from(std::fs::read(dir().join("responses/tool_use_parallel.anthropic.json")).unwrap());

@@ -311,6 +311,8 @@ struct Transcript {
     error: bool,
     malformed: bool,
     served: Option<String>,
+    /// What the decoder says Gemini called its answer.
+    response_id: Option<String>,
 }
 
 fn run_stream(text: &[u8], pieces: usize) -> Transcript {
@@ -330,6 +332,7 @@ fn run_stream(text: &[u8], pieces: usize) -> Transcript {
         error: false,
         malformed: false,
         served: None,
+        response_id: None,
     };
     let mut out = Vec::new();
     for event in &events {
@@ -349,6 +352,7 @@ fn run_stream(text: &[u8], pieces: usize) -> Transcript {
         t.chunks.push(serde_json::from_slice(json).unwrap());
     }
     t.served = decoder.served_model().map(str::to_owned);
+    t.response_id = decoder.upstream_response_id().map(str::to_owned);
     t
 }
 
@@ -380,6 +384,33 @@ fn golden_streams() {
             }
         }
     }
+}
+
+/// The receipt's `upstream_response_id` is Gemini's `responseId` when it sent one, and nothing
+/// when it did not (never the `gen-…` id made up for the client).
+#[test]
+fn the_upstream_response_id_is_geminis_own() {
+    for name in ["text_stop", "parallel_calls", "recitation_no_ids", "blocked_prompt"] {
+        let raw = golden(&format!("response/{name}.gemini.json"));
+        let sent = serde_json::from_slice::<Value>(&raw).unwrap()["responseId"]
+            .as_str()
+            .map(str::to_owned);
+        let read = Gemini.read_chat(Bytes::from(raw), context()).unwrap();
+        assert_eq!(read.upstream_response_id, sent, "{name}");
+    }
+    for name in ["text", "thoughts", "error_midway"] {
+        let sse = golden(&format!("stream/{name}.sse"));
+        let text = String::from_utf8(sse.clone()).unwrap();
+        let sent = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("data: "))
+            .filter_map(|data| serde_json::from_str::<Value>(data).ok())
+            .find_map(|event| event["responseId"].as_str().map(str::to_owned));
+        assert!(sent.is_some(), "{name} names its response");
+        assert_eq!(run_stream(&sse, 3).response_id, sent, "{name}");
+    }
+    let unnamed = b"data: {\"candidates\":[{\"content\":{\"parts\":[{\"text\":\"a\"}]}}]}\r\n\r\n";
+    assert_eq!(run_stream(unnamed, 1).response_id, None);
 }
 
 #[test]

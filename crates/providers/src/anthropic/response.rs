@@ -54,7 +54,7 @@ pub(super) fn read(body: &Bytes, context: ReadContext<'_>) -> Result<ReadRespons
     if let Some(usage) = &message.usage {
         counts.update(usage);
     }
-    Ok(completion(&CompletionOut {
+    let mut read = completion(&CompletionOut {
         id: &message.id,
         created: context.created,
         model: &message.model,
@@ -65,7 +65,10 @@ pub(super) fn read(body: &Bytes, context: ReadContext<'_>) -> Result<ReadRespons
         finish_reason: finish_reason(message.stop_reason.as_deref()),
         stop_sequence: message.stop_sequence.as_deref(),
         usage: counts.tokens(),
-    }))
+    });
+    // The client's `id` is Anthropic's own message id, so the receipt can name it too.
+    read.upstream_response_id = (!message.id.is_empty()).then(|| message.id.to_string());
+    Ok(read)
 }
 
 /// A thinking block as Anthropic sent it (the fields that matter to send it back).

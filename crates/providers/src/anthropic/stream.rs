@@ -226,4 +226,9 @@ impl StreamDecoder for Decoder {
     fn served_model(&self) -> Option<&str> {
         self.model.as_deref()
     }
+
+    /// The message id `message_start` named (also every chunk's `id`).
+    fn upstream_response_id(&self) -> Option<&str> {
+        (self.model.is_some() && !self.head.id.is_empty()).then_some(self.head.id.as_str())
+    }
 }

@@ -116,7 +116,7 @@ pub(crate) fn read_chat(body: &[u8], context: ReadContext<'_>) -> Result<ReadRes
     };
     let id = response_id(&answer, context.created);
     let model = answer.model_version.as_deref().unwrap_or(context.upstream_id);
-    Ok(completion(&CompletionOut {
+    let mut read = completion(&CompletionOut {
         id: &id,
         created: context.created,
         model,
@@ -130,5 +130,12 @@ pub(crate) fn read_chat(body: &[u8], context: ReadContext<'_>) -> Result<ReadRes
             .collect(),
         finish_reason: finish,
         usage: answer.usage_metadata.as_ref().map(usage).unwrap_or_default(),
-    }))
+    });
+    // Gemini's own `responseId`, not the id made up when it sent none.
+    read.upstream_response_id = answer
+        .response_id
+        .as_deref()
+        .filter(|id| !id.is_empty())
+        .map(str::to_owned);
+    Ok(read)
 }

@@ -23,6 +23,8 @@ pub(crate) struct Decoder {
     calls: usize,
     /// A finish reason was sent: later events may only update usage.
     finished: bool,
+    /// Gemini's `responseId`, once an event has carried one.
+    response_id: Option<String>,
 }
 
 impl Decoder {
@@ -33,6 +35,7 @@ impl Decoder {
             head: None,
             calls: 0,
             finished: false,
+            response_id: None,
         }
     }
 }
@@ -54,6 +57,13 @@ impl StreamDecoder for Decoder {
                 error: true,
                 ..Decoded::default()
             };
+        }
+        if self.response_id.is_none() {
+            self.response_id = event
+                .response_id
+                .as_deref()
+                .filter(|id| !id.is_empty())
+                .map(str::to_owned);
         }
         let head = match &mut self.head {
             Some(head) => head,
@@ -137,5 +147,10 @@ impl StreamDecoder for Decoder {
 
     fn served_model(&self) -> Option<&str> {
         self.head.as_ref().map(|head| head.model.as_str())
+    }
+
+    /// Gemini's `responseId` (never the id made up when it sent none).
+    fn upstream_response_id(&self) -> Option<&str> {
+        self.response_id.as_deref()
     }
 }
