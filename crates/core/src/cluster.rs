@@ -122,7 +122,8 @@ pub trait ClusterStore: Send + Sync + 'static {
 
     /// Closes every open lease of this run (and earlier ones) at a clean shutdown, once every
     /// record the run journaled is committed: what they still hold goes back to their scopes,
-    /// so a node stopped on purpose strands nothing. Returns the total released.
+    /// so a node stopped on purpose strands nothing, and the node's row shows no journal backlog.
+    /// Returns the total released.
     async fn close_own_leases(&self, node: &NodeRun) -> StoreResult<Usd>;
 
     /// Key events after `after`, in commit order (a cursor never skips one that commits late),

@@ -100,6 +100,12 @@ impl ClusterStore for PgStore {
         retrying("close_own_leases", || async {
             let mut tx = self.pool.begin().await?;
             let released = close_open_leases(&mut tx, &node.node_id, Some(node.epoch.saturating_add(1))).await?;
+            // Every record is committed: the row no longer shows the last heartbeat's backlog.
+            sqlx::query("UPDATE gateway_nodes SET journal_pending = 0 WHERE node_id = $1 AND epoch = $2")
+                .bind(&node.node_id)
+                .bind(node.epoch)
+                .execute(&mut *tx)
+                .await?;
             tx.commit().await?;
             Ok(released)
         })

@@ -944,11 +944,18 @@ async fn key_changes_are_events_and_a_clean_stop_gives_its_leases_back() {
     // A node stopped on purpose, its records committed, gives back what its leases hold.
     let n1 = run("n1", store.register_node("n1").await.unwrap());
     assert_eq!(grant(&store, &n1, &acct("acct_e"), 500, 1).await.granted.units(), 500);
+    // Its last heartbeat saw a backlog, committed since.
+    store.heartbeat(&n1, 14, 5_000).await.unwrap();
     store
         .record_usage(&[drawn(2, "acct_e", "key_e", now_us(), 40, &n1, None)])
         .await
         .unwrap();
     assert_eq!(store.close_own_leases(&n1).await.unwrap().units(), 460);
+    let backlog: i64 = sqlx::query_scalar("SELECT journal_pending FROM gateway_nodes WHERE node_id = 'n1'")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(backlog, 0, "a node stopped with everything committed shows no backlog");
     assert_eq!(account_money(&store, "acct_e").await, (950, 0));
     assert_eq!(store.close_own_leases(&n1).await.unwrap(), Usd::ZERO, "once");
 }
