@@ -1,10 +1,12 @@
 //! Where `tracing` output goes: log lines to stderr and, with an OTLP endpoint, the request
 //! spans (`router_one_core::telemetry`) to an OpenTelemetry collector.
 //!
-//! Each destination has its own filter (per-layer filtering): the log filter never admits the
-//! span target, and the exporter admits nothing else. So log lines cost what they did before,
-//! and without an exporter no layer wants a request span and `tracing` skips them at each call
-//! site.
+//! One global filter, no per-layer filters: with a per-layer filter anywhere in the stack,
+//! `tracing-subscriber` can drop other layers' events (tokio-rs/tracing#2704 — seen here as log
+//! lines missing on PostgreSQL). The span target is switched off in that filter unless an
+//! exporter is configured, so without one no request span is ever built (`tracing` caches the
+//! answer at each call site). With one, the log layer also sees the spans: a log line written
+//! inside a request names its spans' ids and route, never more.
 
 use anyhow::Result;
 use router_one_core::telemetry::SPAN_TARGET;
@@ -40,15 +42,17 @@ impl Telemetry {
 /// is a blocking one).
 pub(crate) fn init(format: LogFormat, otlp_endpoint: Option<&str>) -> Result<Telemetry> {
     let wanted = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
+    let spans = if otlp_endpoint.is_some() { "info" } else { "off" };
     let filter =
-        format!("{wanted},hyper=info,hyper_util=info,h2=info,rustls=info,reqwest=info,sqlx=warn,{SPAN_TARGET}=off");
+        format!("{wanted},hyper=info,hyper_util=info,h2=info,rustls=info,reqwest=info,sqlx=warn,{SPAN_TARGET}={spans}");
     let logs = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
     let logs = match format {
         LogFormat::Text => logs.boxed(),
         LogFormat::Json => logs.json().flatten_event(true).with_current_span(false).boxed(),
-    }
-    .with_filter(tracing_subscriber::EnvFilter::new(filter));
-    let registry = tracing_subscriber::registry().with(logs);
+    };
+    let registry = tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::new(filter))
+        .with(logs);
     match otlp_endpoint {
         None => {
             registry.init();
@@ -81,9 +85,7 @@ mod otel {
     use opentelemetry_otlp::WithExportConfig;
     use opentelemetry_sdk::Resource;
     use opentelemetry_sdk::trace::SdkTracerProvider;
-    use router_one_core::telemetry::SPAN_TARGET;
     use tracing_subscriber::Layer;
-    use tracing_subscriber::filter::Targets;
     use tracing_subscriber::registry::LookupSpan;
 
     /// The collector's traces URL: `endpoint` as given if it already names `/v1/traces`, else
@@ -121,14 +123,14 @@ mod otel {
             .build())
     }
 
-    /// The layer that turns the request spans, and nothing else, into OpenTelemetry spans.
+    /// The layer that turns spans into OpenTelemetry spans (the request spans are the only ones
+    /// the global filter lets through: no dependency makes spans at `info`). A log event inside a
+    /// span becomes an event of that span, as written to the log: never a body.
     pub(super) fn layer<S>(provider: &SdkTracerProvider) -> impl Layer<S>
     where
         S: tracing::Subscriber + for<'span> LookupSpan<'span>,
     {
-        tracing_opentelemetry::layer()
-            .with_tracer(provider.tracer("router-one"))
-            .with_filter(Targets::new().with_target(SPAN_TARGET, tracing::Level::INFO))
+        tracing_opentelemetry::layer().with_tracer(provider.tracer("router-one"))
     }
 
     #[cfg(test)]

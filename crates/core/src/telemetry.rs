@@ -7,9 +7,9 @@
 //! commits, `store/src/writer.rs`). Their fields are ids, names, counts and times — never a
 //! body, a header or anything else the client wrote beyond the model name.
 //!
-//! The spans use a target of their own so that only the exporter's layer is interested in them:
-//! the log layer filters the target out. Without an exporter no layer wants them, `tracing`
-//! caches that at each call site, and a span costs a load and a branch.
+//! The spans use a target of their own, switched off in the log filter unless an exporter is
+//! configured (`cli/src/telemetry.rs`): without one `tracing` caches "never" at each call site,
+//! and a span costs a load and a branch.
 
 /// The `tracing` target of the request spans.
 pub const SPAN_TARGET: &str = "router_one::otel";
