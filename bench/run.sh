@@ -506,7 +506,7 @@ open(path, "w").write("\n".join(lines))
 PY
 }
 if [ "${NO_APPEND:-}" != 1 ]; then
-  echo "$ROW" >>"$RESULTS"
+  append_to "<!-- main-rows" "$ROW"
   append_to "<!-- translated-rows" "$TROWS"
   append_to "<!-- metering-rows" "$MROW"
   append_to "<!-- postgres-rows" "$PROW"
