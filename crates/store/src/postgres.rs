@@ -26,6 +26,7 @@ mod payments;
 mod usage;
 
 use std::future::Future;
+use std::str::FromStr;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -41,7 +42,7 @@ use router_one_core::store::{
     UsageFilter,
 };
 use router_one_core::usage::UsageRecord;
-use sqlx::postgres::{PgPool, PgPoolOptions};
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{PgConnection, Row};
 
 use crate::convert::db_err;
@@ -51,6 +52,10 @@ const MAX_CONNECTIONS: u32 = 16;
 
 /// How long a call waits for a connection (and so for an unreachable database to come back).
 const ACQUIRE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// How long a session may sit idle inside a transaction before PostgreSQL ends it (our
+/// transactions never wait on anything but the database, so only a vanished client does).
+pub const IDLE_IN_TRANSACTION_TIMEOUT: &str = "30s";
 
 /// The PostgreSQL store. Cheap to clone (a connection pool).
 #[derive(Clone, Debug)]
@@ -63,13 +68,19 @@ impl PgStore {
     /// to date (sqlx holds an advisory lock while migrating, so nodes starting together take
     /// turns) and creates the usage partitions of this month and the next two.
     pub async fn connect(url: &str) -> StoreResult<PgStore> {
+        let options = PgConnectOptions::from_str(url)
+            .map_err(db_err)?
+            // A node that vanishes mid-transaction (its network gone, no reset) would otherwise
+            // hold its locks — the usage lock every node's writer takes — until TCP keepalive
+            // gives up, two hours by default: PostgreSQL ends such a session after this.
+            .options([("idle_in_transaction_session_timeout", IDLE_IN_TRANSACTION_TIMEOUT)]);
         let pool = PgPoolOptions::new()
             .max_connections(MAX_CONNECTIONS)
             // A database that does not answer must fail a call within seconds, not hold it
             // for sqlx's default 30 s: a request waiting on a grant gets a clean 503, the
             // usage writer retries, the fence and /health see the outage.
             .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect(url)
+            .connect_with(options)
             .await
             .map_err(db_err)?;
         sqlx::migrate!("./migrations/postgres")

@@ -2379,6 +2379,18 @@ async fn a_usage_batch_that_commits_late_is_on_the_next_page() {
     assert_eq!(balance(&store, "acct_a").await, 1_000_000 - 3);
 }
 
+/// A session left idle inside a transaction (a node whose network vanished mid-batch) is ended
+/// by PostgreSQL, so the usage lock and row locks it held come free.
+#[tokio::test]
+async fn every_session_has_an_idle_in_transaction_timeout() {
+    let (store, _db) = postgres_db().await;
+    let timeout: String = sqlx::query_scalar("SHOW idle_in_transaction_session_timeout")
+        .fetch_one(store.pool())
+        .await
+        .unwrap();
+    assert_eq!(timeout, router_one_store::postgres::IDLE_IN_TRANSACTION_TIMEOUT);
+}
+
 /// A transaction left open elsewhere on the server — a backup, an idle session — holds back
 /// no listing: usage records are listed the moment their batch commits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
