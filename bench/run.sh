@@ -279,10 +279,9 @@ if [ "${POSTGRES:-1}" != 0 ]; then
   kill "$PG_PID" 2>/dev/null || true
 fi
 
-# What receipts, metrics and traces cost: three more gateways on copies of the data, one with
-# each switched on (receipts signed on every answer; a metrics listener, scraped once a second as
-# Prometheus would; every request's spans exported to an OTLP sink), measured interleaved with the
-# plain gateway at c=1 and at c=64.
+# What receipts, metrics and traces cost: four more gateways on copies of the data, a plain one
+# and one with each switched on alone (receipts signed on every answer; a metrics listener, scraped once a second as Prometheus would; every request's spans
+# exported to an OTLP sink), measured interleaved at c=1 and at c=64.
 if [ "${OBSERVE:-1}" != 0 ]; then
   SINK_PORT=$(free_port)
   python3 - "$SINK_PORT" >"$OUT/otlp-sink.log" 2>&1 <<'PY' &
@@ -299,12 +298,13 @@ PY
   wait_port "$SINK_PORT" "OTLP sink"
   METRICS_PORT=$(free_port)
   declare -A OBS_URL
-  for variant in receipts metrics otel; do
+  for variant in plain receipts metrics otel; do
     port=$(free_port)
     case $variant in
-      receipts) flags=(--receipts) ;;
-      metrics) flags=(--metrics-listen "127.0.0.1:$METRICS_PORT") ;;
-      otel) flags=(--otlp-endpoint "http://127.0.0.1:$SINK_PORT") ;;
+      plain) flags=(--receipts false) ;;
+      receipts) flags=(--receipts true) ;;
+      metrics) flags=(--receipts false --metrics-listen "127.0.0.1:$METRICS_PORT") ;;
+      otel) flags=(--receipts false --otlp-endpoint "http://127.0.0.1:$SINK_PORT") ;;
     esac
     cp -r "$OUT/data" "$OUT/data-$variant"
     RUST_LOG=${RUST_LOG:-warn} "$BIN" serve --config "$OUT/config.toml" --listen "127.0.0.1:$port" \
@@ -318,8 +318,7 @@ PY
   PIDS+=("$SCRAPER")
   for conc in c1 c64; do
     if [ $conc = c1 ]; then wrk_args=(-t1 -c1); else wrk_args=(-t2 -c64); fi
-    run "observe_plain_$conc" "$GW_URL" "$API_KEY" 0 "${wrk_args[@]}"
-    for variant in receipts metrics otel; do
+    for variant in plain receipts metrics otel; do
       run "observe_${variant}_$conc" "${OBS_URL[$variant]}" "$API_KEY" 0 "${wrk_args[@]}"
     done
   done

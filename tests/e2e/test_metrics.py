@@ -4,6 +4,7 @@ failovers and an upstream outage — the counters and histogram counts match the
 usage records exactly, and the exposition parses with the Prometheus client's own parser."""
 from __future__ import annotations
 
+import json
 import time
 from collections import Counter
 from decimal import Decimal
@@ -74,24 +75,37 @@ def test_counters_match_a_known_mix_of_requests_and_the_usage_records(metered):
             limited = new_key(mgmt, rpm_limit=1)
         for _ in range(2):
             statuses[chat("limited [[sim:words=6]]", key=limited["key"])] += 1
-    assert statuses == {200: 11, 404: 2, 502: 1, 429: 1}, statuses
+        # Refused for money: a key's spending limit, and (another account) a balance of zero —
+        # both `insufficient_quota` to the client, told apart in the metric.
+        with g.http(g.management_key) as mgmt:
+            capped = new_key(mgmt, max_spend="0.000001")
+        statuses[chat("capped", key=capped["key"])] += 1
+        made = g.admin("create-account", "--email", f"broke-{time.time_ns()}@example.com", "--credit", "0")
+        assert made.returncode == 0, made.stderr
+        with g.http(json.loads(made.stdout.strip().splitlines()[-1])["management_key"]) as broke:
+            broke_key = new_key(broke)
+        statuses[chat("broke", key=broke_key["key"])] += 1
+    assert statuses == {200: 11, 404: 2, 502: 1, 429: 1, 402: 2}, statuses
 
-    # The counters are fed as records commit (~25 ms): wait for all 15.
+    # The counters are fed as records commit (~25 ms): wait for all 17.
     deadline = time.monotonic() + 10
     while True:
         samples = _samples(g.metrics_url)
         total = _sum(samples, "router_one_requests_total")
-        if total >= 15 or time.monotonic() > deadline:
+        if total >= 17 or time.monotonic() > deadline:
             break
         time.sleep(0.05)
-    assert total == 15, total
+    assert total == 17, total
     assert _sum(samples, "router_one_requests_total", status_class="2xx") == 11
-    assert _sum(samples, "router_one_requests_total", status_class="4xx") == 3
+    assert _sum(samples, "router_one_requests_total", status_class="4xx") == 5
     assert _sum(samples, "router_one_requests_total", status_class="5xx") == 1
     assert _sum(samples, "router_one_requests_total", model="other") == 2  # no unbounded label
     assert _sum(samples, "router_one_requests_total", model=model, route="openai.sim-b") >= 2
     assert _sum(samples, "router_one_refusals_total", reason="model_not_found") == 2
-    assert _sum(samples, "router_one_refusals_total", reason="rate_limit_exceeded") == 1
+    assert _sum(samples, "router_one_refusals_total", reason="rate_limit") == 1
+    assert _sum(samples, "router_one_refusals_total", reason="budget") == 1
+    assert _sum(samples, "router_one_refusals_total", reason="balance") == 1
+    assert _sum(samples, "router_one_refusals_total") == 5
     # Failed attempts: two failovers on sim-a, and the outage's attempt on each route.
     errors = Counter()
     for (n, ls), v in samples.items():
@@ -99,13 +113,14 @@ def test_counters_match_a_known_mix_of_requests_and_the_usage_records(metered):
             errors[(dict(ls)["route"], dict(ls)["class"])] += v
     assert errors == {("openai.sim-a", "upstream_overloaded"): 2, ("openai.sim-a", "upstream_error"): 1,
                       ("openai.sim-b", "upstream_error"): 1}, errors
-    assert _sum(samples, "router_one_request_duration_seconds_count", endpoint="chat_completions") == 15
-    assert _sum(samples, "router_one_request_duration_seconds_bucket", endpoint="chat_completions", le="+Inf") == 15
+    assert _sum(samples, "router_one_request_duration_seconds_count", endpoint="chat_completions") == 17
+    assert _sum(samples, "router_one_request_duration_seconds_bucket", endpoint="chat_completions", le="+Inf") == 17
 
-    # Tokens and cost equal the usage records, to the unit.
+    # Tokens and cost equal the usage records, to the unit (the broke account's one refusal
+    # used and cost nothing).
     with g.http(g.management_key) as mgmt:
         records = list_usage(mgmt, limit=100)
-    assert len(records) == 15
+    assert len(records) == 16
     for kind, field in [("prompt", "prompt_tokens"), ("completion", "completion_tokens")]:
         assert _sum(samples, "router_one_tokens_total", kind=kind) == sum(r[field] for r in records), kind
     cost = sum((D(r["cost"]) for r in records), Decimal(0))

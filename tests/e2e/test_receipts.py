@@ -38,13 +38,31 @@ def jwks_of(root: str) -> dict:
     return r.json()
 
 
+class NotInBatch(Exception):
+    """The claims and their path do not lead to the root the JWS signed."""
+
+
 def verify(receipt: str, jwks: dict) -> dict:
-    """PyJWT: the receipt's claims if its EdDSA signature verifies under the JWKS key its
-    header names (raises otherwise)."""
-    header = jwt.get_unverified_header(receipt)
+    """The receipt's claims if it checks out (raises otherwise), as docs/receipts.md tells it:
+    PyJWT verifies the batch's EdDSA signature under the JWKS key its header names, then the
+    claims' leaf hash, folded with each step of the path, must give the root it signed."""
+    token, claims_b64, path_b64 = receipt.split("~")
+    header = jwt.get_unverified_header(token)
     assert header["alg"] == "EdDSA" and header["kid"], header
     keys = {k.key_id: k for k in jwt.PyJWKSet.from_dict(jwks).keys}
-    return jwt.decode(receipt, key=keys[header["kid"]], algorithms=["EdDSA"])
+    batch = jwt.decode(token, key=keys[header["kid"]], algorithms=["EdDSA"])
+    claims = unb64(claims_b64)
+    h = hashlib.sha256(b"\x00" + claims).digest()
+    for side, sibling in json.loads(unb64(path_b64)):
+        s = bytes.fromhex(sibling)
+        h = hashlib.sha256(b"\x01" + (s + h if side == "left" else h + s)).digest()
+    if h.hex() != batch["root"]:
+        raise NotInBatch(receipt)
+    return json.loads(claims)
+
+
+def jws_kid(receipt: str) -> str:
+    return jwt.get_unverified_header(receipt.split("~")[0])["kid"]
 
 
 def complete(gw, key=None):
@@ -91,9 +109,10 @@ def check_against_record(claims: dict, rec: dict, body: bytes, streamed_: bool) 
 
 
 def tampered_fields_fail(receipt: str, jwks: dict) -> None:
-    """Every payload field changed (the header and signature kept) fails verification."""
-    header, payload, signature = receipt.split(".")
-    claims = json.loads(unb64(payload))
+    """Every claim changed (the signature and path kept) fails verification, and so does any
+    change to the signed batch or to the path."""
+    token, claims_b64, path_b64 = receipt.split("~")
+    claims = json.loads(unb64(claims_b64))
     for field, value in claims.items():
         if isinstance(value, bool):
             changed = not value
@@ -106,8 +125,24 @@ def tampered_fields_fail(receipt: str, jwks: dict) -> None:
         else:
             changed = value[:-1] + ("0" if value[-1] != "0" else "1")
         forged = b64(json.dumps({**claims, field: changed}, separators=(",", ":")).encode())
+        with pytest.raises(NotInBatch):
+            verify(f"{token}~{forged}~{path_b64}", jwks)
+    # The signed batch: another root, or the same root said of more receipts.
+    header, payload, signature = token.split(".")
+    batch = json.loads(unb64(payload))
+    for forged_batch in ({**batch, "root": "00" * 32}, {**batch, "leaves": batch["leaves"] + 1}):
+        forged = b64(json.dumps(forged_batch, separators=(",", ":")).encode())
         with pytest.raises(jwt.InvalidSignatureError):
-            verify(f"{header}.{forged}.{signature}", jwks)
+            verify(f"{header}.{forged}.{signature}~{claims_b64}~{path_b64}", jwks)
+    # The path: a step added, or (if it has any) one dropped or its side swapped.
+    path = json.loads(unb64(path_b64))
+    forged_paths = [path + [["right", "00" * 32]]]
+    if path:
+        swapped = [["left" if side == "right" else "right", sibling] for side, sibling in path]
+        forged_paths += [path[1:], swapped]
+    for forged_path in forged_paths:
+        with pytest.raises(NotInBatch):
+            verify(f"{token}~{claims_b64}~{b64(json.dumps(forged_path).encode())}", jwks)
 
 
 def flipped_bytes_fail(claims: dict, body: bytes) -> None:
@@ -258,14 +293,20 @@ def test_the_verify_command(sgw, tmp_path):
     (tmp_path / "other.json").write_bytes(r.content.replace(b"}", b" }", 1))
     bad = run_verify(receipt, "--jwks", str(tmp_path / "jwks.json"), "--body", str(tmp_path / "other.json"))
     assert bad.returncode != 0 and "does NOT match" in bad.stderr, bad.stderr
-    # A changed payload.
-    header, payload, signature = receipt.split(".")
-    claims = json.loads(unb64(payload))
+    # Changed claims.
+    token, claims_b64, path_b64 = receipt.split("~")
+    claims = json.loads(unb64(claims_b64))
     claims["cost"] = "0"
-    forged = f"{header}.{b64(json.dumps(claims).encode())}.{signature}"
+    forged = f"{token}~{b64(json.dumps(claims).encode())}~{path_b64}"
+    bad = run_verify(forged, "--jwks", str(tmp_path / "jwks.json"))
+    assert bad.returncode != 0 and "NOT valid" in bad.stderr and "claims were altered" in bad.stderr, bad.stderr
+    assert bad.stdout == ""
+    # A changed signed batch.
+    header, payload, signature = token.split(".")
+    batch = json.loads(unb64(payload))
+    forged = f"{header}.{b64(json.dumps({**batch, 'iat': batch['iat'] + 1}).encode())}.{signature}~{claims_b64}~{path_b64}"
     bad = run_verify(forged, "--jwks", str(tmp_path / "jwks.json"))
     assert bad.returncode != 0 and "NOT valid" in bad.stderr and "bad signature" in bad.stderr, bad.stderr
-    assert bad.stdout == ""
 
 
 def test_rotation_keeps_old_receipts_verifiable(tmp_path_factory, chat_model):
@@ -275,7 +316,7 @@ def test_rotation_keeps_old_receipts_verifiable(tmp_path_factory, chat_model):
     try:
         g.chat_model = chat_model
         old = complete(g).headers["x-router-one-receipt"]
-        old_kid = jwt.get_unverified_header(old)["kid"]
+        old_kid = jws_kid(old)
         g.stop()
         rotated = g.admin("rotate-receipt-key")
         assert rotated.returncode == 0, rotated.stderr
@@ -286,7 +327,7 @@ def test_rotation_keeps_old_receipts_verifiable(tmp_path_factory, chat_model):
         assert {k["kid"] for k in jwks["keys"]} == {old_kid, new_kid}
         assert verify(old, jwks)["request_id"]
         new = complete(g).headers["x-router-one-receipt"]
-        assert jwt.get_unverified_header(new)["kid"] == new_kid
+        assert jws_kid(new) == new_kid
         verify(new, jwks)
     finally:
         g.stop()
@@ -308,3 +349,45 @@ def test_without_receipts_switched_on_nothing_is_signed(tmp_path, chat_model):
             assert rec.status_code == 404, rec.text
     finally:
         g.stop()
+
+
+def test_concurrent_answers_share_signatures_and_each_verifies(sgw, mgmt, made_ids):
+    """Receipts sealed at the same moment are signed together (one signature over a Merkle
+    root): each still verifies on its own, names its own request and body, and a receipt's
+    claims under another receipt's path do not."""
+    import asyncio
+    import httpx
+
+    async def one(c, i):
+        body = {"model": sgw.chat_model, "messages": [{"role": "user", "content": f"together {i}"}]}
+        if i % 2:
+            body |= {"stream": True, "stream_options": {"include_usage": True}}
+            async with c.stream("POST", f"{sgw.root}/v1/chat/completions", json=body,
+                                headers={"authorization": f"Bearer {sgw.api_key}"}) as r:
+                raw = b"".join([chunk async for chunk in r.aiter_raw()])
+                at = raw.rfind(b"\n\n" + RECEIPT_LINE)
+                return r.headers["x-request-id"], raw[:at + 2], raw[at + 2 + len(RECEIPT_LINE):-2].decode()
+        r = await c.post(f"{sgw.root}/v1/chat/completions", json=body,
+                         headers={"authorization": f"Bearer {sgw.api_key}"})
+        return r.headers["x-request-id"], r.content, r.headers["x-router-one-receipt"]
+
+    async def all_at_once():
+        async with httpx.AsyncClient(timeout=60, limits=httpx.Limits(max_connections=64)) as c:
+            return await asyncio.gather(*(one(c, i) for i in range(64)))
+
+    answers = asyncio.run(all_at_once())
+    made_ids.extend(rid for rid, _, _ in answers)
+    jwks = jwks_of(sgw.root)
+    batches: dict[str, list[str]] = {}
+    for rid, body, receipt in answers:
+        claims = verify(receipt, jwks)
+        assert claims["request_id"] == rid
+        assert claims["response_sha256"] == hashlib.sha256(body).hexdigest(), rid
+        batches.setdefault(receipt.split("~")[0], []).append(receipt)
+    print(f"64 receipts in {len(batches)} signed batches")
+    for receipts in batches.values():
+        if len(receipts) > 1:
+            token, _, path = receipts[0].split("~")
+            other_claims = receipts[1].split("~")[1]
+            with pytest.raises(NotInBatch):
+                verify(f"{token}~{other_claims}~{path}", jwks)

@@ -40,7 +40,7 @@ pub(crate) enum Command {
 
 #[derive(Debug, Args)]
 pub(crate) struct VerifyArgs {
-    /// The receipt (the compact JWS from `x-router-one-receipt`, the stream's `: receipt` line
+    /// The receipt (from `x-router-one-receipt`, the stream's `: receipt` line
     /// or `GET /v1/requests/{id}/receipt`), or a file holding it.
     pub(crate) receipt: String,
     /// The response body as received (a stream: every byte before the `: receipt` line); its
@@ -97,10 +97,18 @@ pub(crate) struct ServeArgs {
     /// request path [default: on with --log-format json, else off].
     #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
     pub(crate) access_log: Option<bool>,
-    /// Sign every chat and embeddings answer with a verifiable receipt (docs/receipts.md). Off by
-    /// default for now: signing on the response path costs about a third of the throughput at
-    /// concurrency 64 (bench/RESULTS.md).
-    #[arg(long, env = "ROUTER_ONE_RECEIPTS")]
+    /// Sign every chat and embeddings answer with a verifiable receipt (docs/receipts.md). Off
+    /// by default until they cost under 5 % of the throughput at concurrency 64
+    /// (bench/RESULTS.md).
+    #[arg(
+        long,
+        env = "ROUTER_ONE_RECEIPTS",
+        num_args = 0..=1,
+        default_value_t = false,
+        default_missing_value = "true",
+        action = clap::ArgAction::Set,
+        value_name = "BOOL"
+    )]
     pub(crate) receipts: bool,
 }
 

@@ -1,7 +1,7 @@
 //! `router-one verify RECEIPT [--body FILE] [--jwks FILE_OR_URL]`: checks a signed receipt
-//! offline (docs/receipts.md) — its EdDSA signature against a JWKS and, with `--body`, that the
-//! body's SHA-256 is the receipt's `response_sha256` — and prints its payload. Exit code 0 only
-//! if everything checked is valid.
+//! offline (docs/receipts.md) — its batch's EdDSA signature against a JWKS, that its claims are
+//! in the batch signed and, with `--body`, that the body's SHA-256 is the receipt's
+//! `response_sha256` — and prints its claims. Exit code 0 only if everything checked is valid.
 
 use std::path::Path;
 use std::time::Duration;
@@ -10,7 +10,7 @@ use anyhow::{Context, Result, bail};
 use http_body_util::{BodyExt, Empty, Limited};
 use sha2::{Digest, Sha256};
 
-use router_one_receipts::{Jwks, KeyRing, jws};
+use router_one_receipts::{Jwks, KeyRing};
 
 use crate::cli::VerifyArgs;
 
@@ -34,9 +34,12 @@ pub(crate) async fn run(args: VerifyArgs) -> Result<()> {
             KeyRing::load_or_create(&dir)?.jwks()
         }
     };
-    let verified = jws::verify(&receipt, &keys).context("the receipt is NOT valid")?;
+    let verified = router_one_receipts::verify(&receipt, &keys).context("the receipt is NOT valid")?;
     println!("{}", serde_json::to_string_pretty(&verified.claims)?);
-    eprintln!("signature valid: signed by key {}", verified.kid);
+    eprintln!(
+        "signature valid: signed by key {} at {} (iat), over a batch of {} receipt(s) this one is in",
+        verified.kid, verified.batch.iat, verified.batch.leaves
+    );
     if let Some(body) = &args.body {
         let bytes = std::fs::read(body).with_context(|| format!("reading the body {}", body.display()))?;
         let actual = hex::encode(Sha256::digest(&bytes));
@@ -54,7 +57,7 @@ pub(crate) async fn run(args: VerifyArgs) -> Result<()> {
 /// The receipt given on the command line, or read from the file it names.
 fn receipt_text(arg: &str) -> Result<String> {
     let path = Path::new(arg);
-    let text = if arg.matches('.').count() != 2 && path.is_file() {
+    let text = if !arg.contains(router_one_receipts::batch::PART_SEPARATOR) && path.is_file() {
         std::fs::read_to_string(path).with_context(|| format!("reading the receipt {arg}"))?
     } else {
         arg.to_owned()

@@ -15,7 +15,19 @@ pub struct ApiError {
     pub param: Option<Cow<'static, str>>,
     /// Seconds after which a retry can succeed (sent as `Retry-After`), for transient refusals.
     pub retry_after_s: Option<u64>,
+    /// Why the gateway refused, where the code alone does not say (`insufficient_quota` is a
+    /// key's budget or the account's balance): [`REFUSED_BY_RATE_LIMIT`], [`REFUSED_BY_BUDGET`],
+    /// [`REFUSED_BY_BALANCE`]. Kept with the request's record for the operator's metrics;
+    /// never sent.
+    pub refusal: Option<&'static str>,
 }
+
+/// [`ApiError::refusal`]: a key's RPM, TPM or concurrency limit.
+pub const REFUSED_BY_RATE_LIMIT: &str = "rate_limit";
+/// [`ApiError::refusal`]: a key's spending limit or periodic budget.
+pub const REFUSED_BY_BUDGET: &str = "budget";
+/// [`ApiError::refusal`]: the account's prepaid balance.
+pub const REFUSED_BY_BALANCE: &str = "balance";
 
 /// The kinds of failure, each with one fixed status, type and code.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,7 +163,14 @@ impl ApiError {
             message: message.into(),
             param: None,
             retry_after_s: None,
+            refusal: None,
         }
+    }
+
+    /// Says why the gateway refused ([`ApiError::refusal`]).
+    pub fn refused_by(mut self, reason: &'static str) -> ApiError {
+        self.refusal = Some(reason);
+        self
     }
 
     /// Says when a retry can succeed (`Retry-After`, whole seconds, at least 1).

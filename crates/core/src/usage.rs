@@ -87,11 +87,16 @@ pub struct UsageRecord {
     /// when the first attempt was the last: the usual case). They are not billed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed_attempts: Vec<FailedAttempt>,
-    /// The response's signed receipt (a compact JWS: metadata and the body's SHA-256, never
-    /// a body; docs/receipts.md); `None` for a refusal, a dialect endpoint or a stream whose
-    /// client left before its end.
+    /// The response's signed receipt (its batch's JWS, its claims and their path: metadata and
+    /// the body's SHA-256, never a body; docs/receipts.md); `None` for a refusal, a dialect
+    /// endpoint or a response whose client left before its end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub receipt: Option<String>,
+    /// Why the gateway refused the request, where `error_code` does not say
+    /// (`core::error::REFUSED_BY_*`: `rate_limit`, `budget`, `balance`), for the operator's
+    /// metrics. Kept in the journal, not in the database.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub refusal: Option<String>,
 }
 
 /// An attempt of a request on one route that failed before the client received a byte, and

@@ -14,6 +14,7 @@ use std::sync::Arc;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 
+use router_one_core::error::{REFUSED_BY_BALANCE, REFUSED_BY_BUDGET};
 use router_one_core::{ApiError, ErrorKind, PostedRates, TokenUsage, Usd};
 
 use crate::budget::Exhausted;
@@ -294,6 +295,12 @@ fn held_refusal(ask: &CostAsk, e: Exhausted, whose: &str) -> Option<Refused> {
 const HELD_RETRY_AFTER_S: u64 = 1;
 
 fn key_refusal(ask: &CostAsk, e: Exhausted, now_us: i64) -> Refused {
+    let mut refused = key_refusal_error(ask, e, now_us);
+    refused.error = refused.error.refused_by(REFUSED_BY_BUDGET);
+    refused
+}
+
+fn key_refusal_error(ask: &CostAsk, e: Exhausted, now_us: i64) -> Refused {
     if let Some(refusal) = held_refusal(ask, e, "this API key") {
         return refusal;
     }
@@ -329,7 +336,8 @@ fn key_refusal(ask: &CostAsk, e: Exhausted, now_us: i64) -> Refused {
 }
 
 fn account_refusal(ask: &CostAsk, e: Exhausted) -> Refused {
-    if let Some(refusal) = held_refusal(ask, e, "this account") {
+    if let Some(mut refusal) = held_refusal(ask, e, "this account") {
+        refusal.error = refusal.error.refused_by(REFUSED_BY_BALANCE);
         return refusal;
     }
     ApiError::new(
@@ -341,6 +349,7 @@ fn account_refusal(ask: &CostAsk, e: Exhausted) -> Refused {
             needs(ask)
         ),
     )
+    .refused_by(REFUSED_BY_BALANCE)
     .into()
 }
 
@@ -433,9 +442,15 @@ mod tests {
         let key = key_with(100 * TOKEN, Some(50 * TOKEN), BudgetPeriod::None);
         let e = Reservation::new(key.clone(), ask(OutputAsk::Exactly(60)), 0).unwrap_err();
         assert_eq!((e.kind, e.retry_after_s), (ErrorKind::InsufficientQuota, None));
+        // The same code to the client; the operator's metrics tell the two apart.
+        assert_eq!(e.refusal, Some(REFUSED_BY_BUDGET));
         let key = key_with(40 * TOKEN, Some(50 * TOKEN), BudgetPeriod::None);
         let e = Reservation::new(key.clone(), ask(OutputAsk::Exactly(45)), 0).unwrap_err();
         assert!(e.message.contains("prepaid balance"), "{}", e.message);
+        assert_eq!(
+            (e.kind, e.refusal),
+            (ErrorKind::InsufficientQuota, Some(REFUSED_BY_BALANCE))
+        );
         assert_eq!(key.spend.reserved(), Usd::ZERO);
         assert_eq!(key.account.reserved(), Usd::ZERO);
     }
@@ -502,6 +517,7 @@ mod tests {
         let key = key_with(1_000 * TOKEN, Some(10 * TOKEN), BudgetPeriod::Daily);
         let e = Reservation::new(key, ask(OutputAsk::Exactly(11)), now).unwrap_err();
         assert_eq!((e.kind, e.retry_after_s), (ErrorKind::RateLimited, Some(400)));
+        assert_eq!(e.refusal, Some(REFUSED_BY_BUDGET));
         assert!(
             !e.message.contains("credit") && !e.message.contains("balance"),
             "{}",

@@ -31,15 +31,18 @@ pub enum VerifyError {
     /// The signature does not match the header and payload under that key.
     #[error("bad signature: the receipt was altered or not signed by key `{0}`")]
     BadSignature(String),
+    /// The signature is good, but the claims and their path do not lead to the root it signed.
+    #[error("the claims were altered: they and their path do not lead to the signed root")]
+    NotInBatch,
 }
 
-/// A receipt whose signature checked out.
+/// A compact JWS whose signature checked out.
 #[derive(Debug)]
-pub struct Verified {
+pub struct VerifiedJws {
     /// The key that signed it.
     pub kid: String,
     /// The payload, as signed.
-    pub claims: serde_json::Value,
+    pub payload: Vec<u8>,
 }
 
 /// The protected header: the signing key's id and the algorithm, in this fixed order.
@@ -68,9 +71,8 @@ struct Header {
 }
 
 /// Checks a compact JWS against a key set; the payload if the signature is good.
-pub fn verify(receipt: &str, keys: &Jwks) -> Result<Verified, VerifyError> {
-    let receipt = receipt.trim();
-    let mut parts = receipt.split('.');
+pub fn verify(compact: &str, keys: &Jwks) -> Result<VerifiedJws, VerifyError> {
+    let mut parts = compact.split('.');
     let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
@@ -94,13 +96,12 @@ pub fn verify(receipt: &str, keys: &Jwks) -> Result<Verified, VerifyError> {
         .map_err(|_| VerifyError::Malformed("signature is not base64url"))?;
     let signature =
         Signature::from_slice(&signature).map_err(|_| VerifyError::Malformed("signature is not 64 bytes"))?;
-    let signed = &receipt[..header_b64.len() + 1 + payload_b64.len()];
+    let signed = &compact[..header_b64.len() + 1 + payload_b64.len()];
     verify_with(&key, signed.as_bytes(), &signature).map_err(|()| VerifyError::BadSignature(kid.clone()))?;
     let payload = URL_SAFE_NO_PAD
         .decode(payload_b64)
         .map_err(|_| VerifyError::Malformed("payload is not base64url"))?;
-    let claims = serde_json::from_slice(&payload).map_err(|_| VerifyError::Malformed("payload is not JSON"))?;
-    Ok(Verified { kid, claims })
+    Ok(VerifiedJws { kid, payload })
 }
 
 fn verify_with(key: &VerifyingKey, message: &[u8], signature: &Signature) -> Result<(), ()> {
@@ -123,7 +124,7 @@ mod tests {
         let jws = s.sign_payload(br#"{"request_id":"req_1","cost":"0.000123"}"#);
         let verified = verify(&jws, &s.jwks()).unwrap();
         assert_eq!(verified.kid, s.kid());
-        assert_eq!(verified.claims["cost"], "0.000123");
+        assert_eq!(verified.payload, br#"{"request_id":"req_1","cost":"0.000123"}"#);
         let header: serde_json::Value =
             serde_json::from_slice(&URL_SAFE_NO_PAD.decode(jws.split('.').next().unwrap()).unwrap()).unwrap();
         assert_eq!(header["alg"], "EdDSA");

@@ -12,7 +12,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 
 use crate::jwks::{Jwk, Jwks, kid_of};
-use crate::{Claims, jws};
+use crate::jws;
 
 /// The key file's name in the data directory.
 pub const KEY_FILE: &str = "receipt-keys.json";
@@ -39,6 +39,7 @@ pub enum KeyFileError {
 }
 
 /// The key that signs receipts now.
+#[derive(Clone)]
 pub struct ReceiptSigner {
     key: SigningKey,
     kid: String,
@@ -83,13 +84,6 @@ impl ReceiptSigner {
     /// A key set of this key alone.
     pub fn jwks(&self) -> Jwks {
         Jwks { keys: vec![self.jwk()] }
-    }
-
-    /// The receipt of `claims`.
-    pub fn sign(&self, claims: &Claims<'_>) -> String {
-        // Serializing borrowed strings and numbers cannot fail.
-        let payload = serde_json::to_vec(claims).unwrap_or_default();
-        self.sign_payload(&payload)
     }
 
     /// A compact JWS of any JSON payload under this key.
@@ -264,72 +258,5 @@ mod tests {
             KeyRing::load_or_create(dir.path()),
             Err(KeyFileError::Invalid { .. })
         ));
-    }
-
-    /// The cost of signing one receipt (`cargo test -p router-one-receipts --release -- --ignored
-    /// --nocapture signing_cost`): the issue's target is under 30 µs.
-    #[test]
-    #[ignore = "a measurement, run by hand"]
-    fn signing_cost() {
-        use router_one_core::usage::{Endpoint, UsageRecord};
-        let record = UsageRecord {
-            request_id: "req_0123456789abcdef0123".into(),
-            account_id: "acct_0123456789abcdef".into(),
-            key_id: "key_0123456789abcdef".into(),
-            created_at_us: 1_800_000_000_000_000,
-            endpoint: Endpoint::ChatCompletions,
-            requested_model: "gpt-4o-mini".into(),
-            served_model: Some("gpt-4o-mini-2024-07-18".into()),
-            provider: "openai".into(),
-            usage: router_one_core::TokenUsage {
-                prompt_tokens: 1200,
-                completion_tokens: 300,
-                ..Default::default()
-            },
-            cost: router_one_core::Usd::from_units(123_456),
-            latency_us: 1000,
-            upstream_sent_us: None,
-            ttft_us: None,
-            status: 200,
-            error_code: None,
-            streamed: false,
-            lease: None,
-            failed_attempts: Vec::new(),
-            receipt: None,
-        };
-        let signer = ReceiptSigner::generate();
-        let body = vec![b'x'; 2048];
-        let n = 20_000u32;
-        let start = std::time::Instant::now();
-        for _ in 0..n {
-            let hash = crate::body_sha256(std::hint::black_box(&body));
-            let receipt = signer.sign(&Claims::of(
-                &record,
-                Some("chatcmpl-0123456789abcdef"),
-                &hash,
-                1_800_000_000,
-            ));
-            std::hint::black_box(receipt);
-        }
-        let per = start.elapsed() / n;
-        let start = std::time::Instant::now();
-        for _ in 0..n {
-            std::hint::black_box(signer.sign(&Claims::of(
-                &record,
-                Some("chatcmpl-0123456789abcdef"),
-                &[0; 32],
-                1_800_000_000,
-            )));
-        }
-        let sign_only = start.elapsed() / n;
-        let start = std::time::Instant::now();
-        for _ in 0..n {
-            std::hint::black_box(signer.sign_payload(std::hint::black_box(b"{}")));
-        }
-        let floor = start.elapsed() / n;
-        println!(
-            "receipt: {per:?} per request with a 2 KiB body hashed; {sign_only:?} to build and sign the claims; \
-             {floor:?} for an Ed25519 signature of an empty payload (the floor)"
-        );
     }
 }

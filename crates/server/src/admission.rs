@@ -158,6 +158,7 @@ fn held_elsewhere(app: &AppState, meter: &RequestMeter, refusal: ApiError) -> Ap
         "Requests in flight on other gateway nodes hold what this request needs; retry when they finish.",
     )
     .with_retry_after(1)
+    .refused_by(refusal.refusal.unwrap_or(router_one_core::error::REFUSED_BY_BUDGET))
 }
 
 /// A reservation clamped below the client's `max_tokens` (`asked`), kept or refused as the key's
@@ -305,7 +306,8 @@ fn try_reserve(
                 }
                 return Tried::Refused(
                     ApiError::new(ErrorKind::RateLimited, refusal.message())
-                        .with_retry_after(refusal.retry_after_secs()),
+                        .with_retry_after(refusal.retry_after_secs())
+                        .refused_by(router_one_core::error::REFUSED_BY_RATE_LIMIT),
                 );
             }
         }

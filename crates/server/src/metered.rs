@@ -67,6 +67,8 @@ struct StreamState {
     /// own headers: its receipt is kept with the record only).
     show_receipt: bool,
     meter: Option<RequestMeter>,
+    /// The stream's end, waiting for its receipt.
+    sealing: Option<Sealing>,
     include_usage: bool,
     client_gone: bool,
     usage: Option<TokenUsage>,
@@ -114,6 +116,7 @@ impl MeteredStream {
             },
             show_receipt,
             meter: Some(meter),
+            sealing: None,
             include_usage,
             client_gone: false,
             usage: None,
@@ -202,6 +205,13 @@ impl StreamState {
             if let Some(bytes) = self.out.ready.pop_front() {
                 return Poll::Ready(Some(bytes));
             }
+            if let Some(sealing) = self.sealing.as_mut() {
+                let receipt = std::task::ready!(Pin::new(&mut sealing.receipt).poll(cx)).ok();
+                if let Some(Sealing { meter, last, .. }) = self.sealing.take() {
+                    self.write(meter, receipt, last);
+                }
+                continue;
+            }
             if self.broken && self.upstream.is_some() {
                 self.end(Ending::Malformed);
                 continue;
@@ -282,7 +292,7 @@ impl StreamState {
             // A last event without its blank line (e.g. `data: [DONE]` then close).
             self.on_event(rest);
         }
-        let Some(meter) = self.meter.take() else {
+        let Some(mut meter) = self.meter.take() else {
             return;
         };
         let error_code = match ending {
@@ -300,41 +310,57 @@ impl StreamState {
             error_code,
             served_model: self.decoder.served_model().map(str::to_owned),
             usage: self.usage.unwrap_or_default(),
+            refusal: None,
         };
         // The last bytes need the cost, and the receipt needs the last bytes: both are made
-        // with the settled record, before it is written, and queued only once it is. A client
-        // that left gets no receipt: nobody received the body it would vouch for.
-        let mut last: Vec<Bytes> = Vec::with_capacity(3);
+        // with the settled record, and queued only once it is written — with its receipt, once
+        // sealed (`poll_next` waits for it). A client that left gets no receipt: nobody received
+        // the body it would vouch for.
         let hasher = self.out.hasher.take().filter(|_| !self.client_gone);
         let signer = crate::routes::receipts::signer_for(&self.app, meter.endpoint());
         let held = self.held_usage.take().filter(|_| self.include_usage);
-        let saw_done = self.saw_done;
-        let upstream_response_id = self.decoder.upstream_response_id();
-        let mut receipt_line = None;
-        let written = meter.finish_sealed(outcome, |record| {
-            if let Some(held) = held {
-                let chunk = with_cost(held.chunk, held.usage_end, &record.cost.to_string());
-                last.push(data_event(&chunk));
-            }
-            last.extend(closing_event(ending, saw_done));
-            let mut hasher = hasher?;
+        let record = meter.settle(outcome);
+        let mut last: Vec<Bytes> = Vec::with_capacity(2);
+        if let Some(held) = held {
+            let chunk = with_cost(held.chunk, held.usage_end, &record.cost.to_string());
+            last.push(data_event(&chunk));
+        }
+        last.extend(closing_event(ending, self.saw_done));
+        if let (Some(mut hasher), Some(signer)) = (hasher, signer) {
             for bytes in &last {
                 hasher.update(bytes);
             }
-            let receipt = crate::routes::receipts::seal(signer?, record, upstream_response_id, &hasher.finish());
-            receipt_line = Some(Bytes::from(format!(": receipt {receipt}\n\n")));
-            Some(receipt)
-        });
-        if let Err(e) = written {
+            let receipt =
+                crate::routes::receipts::seal(signer, record, self.decoder.upstream_response_id(), &hasher.finish());
+            self.sealing = Some(Sealing { meter, receipt, last });
+            return;
+        }
+        self.write(meter, None, last);
+    }
+
+    /// Writes the settled record with its receipt, then queues the last bytes — or, if the
+    /// record cannot be written, an error event instead of them.
+    fn write(&mut self, meter: RequestMeter, receipt: Option<String>, last: Vec<Bytes>) {
+        let receipt_line = receipt
+            .as_ref()
+            .filter(|_| self.show_receipt)
+            .map(|receipt| Bytes::from(format!(": receipt {receipt}\n\n")));
+        if let Err(e) = meter.write(receipt) {
             self.out.ready.push_back(error_event(&e));
             return;
         }
         // Already hashed: straight to the client.
         self.out.ready.extend(last);
-        if self.show_receipt {
-            self.out.ready.extend(receipt_line);
-        }
+        self.out.ready.extend(receipt_line);
     }
+}
+
+/// A stream's end waiting for its receipt: the settled meter and the last bytes, held until the
+/// batch signer answers.
+struct Sealing {
+    meter: RequestMeter,
+    receipt: tokio::sync::oneshot::Receiver<String>,
+    last: Vec<Bytes>,
 }
 
 /// What ends a stream that ended this way, after its usage chunk: `[DONE]` after a complete

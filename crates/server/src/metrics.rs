@@ -142,7 +142,7 @@ impl Metrics {
         let refusals = Family::<ReasonLabels, Counter>::default();
         registry.register(
             "refusals",
-            "Requests refused by the gateway before any upstream call, by reason (the error code)",
+            "Requests refused by the gateway before any upstream call, by reason (rate_limit, budget, balance, else the error code)",
             refusals.clone(),
         );
         let tokens = Family::<TokenLabels, Counter>::default();
@@ -257,9 +257,10 @@ impl Metrics {
                     })
                     .inc();
             } else {
-                self.refusals
-                    .get_or_create(&ReasonLabels { reason: code.clone() })
-                    .inc();
+                // The finer reason where the code does not say (a key's budget or the
+                // account's balance are both `insufficient_quota`).
+                let reason = record.refusal.as_ref().unwrap_or(code).clone();
+                self.refusals.get_or_create(&ReasonLabels { reason }).inc();
             }
         }
         let usage = &record.usage;

@@ -43,6 +43,8 @@ pub(crate) struct Outcome {
     pub(crate) served_model: Option<String>,
     /// Tokens the upstream reported (zero when it reported none).
     pub(crate) usage: TokenUsage,
+    /// Why the gateway refused it, where the code does not say ([`ApiError::refusal`]).
+    pub(crate) refusal: Option<&'static str>,
 }
 
 /// Metering state of one authenticated request. Its fields change only through its own
@@ -77,6 +79,8 @@ pub(crate) struct RequestMeter {
     writer: UsageWriter,
     /// The request's `request` span (`core::telemetry`), closed with the meter.
     span: tracing::Span,
+    /// The record, settled and not yet written ([`RequestMeter::settle`]).
+    settled: Option<UsageRecord>,
     /// The record was written (or, unmetered, skipped): [`Drop`] has nothing left to do.
     finished: bool,
 }
@@ -112,6 +116,7 @@ impl RequestMeter {
             failed_attempts: Vec::new(),
             writer: writer.clone(),
             span,
+            settled: None,
             finished: false,
         }
     }
@@ -248,28 +253,15 @@ impl RequestMeter {
     /// Settles the reservation with the usage the upstream reported (bounded and priced there,
     /// never billed above what was reserved) and writes the usage record. Returns the cost.
     pub(crate) fn finish(mut self, outcome: Outcome) -> Result<Usd, ApiError> {
-        self.write(outcome, |_| None)
+        self.settle(outcome);
+        self.write(None)
     }
 
-    /// [`RequestMeter::finish`] for an answer with a receipt: `seal` gets the settled record
-    /// (its cost is the one billed), writes the response's last bytes with it and returns their
-    /// receipt, which the record keeps.
-    pub(crate) fn finish_sealed(
-        mut self,
-        outcome: Outcome,
-        seal: impl FnOnce(&UsageRecord) -> Option<String>,
-    ) -> Result<Usd, ApiError> {
-        self.write(outcome, seal)
-    }
-
-    /// [`RequestMeter::finish`], once: the record is written by whichever of `finish` and
-    /// [`Drop`] comes first.
-    fn write(
-        &mut self,
-        mut outcome: Outcome,
-        seal: impl FnOnce(&UsageRecord) -> Option<String>,
-    ) -> Result<Usd, ApiError> {
-        self.finished = true;
+    /// The first half of [`RequestMeter::finish`] for an answer with a receipt: settles the
+    /// reservation and makes the record (its cost is the one billed), for the caller to write
+    /// the response's last bytes and seal their receipt with it; [`RequestMeter::write`] then
+    /// writes it. A meter dropped in between writes the settled record without a receipt.
+    pub(crate) fn settle(&mut self, mut outcome: Outcome) -> &UsageRecord {
         if self.hung_up.get() && (200..300).contains(&outcome.status) {
             outcome.status = CLIENT_CLOSED_REQUEST;
             outcome.error_code = Some("client_disconnected");
@@ -300,7 +292,10 @@ impl RequestMeter {
                 "upstream usage report not billed as reported"
             );
         }
-        let mut record = UsageRecord {
+        if let Some(grant) = self.rate.take() {
+            grant.settle(usage.prompt_tokens.saturating_add(usage.completion_tokens));
+        }
+        let record = UsageRecord {
             request_id: std::mem::take(&mut self.request_id),
             account_id: self.key.account_id.clone(),
             key_id: self.key.id.clone(),
@@ -321,12 +316,25 @@ impl RequestMeter {
             lease,
             failed_attempts: std::mem::take(&mut self.failed_attempts),
             receipt: None,
+            refusal: outcome.refusal.map(str::to_owned),
         };
-        record.receipt = seal(&record);
-        if let Some(grant) = self.rate.take() {
-            grant.settle(usage.prompt_tokens.saturating_add(usage.completion_tokens));
-        }
         close_span(&self.span, &record);
+        self.settled.insert(record)
+    }
+
+    /// Writes the settled record ([`RequestMeter::settle`]) with its receipt, once: by the
+    /// caller, or by [`Drop`] if the caller never gets there. Returns the cost.
+    pub(crate) fn write(mut self, receipt: Option<String>) -> Result<Usd, ApiError> {
+        self.write_settled(receipt)
+    }
+
+    fn write_settled(&mut self, receipt: Option<String>) -> Result<Usd, ApiError> {
+        self.finished = true;
+        let Some(mut record) = self.settled.take() else {
+            return Ok(Usd::ZERO);
+        };
+        record.receipt = receipt;
+        let cost = record.cost;
         let written = if self.metering {
             // The `usage_write` span is a child of this request's.
             self.span.in_scope(|| self.writer.record(record))
@@ -346,6 +354,7 @@ impl RequestMeter {
         let outcome = Outcome {
             status: error.kind.status(),
             error_code: Some(error.kind.code()),
+            refusal: error.refusal,
             ..Outcome::default()
         };
         // A refusal costs nothing; if even its record cannot be written the error goes out anyway.
@@ -413,13 +422,19 @@ impl Drop for RequestMeter {
     /// The upstream may bill it, so it still gets its one record, written synchronously to the
     /// journal: what is known of it, at no cost (its reservation is released unspent).
     fn drop(&mut self) {
-        if !self.finished && self.upstream_sent_us.is_some() {
+        if self.finished {
+            return;
+        }
+        if self.settled.is_none() && self.upstream_sent_us.is_some() {
             let outcome = Outcome {
                 status: CLIENT_CLOSED_REQUEST,
                 error_code: Some("gateway_shutdown"),
                 ..Outcome::default()
             };
-            let _ = self.write(outcome, |_| None);
+            self.settle(outcome);
         }
+        // Settled but never written (the response was dropped while its receipt was sealed): the
+        // record, as settled, without a receipt.
+        let _ = self.write_settled(None);
     }
 }

@@ -148,6 +148,8 @@ pub struct AppState {
     /// The keys receipts are signed with (`None`: responses carry no receipt, as in tests
     /// that build a state without a data directory).
     pub receipts: Option<Arc<router_one_receipts::KeyRing>>,
+    /// What signs receipts in batches, with the ring's current key.
+    pub(crate) receipt_signer: Option<router_one_receipts::BatchSigner>,
     /// The JWKS last served, for a few seconds: anyone may ask for it, and a keyless route must
     /// not cost a database read per call.
     pub(crate) receipt_jwks: arc_swap::ArcSwapOption<crate::routes::receipts::ServedJwks>,
@@ -197,6 +199,7 @@ impl AppState {
             health,
             stopping: tokio_util::sync::CancellationToken::new(),
             receipts: None,
+            receipt_signer: None,
             receipt_jwks: arc_swap::ArcSwapOption::empty(),
             open_streams: std::sync::atomic::AtomicUsize::new(0),
         };
@@ -206,6 +209,7 @@ impl AppState {
 
     /// Signs every chat and embeddings response's receipt with `keys` (docs/receipts.md).
     pub fn with_receipts(mut self, keys: router_one_receipts::KeyRing) -> AppState {
+        self.receipt_signer = Some(router_one_receipts::BatchSigner::new(keys.signer.clone()));
         self.receipts = Some(Arc::new(keys));
         self
     }

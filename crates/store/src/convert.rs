@@ -293,6 +293,7 @@ impl TryFrom<UsageRow> for UsageRecord {
                 None => Vec::new(),
             },
             receipt: row.receipt,
+            refusal: None,
         })
     }
 }

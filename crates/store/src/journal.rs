@@ -235,6 +235,7 @@ mod tests {
             lease: None,
             failed_attempts: Vec::new(),
             receipt: None,
+            refusal: None,
         }
     }
 

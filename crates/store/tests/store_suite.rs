@@ -146,6 +146,7 @@ fn record(
         lease: None,
         failed_attempts: Vec::new(),
         receipt: None,
+        refusal: None,
     }
 }
 

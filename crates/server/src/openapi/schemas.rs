@@ -431,8 +431,9 @@ pub(crate) struct Receipt {
     pub(crate) object: String,
     /// The request id.
     pub(crate) request_id: String,
-    /// The compact JWS: `header.payload.signature`, base64url.
-    #[schema(pattern = "^[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+$")]
+    /// The receipt: its batch's compact JWS (`header.payload.signature`), its claims and their
+    /// path to the batch's signed root, base64url, separated by `~` (docs/receipts.md).
+    #[schema(pattern = "^[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+~[A-Za-z0-9_-]+~[A-Za-z0-9_-]+$")]
     pub(crate) receipt: String,
 }
 

@@ -18,30 +18,30 @@ use serde_json::json;
 
 use router_one_core::usage::{Endpoint, UsageRecord};
 use router_one_core::{ApiError, ErrorKind};
-use router_one_receipts::{Claims, Jwk, Jwks, ReceiptSigner};
+use router_one_receipts::{BatchSigner, Claims, Jwk, Jwks};
 
 use crate::auth::ManagementAccount;
 use crate::error::ErrorResponse;
 use crate::routes::usage::{Lookup, find_record, pending};
 use crate::state::AppState;
 
-/// The key that signs an answer of `endpoint`, if its answers are signed.
-pub(crate) fn signer_for(app: &AppState, endpoint: Endpoint) -> Option<&ReceiptSigner> {
+/// What signs an answer of `endpoint`, if its answers are signed.
+pub(crate) fn signer_for(app: &AppState, endpoint: Endpoint) -> Option<&BatchSigner> {
     match endpoint {
-        Endpoint::ChatCompletions | Endpoint::Embeddings => app.receipts.as_deref().map(|keys| &keys.signer),
+        Endpoint::ChatCompletions | Endpoint::Embeddings => app.receipt_signer.as_ref(),
         Endpoint::Responses | Endpoint::Messages => None,
     }
 }
 
-/// The receipt of `record`, whose client received a body hashing to `body_sha256`.
+/// Queues the receipt of `record`, whose client received a body hashing to `body_sha256`, for
+/// the next signed batch; it arrives on the returned channel.
 pub(crate) fn seal(
-    signer: &ReceiptSigner,
+    signer: &BatchSigner,
     record: &UsageRecord,
     upstream_response_id: Option<&str>,
     body_sha256: &[u8; 32],
-) -> String {
-    let iat = router_one_core::ids::now_us() / 1_000_000;
-    signer.sign(&Claims::of(record, upstream_response_id, body_sha256, iat))
+) -> tokio::sync::oneshot::Receiver<String> {
+    signer.seal(&Claims::of(record, upstream_response_id, body_sha256))
 }
 
 /// `GET /.well-known/jwks.json`: every public key receipts may be signed with — this node's
@@ -98,7 +98,7 @@ async fn current_jwks(app: &AppState) -> Jwks {
     operation_id = "request_receipt",
     tag = "usage",
     summary = "One request's signed receipt",
-    description = "The compact JWS (EdDSA) the response carried in `x-router-one-receipt` or its \
+    description = "The receipt (its batch's EdDSA JWS, its claims, their Merkle path) the response carried in `x-router-one-receipt` or its \
         stream's `: receipt` line; verify it against `GET /.well-known/jwks.json` (docs/receipts.md).",
     params(("id" = String, Path, description = "The request id (`x-request-id`).")),
     responses(

@@ -399,13 +399,15 @@ impl Attempt<'_> {
             Ok(read) => read,
             Err(e) => return Err(Failed::new(meter, e)),
         };
-        Ok(answered(app, meter, read))
+        Ok(answered(app, meter, read).await)
     }
 }
 
 /// A complete answer read: settle, record, and the client's response with its cost and its
-/// receipt (signed over the body as sent, cost included, so after the splice).
-fn answered(app: &AppState, meter: RequestMeter, read: router_one_providers::ReadResponse) -> Response {
+/// receipt (signed over the body as sent, cost included, so after the splice). The record is
+/// written once the receipt is sealed, so it keeps it; a client gone meanwhile still gets its
+/// record, without one (`RequestMeter`'s drop).
+async fn answered(app: &AppState, mut meter: RequestMeter, read: router_one_providers::ReadResponse) -> Response {
     let request_id = meter.request_id().to_owned();
     let provider_name = meter.provider().to_owned();
     let signer = receipts::signer_for(app, meter.endpoint());
@@ -418,16 +420,20 @@ fn answered(app: &AppState, meter: RequestMeter, read: router_one_providers::Rea
         },
         served_model: read.served_model.clone(),
         usage: read.usage.unwrap_or_default(),
+        refusal: None,
     };
-    let mut body = Bytes::new();
-    let mut receipt_header = None;
-    let sealed = meter.finish_sealed(outcome, |record| {
-        body = with_cost(read.body, read.usage_end, &record.cost.to_string());
+    let record = meter.settle(outcome);
+    let body = with_cost(read.body, read.usage_end, &record.cost.to_string());
+    let sealing = signer.map(|signer| {
         let sha256 = router_one_receipts::body_sha256(&body);
-        let receipt = receipts::seal(signer?, record, read.upstream_response_id.as_deref(), &sha256);
-        receipt_header = HeaderValue::from_str(&receipt).ok();
-        Some(receipt)
+        receipts::seal(signer, record, read.upstream_response_id.as_deref(), &sha256)
     });
+    let receipt = match sealing {
+        Some(sealing) => sealing.await.ok(),
+        None => None,
+    };
+    let receipt_header = receipt.as_deref().and_then(|r| HeaderValue::from_str(r).ok());
+    let sealed = meter.write(receipt);
     match sealed {
         Ok(_) => {
             let mut response = success(

@@ -52,6 +52,7 @@ fn record(n: u32) -> UsageRecord {
         lease: None,
         failed_attempts: Vec::new(),
         receipt: None,
+        refusal: None,
     }
 }
 
