@@ -272,7 +272,7 @@ impl From<ApiError> for Refused {
 /// A request that what is held by requests in flight keeps out, but that would fit once they
 /// finish: transient (429 with `Retry-After`), never a used-up budget — relays disable a channel
 /// on a 402, so one must mean "used up for good".
-fn held_refusal(ask: &CostAsk, e: Exhausted, whose: &str) -> Option<Refused> {
+fn held_refusal(ask: &CostAsk, e: Exhausted, whose: &str, reason: &'static str) -> Option<Refused> {
     let free_later = e.available.checked_add(e.held)?;
     fit(ask, ask.output, Some(free_later))?;
     Some(Refused {
@@ -285,7 +285,8 @@ fn held_refusal(ask: &CostAsk, e: Exhausted, whose: &str) -> Option<Refused> {
                 needs(ask)
             ),
         )
-        .with_retry_after(HELD_RETRY_AFTER_S),
+        .with_retry_after(HELD_RETRY_AFTER_S)
+        .refused_by(reason),
         held: true,
     })
 }
@@ -295,13 +296,7 @@ fn held_refusal(ask: &CostAsk, e: Exhausted, whose: &str) -> Option<Refused> {
 const HELD_RETRY_AFTER_S: u64 = 1;
 
 fn key_refusal(ask: &CostAsk, e: Exhausted, now_us: i64) -> Refused {
-    let mut refused = key_refusal_error(ask, e, now_us);
-    refused.error = refused.error.refused_by(REFUSED_BY_BUDGET);
-    refused
-}
-
-fn key_refusal_error(ask: &CostAsk, e: Exhausted, now_us: i64) -> Refused {
-    if let Some(refusal) = held_refusal(ask, e, "this API key") {
+    if let Some(refusal) = held_refusal(ask, e, "this API key", REFUSED_BY_BUDGET) {
         return refusal;
     }
     let error = match e.resets_at_us {
@@ -332,12 +327,11 @@ fn key_refusal_error(ask: &CostAsk, e: Exhausted, now_us: i64) -> Refused {
             ),
         ),
     };
-    error.into()
+    error.refused_by(REFUSED_BY_BUDGET).into()
 }
 
 fn account_refusal(ask: &CostAsk, e: Exhausted) -> Refused {
-    if let Some(mut refusal) = held_refusal(ask, e, "this account") {
-        refusal.error = refusal.error.refused_by(REFUSED_BY_BALANCE);
+    if let Some(refusal) = held_refusal(ask, e, "this account", REFUSED_BY_BALANCE) {
         return refusal;
     }
     ApiError::new(
