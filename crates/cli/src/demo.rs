@@ -96,8 +96,7 @@ fn under_route(base_url: &str, route: &str) -> String {
 
 /// Starts the simulator and points every provider at it (it speaks all three wire formats).
 pub(crate) async fn start_simulator(config: &mut Config, payments: &PaymentSimConfig) -> Result<SocketAddr> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
+    let listener = router_one_server::listener::bind(SocketAddr::from(([127, 0, 0, 1], 0)))
         .context("binding the demo upstream")?;
     let addr = listener.local_addr()?;
     let sim = SimConfig {

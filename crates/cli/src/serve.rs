@@ -49,9 +49,7 @@ pub(crate) async fn run(args: ServeArgs, log_format: LogFormat) -> Result<()> {
     let node_config = node::config(&config, args.node_id, args.redis, database_url.as_deref())?;
     let mut catalog = config.catalog()?;
     let mut example_model = String::new();
-    let listener = tokio::net::TcpListener::bind(listen)
-        .await
-        .with_context(|| format!("binding {listen}"))?;
+    let listener = router_one_server::listener::bind(listen).with_context(|| format!("binding {listen}"))?;
     let listen = listener.local_addr()?;
 
     let demo_payments = args.demo.then(demo::random_payment_secrets);
@@ -346,9 +344,8 @@ async fn shutdown_signal() {
 
 /// `router-one simulate`.
 pub(crate) async fn simulate(args: SimulateArgs) -> Result<()> {
-    let listener = tokio::net::TcpListener::bind(args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
+    let listener =
+        router_one_server::listener::bind(args.listen).with_context(|| format!("binding {}", args.listen))?;
     tracing::info!(listen = %listener.local_addr()?, "simulated upstream is serving");
     let config = SimConfig {
         ttft: Duration::from_millis(args.ttft_ms),
@@ -365,8 +362,7 @@ pub(crate) async fn simulate(args: SimulateArgs) -> Result<()> {
 
 /// Serves the metrics listener in the background for as long as the process runs.
 async fn serve_metrics(address: SocketAddr, app: axum::Router) -> anyhow::Result<()> {
-    let listener = tokio::net::TcpListener::bind(address)
-        .await
+    let listener = router_one_server::listener::bind(address)
         .with_context(|| format!("binding the metrics listener {address}"))?;
     tracing::info!(metrics = %listener.local_addr()?, "Prometheus metrics at GET /metrics");
     tokio::spawn(async move {

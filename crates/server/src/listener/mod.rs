@@ -108,6 +108,27 @@ pub struct Stopped {
     pub forced: usize,
 }
 
+/// How many connections may wait for `accept` (the kernel caps it at `net.core.somaxconn`,
+/// 4,096 on current Linux). The standard library's and tokio's `bind` ask for 128: a burst of a
+/// few hundred connects (a relay's pool opening, a benchmark starting) overflowed it on a busy
+/// 2-core host (`nstat`'s `TcpExtListenOverflows`), and a connection whose handshake is dropped
+/// that way waits for a retransmission, a second or more, before it is even accepted.
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// A listening socket on `address` with [`LISTEN_BACKLOG`] (and `SO_REUSEADDR`, as tokio's
+/// `bind` sets it, so a restart does not wait for the old connections' `TIME_WAIT`).
+pub fn bind(address: std::net::SocketAddr) -> io::Result<TcpListener> {
+    let socket = if address.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(address)?;
+    socket.listen(LISTEN_BACKLOG)
+}
+
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit and returns the limit now in force (on a
 /// platform without the limit, `None`). Each client connection costs a descriptor, and so does
 /// each upstream connection: the common default soft limit of 1,024 is too low for a gateway.

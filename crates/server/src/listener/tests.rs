@@ -272,3 +272,22 @@ fn the_default_cap_leaves_room_for_upstream_connections_and_the_rest() {
     assert_eq!(default_max_connections(20), 16);
     assert_eq!(default_max_connections(1 << 20), 10_000);
 }
+
+#[tokio::test]
+async fn a_burst_of_connects_waits_in_the_backlog_until_accepted() {
+    // More than the 128 a plain `bind` asks for (whose 129th handshake would be dropped and
+    // retried a second later, then again), and within the file-descriptor limit of 1,024.
+    const BURST: usize = 300;
+    let listener = bind(SocketAddr::from(([127, 0, 0, 1], 0))).unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Nobody accepts while the burst connects: every handshake must complete into the backlog.
+    let connects = futures_util::future::join_all((0..BURST).map(|_| TcpStream::connect(addr)));
+    let clients = tokio::time::timeout(PATIENCE, connects)
+        .await
+        .expect("connects never completed: the backlog overflowed");
+    assert!(clients.iter().all(Result::is_ok));
+    for i in 0..BURST {
+        let accepted = tokio::time::timeout(PATIENCE, listener.accept()).await;
+        assert!(matches!(accepted, Ok(Ok(_))), "connection {i} never reached accept");
+    }
+}
