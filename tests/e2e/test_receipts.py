@@ -53,9 +53,12 @@ def verify(receipt: str, jwks: dict) -> dict:
     batch = jwt.decode(token, key=keys[header["kid"]], algorithms=["EdDSA"])
     claims = unb64(claims_b64)
     h = hashlib.sha256(b"\x00" + claims).digest()
-    for side, sibling in json.loads(unb64(path_b64)):
-        s = bytes.fromhex(sibling)
-        h = hashlib.sha256(b"\x01" + (s + h if side == "left" else h + s)).digest()
+    path = unb64(path_b64)
+    assert len(path) % 33 == 0, path
+    for i in range(0, len(path), 33):
+        side, s = path[i:i + 1], path[i + 1:i + 33]
+        assert side in (b"L", b"R"), path
+        h = hashlib.sha256(b"\x01" + (s + h if side == b"L" else h + s)).digest()
     if h.hex() != batch["root"]:
         raise NotInBatch(receipt)
     return json.loads(claims)
@@ -135,14 +138,15 @@ def tampered_fields_fail(receipt: str, jwks: dict) -> None:
         with pytest.raises(jwt.InvalidSignatureError):
             verify(f"{header}.{forged}.{signature}~{claims_b64}~{path_b64}", jwks)
     # The path: a step added, or (if it has any) one dropped or its side swapped.
-    path = json.loads(unb64(path_b64))
-    forged_paths = [path + [["right", "00" * 32]]]
-    if path:
-        swapped = [["left" if side == "right" else "right", sibling] for side, sibling in path]
-        forged_paths += [path[1:], swapped]
+    path = unb64(path_b64)
+    steps = [path[i:i + 33] for i in range(0, len(path), 33)]
+    forged_paths = [path + b"R" + bytes(32)]
+    if steps:
+        swapped = b"".join((b"L" if s[:1] == b"R" else b"R") + s[1:] for s in steps)
+        forged_paths += [b"".join(steps[1:]), swapped]
     for forged_path in forged_paths:
         with pytest.raises(NotInBatch):
-            verify(f"{token}~{claims_b64}~{b64(json.dumps(forged_path).encode())}", jwks)
+            verify(f"{token}~{claims_b64}~{b64(forged_path)}", jwks)
 
 
 def flipped_bytes_fail(claims: dict, body: bytes) -> None:

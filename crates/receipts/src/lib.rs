@@ -20,7 +20,7 @@ use serde::Serialize;
 
 use router_one_core::usage::UsageRecord;
 
-pub use batch::BatchSigner;
+pub use batch::{BatchSigner, InFlight};
 pub use jwks::{Jwk, Jwks};
 pub use jws::VerifyError;
 pub use keys::{KeyRing, ReceiptSigner};
@@ -195,13 +195,13 @@ pub fn verify(receipt: &str, keys: &Jwks) -> Result<Verified, VerifyError> {
     let claims_bytes = URL_SAFE_NO_PAD
         .decode(claims_b64)
         .map_err(|_| VerifyError::Malformed("claims are not base64url"))?;
-    let path: Vec<batch::Step> = URL_SAFE_NO_PAD
+    let path = URL_SAFE_NO_PAD
         .decode(path_b64)
-        .ok()
-        .and_then(|json| serde_json::from_slice(&json).ok())
-        .ok_or(VerifyError::Malformed("the path is not a base64url JSON list of steps"))?;
-    let root = batch::root_of(batch::leaf_hash(&claims_bytes), &path).map(hex::encode);
-    if root.as_deref() != Some(batch.root.as_str()) {
+        .map_err(|_| VerifyError::Malformed("the path is not base64url"))?;
+    let root = batch::root_of(batch::leaf_hash(&claims_bytes), &path).ok_or(VerifyError::Malformed(
+        "the path is not whole 33-byte steps (`L` or `R`, a hash)",
+    ))?;
+    if hex::encode(root) != batch.root {
         return Err(VerifyError::NotInBatch);
     }
     let claims = serde_json::from_slice(&claims_bytes).map_err(|_| VerifyError::Malformed("claims are not JSON"))?;

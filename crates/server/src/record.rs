@@ -81,6 +81,9 @@ pub(crate) struct RequestMeter {
     span: tracing::Span,
     /// The record, settled and not yet written ([`RequestMeter::settle`]).
     settled: Option<UsageRecord>,
+    /// Tells the receipt signer this request is in flight, so receipts sealed meanwhile wait a
+    /// moment to share a signature with its (`BatchSigner`); `None` where nothing is signed.
+    receipt_mark: Option<router_one_receipts::InFlight>,
     /// The record was written (or, unmetered, skipped): [`Drop`] has nothing left to do.
     finished: bool,
 }
@@ -117,8 +120,14 @@ impl RequestMeter {
             writer: writer.clone(),
             span,
             settled: None,
+            receipt_mark: None,
             finished: false,
         }
+    }
+
+    /// Marks the request in flight for the signer of its receipt, until the meter ends.
+    pub(crate) fn expect_receipt(&mut self, mark: router_one_receipts::InFlight) {
+        self.receipt_mark = Some(mark);
     }
 
     /// A span for one step of this request (`admission`, `upstream_attempt`), a child of its

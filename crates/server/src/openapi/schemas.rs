@@ -432,8 +432,9 @@ pub(crate) struct Receipt {
     /// The request id.
     pub(crate) request_id: String,
     /// The receipt: its batch's compact JWS (`header.payload.signature`), its claims and their
-    /// path to the batch's signed root, base64url, separated by `~` (docs/receipts.md).
-    #[schema(pattern = "^[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+~[A-Za-z0-9_-]+~[A-Za-z0-9_-]+$")]
+    /// path to the batch's signed root (empty for a batch of one), base64url, separated by `~`
+    /// (docs/receipts.md).
+    #[schema(pattern = "^[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+\\.[A-Za-z0-9_-]+~[A-Za-z0-9_-]+~[A-Za-z0-9_-]*$")]
     pub(crate) receipt: String,
 }
 

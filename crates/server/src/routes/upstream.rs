@@ -89,6 +89,9 @@ pub(crate) fn metered_request(
     let body = routes::body(body, app.config.max_body_bytes)?;
     let mut meter = RequestMeter::new(key, endpoint, started, app.config.metering, &app.usage);
     meter.drawn_on(app.leases.clone());
+    if let Some(signer) = receipts::signer_for(app, endpoint) {
+        meter.expect_receipt(signer.in_flight());
+    }
     Ok((meter, body))
 }
 
