@@ -13,7 +13,10 @@
 #      POSTGRES=0 (skip the runs against cluster nodes on PostgreSQL + Redis: a fresh database made
 #      on BENCH_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432/test, dropped afterwards,
 #      and BENCH_REDIS_URL, default redis://127.0.0.1:6379; one node, then three),
-#      OBSERVE=0 (skip the runs against gateways with receipts, metrics and traces switched on).
+#      OBSERVE=0 (skip the runs against gateways with receipts, metrics and traces switched on),
+#      NGINX=0 (skip nginx: by default nginx, installed from the distribution's packages if missing,
+#      runs as a plain keep-alive reverse proxy to the same simulator, one worker process, and the
+#      main runs go direct, nginx, gateway in turn, so every row holds the floor of its own run).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
@@ -147,6 +150,44 @@ fi
 DIRECT_URL="http://127.0.0.1:$SIM_PORT/v1/chat/completions"
 GW_URL="http://127.0.0.1:$GW_PORT/v1/chat/completions"
 
+# nginx as a plain reverse proxy to the same simulator: the floor a proxy that meters nothing
+# reaches on this machine in this run (issue 15). One worker process, keep-alive to the upstream,
+# no buffering, no access log (what `bench/nginx-compare.sh` measured by hand before issue 15).
+NGX_URL=""
+if [ "${NGINX:-1}" != 0 ]; then
+  if ! command -v nginx >/dev/null; then
+    say "installing nginx"
+    apt-get install -y nginx-light >/dev/null 2>&1 || { apt-get update >/dev/null && apt-get install -y nginx-light >/dev/null; }
+  fi
+  NGX_PORT=$(free_port)
+  mkdir -p "$OUT/nginx"
+  cat >"$OUT/nginx/nginx.conf" <<EOF
+worker_processes 1; daemon off; error_log $OUT/nginx/error.log; pid $OUT/nginx/nginx.pid;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  upstream sim { server 127.0.0.1:$SIM_PORT; keepalive 128; }
+  server {
+    listen 127.0.0.1:$NGX_PORT;
+    location / { proxy_pass http://sim; proxy_http_version 1.1; proxy_set_header Connection ""; proxy_buffering off; }
+  }
+}
+EOF
+  say "nginx $(nginx -v 2>&1 | sed 's|.*/||') on 127.0.0.1:$NGX_PORT"
+  nginx -c "$OUT/nginx/nginx.conf" -p "$OUT/nginx" >"$OUT/nginx/stdout.log" 2>&1 &
+  NGX_PID=$!
+  PIDS+=("$NGX_PID")
+  wait_port "$NGX_PORT" nginx
+  NGX_URL="http://127.0.0.1:$NGX_PORT/v1/chat/completions"
+fi
+# Runs nginx like `run`, when it is on.
+run_nginx() {
+  [ -n "$NGX_URL" ] || return 0
+  local name=$1 stream=$2
+  shift 2
+  run "$name" "$NGX_URL" sk-bench "$stream" "$@"
+}
+
 # run NAME URL AUTH STREAM WRK-ARGS... → prints the BENCH json line, keeps full output in $OUT/NAME.txt
 # (BENCH_FORMAT and BENCH_MODEL from the environment choose the body; see bench/lua/chat.lua).
 run() {
@@ -163,11 +204,22 @@ run() {
 }
 
 run direct_c1 "$DIRECT_URL" sk-bench 0 -t1 -c1
+run_nginx nginx_c1 0 -t1 -c1
 run gateway_c1 "$GW_URL" "$API_KEY" 0 -t1 -c1
 run direct_c64 "$DIRECT_URL" sk-bench 0 -t2 -c64
+run_nginx nginx_c64 0 -t2 -c64
 run gateway_c64 "$GW_URL" "$API_KEY" 0 -t2 -c64
 run direct_stream_c64 "$DIRECT_URL" sk-bench 1 -t2 -c64
+run_nginx nginx_stream_c64 1 -t2 -c64
 run gateway_stream_c64 "$GW_URL" "$API_KEY" 1 -t2 -c64
+NGX_HWM_KB=0
+if [ -n "$NGX_URL" ]; then
+  # The worker's peak (the master only forks it): what nginx held at c=64.
+  for pid in $(pgrep -P "$NGX_PID" || true) "$NGX_PID"; do
+    kb=$(awk '/^VmHWM:/ {print $2}' "/proc/$pid/status" 2>/dev/null || true)
+    if [ "${kb:-0}" -gt "$NGX_HWM_KB" ]; then NGX_HWM_KB=$kb; fi
+  done
+fi
 
 # Translated requests: the same conversation in the vendor's own format straight to the
 # simulator's native endpoint (direct), and in OpenAI format through the gateway's adapter.
@@ -482,8 +534,35 @@ for family in os.environ["FAMILIES"].split():
 PY
 )
 
+# Router One beside nginx, both against the direct runs of the same run (issue 15's table).
+NROW=""
+if [ -n "$NGX_URL" ]; then
+  NROW=$(OUT=$OUT DATE=$DATE COMMIT=$COMMIT HWM_KB=$HWM_KB NGX_HWM_KB=$NGX_HWM_KB python3 - <<'PY'
+import json, os
+out = os.environ["OUT"]
+load = lambda n: json.load(open(f"{out}/{n}.json"))
+d1, n1, g1 = load("direct_c1"), load("nginx_c1"), load("gateway_c1")
+added = lambda r, q: r[q] - d1[q]
+per = lambda kind, side: load(f"{side}_{kind}")["rps"] / load(f"direct_{kind}")["rps"]
+errors = sum(load(f"nginx_{k}")["non2xx"] + load(f"nginx_{k}")["socket_errors"] for k in ("c1", "c64", "stream_c64"))
+print("| " + " | ".join([
+    os.environ["DATE"], os.environ["COMMIT"],
+    f'{added(n1, "p50_us"):.0f} / {added(n1, "p99_us"):.0f} µs',
+    f'{added(g1, "p50_us"):.0f} / {added(g1, "p99_us"):.0f} µs',
+    f'**{added(g1, "p50_us") / max(added(n1, "p50_us"), 1):.2f}× / {added(g1, "p99_us") / max(added(n1, "p99_us"), 1):.2f}×**',
+    f'{per("c64", "nginx"):.2f} / {per("c64", "gateway"):.2f}',
+    f'**{load("gateway_c64")["rps"] / load("nginx_c64")["rps"]:.2f}×**',
+    f'{per("stream_c64", "nginx"):.2f} / {per("stream_c64", "gateway"):.2f}',
+    f'**{load("gateway_stream_c64")["rps"] / load("nginx_stream_c64")["rps"]:.2f}×**',
+    f'{int(os.environ["NGX_HWM_KB"]) / 1024:.1f} / {int(os.environ["HWM_KB"]) / 1024:.1f} MiB',
+    str(errors)]) + " |")
+PY
+)
+fi
+
 echo
 echo "$ROW"
+[ -n "$NROW" ] && echo "$NROW"
 [ -n "$TROWS" ] && echo "$TROWS"
 [ -n "$MROW" ] && echo "$MROW"
 [ -n "$PROW" ] && echo "$PROW"
@@ -506,6 +585,7 @@ PY
 }
 if [ "${NO_APPEND:-}" != 1 ]; then
   append_to "<!-- main-rows" "$ROW"
+  append_to "<!-- nginx-rows" "$NROW"
   append_to "<!-- translated-rows" "$TROWS"
   append_to "<!-- metering-rows" "$MROW"
   append_to "<!-- postgres-rows" "$PROW"
