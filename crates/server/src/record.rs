@@ -130,10 +130,15 @@ impl RequestMeter {
         self.receipt_mark = Some(mark);
     }
 
-    /// A span for one step of this request (`admission`, `upstream_attempt`), a child of its
-    /// `request` span.
+    /// The request's `request` span, the parent of its steps' spans (`upstream_attempt`).
     pub(crate) fn span(&self) -> &tracing::Span {
         &self.span
+    }
+
+    /// The span of this request's admission (validate, route, reserve, prepare): one for every
+    /// inference endpoint, chat's dialects included.
+    pub(crate) fn admission_span(&self) -> tracing::Span {
+        tracing::info_span!(target: SPAN_TARGET, parent: &self.span, "admission")
     }
 
     /// µs since the request arrived.

@@ -26,7 +26,6 @@ use router_one_core::usage::Endpoint;
 use router_one_core::{ApiError, Catalog, ErrorKind};
 use router_one_providers::sse::{SseSplitter, event_data};
 
-use router_one_core::telemetry::SPAN_TARGET;
 use tracing::Instrument;
 
 use crate::auth::InferenceKey;
@@ -109,7 +108,7 @@ pub(crate) async fn serve(
     };
     let admitted = match dialect.to_chat_in(&body, &app.catalog) {
         Ok(chat) => {
-            let span = tracing::info_span!(target: SPAN_TARGET, parent: meter.span(), "admission");
+            let span = meter.admission_span();
             crate::routes::chat::admit(&app, &mut meter, &chat)
                 .instrument(span)
                 .await

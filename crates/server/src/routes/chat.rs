@@ -13,7 +13,6 @@ use router_one_providers::estimate;
 use router_one_providers::request::{TopLevel, chat_view};
 use router_one_providers::{ChatRequest, Target};
 
-use router_one_core::telemetry::SPAN_TARGET;
 use tracing::Instrument;
 
 use crate::admission::{self, OutputRequest};
@@ -33,7 +32,7 @@ pub(crate) async fn completions(
         Ok(request) => request,
         Err(refused) => return refused.into_response(),
     };
-    let span = tracing::info_span!(target: SPAN_TARGET, parent: meter.span(), "admission");
+    let span = meter.admission_span();
     let admitted = admit(&app, &mut meter, &body).instrument(span).await;
     upstream::respond(app, meter, admitted).await
 }
