@@ -152,7 +152,7 @@ GW_URL="http://127.0.0.1:$GW_PORT/v1/chat/completions"
 
 # nginx as a plain reverse proxy to the same simulator: the floor a proxy that meters nothing
 # reaches on this machine in this run (issue 15). One worker process, keep-alive to the upstream,
-# no buffering, no access log (what `bench/nginx-compare.sh` measured by hand before issue 15).
+# no buffering, no access log.
 NGX_URL=""
 if [ "${NGINX:-1}" != 0 ]; then
   if ! command -v nginx >/dev/null; then

@@ -8,9 +8,9 @@
 //!
 //! `<compact JWS> ~ <base64url(claims JSON)> ~ <base64url(path)>`
 //!
-//! A lone request is a tree of one (its leaf is the root, its path empty), signed at once; under
-//! load a batch holds whatever arrived while the last one was signed, so the signature's cost is
-//! shared and the wait stays under two signatures. A path reveals sibling hashes only, never
+//! A lone request is a tree of one (its leaf is the root, its path empty), signed at once; with
+//! other requests in flight a receipt waits a moment (at most 1 ms) for theirs, so the
+//! signature's cost is shared ([`BatchSigner`]). A path reveals sibling hashes only, never
 //! another request's claims (every leaf hashes a random request id).
 //!
 //! Hashes are SHA-256 with the RFC 6962 domain separation: a leaf is `H(0x00 || claims)`, a node
