@@ -389,6 +389,10 @@ def test_concurrent_answers_share_signatures_and_each_verifies(sgw, mgmt, made_i
         assert claims["response_sha256"] == hashlib.sha256(body).hexdigest(), rid
         batches.setdefault(receipt.split("~")[0], []).append(receipt)
     print(f"64 receipts in {len(batches)} signed batches")
+    # Each record keeps its receipt's parts and its batch's JWS once: the receipt served by id
+    # is rebuilt from them byte for byte, whatever its place in its batch.
+    for rid, _, receipt in answers:
+        assert by_id(mgmt, rid) == receipt, rid
     for receipts in batches.values():
         if len(receipts) > 1:
             token, _, path = receipts[0].split("~")

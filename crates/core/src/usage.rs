@@ -87,16 +87,64 @@ pub struct UsageRecord {
     /// when the first attempt was the last: the usual case). They are not billed.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub failed_attempts: Vec<FailedAttempt>,
-    /// The response's signed receipt (its batch's JWS, its claims and their path: metadata and
-    /// the body's SHA-256, never a body; docs/receipts.md); `None` for a refusal, a dialect
-    /// endpoint or a response whose client left before its end.
+    /// The response's signed receipt, as kept (metadata and the body's SHA-256, never a body;
+    /// docs/receipts.md); `None` for a refusal, a dialect endpoint or a response whose client
+    /// left before its end.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub receipt: Option<String>,
+    pub receipt: Option<RecordReceipt>,
     /// Why the gateway refused the request, where `error_code` does not say
     /// (`core::error::REFUSED_BY_*`: `rate_limit`, `budget`, `balance`), for the operator's
     /// metrics. Kept in the journal, not in the database.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub refusal: Option<String>,
+}
+
+/// A response's receipt as its record keeps it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum RecordReceipt {
+    /// What the receipt's claims cannot be rebuilt from: the rest of them is the record itself
+    /// (`receipts::Claims::of`). A receipt is mostly its claims, so this is about half of one
+    /// in the journal, and in the database a fifth: its batch's JWS is stored once per batch.
+    Parts(ReceiptParts),
+    /// A whole receipt (`<JWS>~<claims>~<path>`), as records kept it before they kept parts:
+    /// still read from older journals and rows.
+    Whole(String),
+}
+
+/// The parts of a receipt its record does not hold ([`RecordReceipt::Parts`]).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReceiptParts {
+    /// The batch's compact JWS (the signed root); the same for every receipt of the batch.
+    pub batch: String,
+    /// The path from the receipt's leaf to that root, base64url (as in the receipt).
+    pub path: String,
+    /// Lower-case hex SHA-256 of the body the client received (a claim).
+    pub response_sha256: String,
+    /// The upstream's own id for its answer, where the adapter read one (a claim).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream_response_id: Option<String>,
+}
+
+impl ReceiptParts {
+    /// The batch's id: its JWS's signature, which no other batch has (an Ed25519 signature is
+    /// a function of the key and the signed root).
+    pub fn batch_id(&self) -> &str {
+        self.batch.rsplit('.').next().unwrap_or_default()
+    }
+}
+
+/// Most characters kept of a model name in a usage record (and its receipt's claims, which
+/// are rebuilt from it). Model ids are far shorter; the bound keeps what a client or an
+/// upstream reports from growing the table, and with it every page of `GET /v1/usage`.
+pub const MAX_MODEL_CHARS: usize = 256;
+
+/// `name` as a usage record keeps it: at most [`MAX_MODEL_CHARS`] characters.
+pub fn kept_model_name(name: &str) -> &str {
+    match name.char_indices().nth(MAX_MODEL_CHARS) {
+        None => name,
+        Some((end, _)) => &name[..end],
+    }
 }
 
 /// An attempt of a request on one route that failed before the client received a byte, and

@@ -269,15 +269,21 @@ fn sign_batch(signer: &ReceiptSigner, batch: &mut Vec<Pending>) {
     };
     let jws = signer.sign_payload(&serde_json::to_vec(&payload).unwrap_or_default());
     for (pending, path) in batch.drain(..).zip(paths) {
-        let mut receipt = String::with_capacity(jws.len() + 2 + (pending.claims.len() + path.len()) * 4 / 3 + 4);
-        receipt.push_str(&jws);
-        receipt.push(PART_SEPARATOR);
-        URL_SAFE_NO_PAD.encode_string(&pending.claims, &mut receipt);
-        receipt.push(PART_SEPARATOR);
-        URL_SAFE_NO_PAD.encode_string(&path, &mut receipt);
+        let receipt = assemble(&jws, &pending.claims, &URL_SAFE_NO_PAD.encode(path));
         // The request may be gone (its client left); its record is written without a receipt.
         let _ = pending.reply.send(receipt);
     }
+}
+
+/// A receipt: `<jws>~<base64url(claims)>~<path>` (the path already base64url).
+pub(crate) fn assemble(jws: &str, claims: &[u8], path: &str) -> String {
+    let mut receipt = String::with_capacity(jws.len() + claims.len().div_ceil(3) * 4 + path.len() + 2);
+    receipt.push_str(jws);
+    receipt.push(PART_SEPARATOR);
+    URL_SAFE_NO_PAD.encode_string(claims, &mut receipt);
+    receipt.push(PART_SEPARATOR);
+    receipt.push_str(path);
+    receipt
 }
 
 #[cfg(test)]
@@ -357,6 +363,103 @@ mod tests {
             streamed: false,
             response_sha256: "00".repeat(32),
         }
+    }
+
+    fn record(n: u32, served_model: &str) -> router_one_core::usage::UsageRecord {
+        use router_one_core::money::Usd;
+        router_one_core::usage::UsageRecord {
+            request_id: format!("req_{n}"),
+            account_id: "acct_1".into(),
+            key_id: "key_1".into(),
+            created_at_us: 1_704_067_200_000_000 + i64::from(n),
+            endpoint: router_one_core::usage::Endpoint::ChatCompletions,
+            requested_model: "gpt-4o".into(),
+            served_model: Some(served_model.into()),
+            provider: "openai".into(),
+            usage: router_one_core::pricing::TokenUsage {
+                prompt_tokens: 10,
+                cached_tokens: 2,
+                cache_write_tokens: 0,
+                completion_tokens: 5,
+                reasoning_tokens: 1,
+            },
+            // 0.0000012300 USD: a cost whose decimal string has trailing zeros to lose.
+            cost: Usd::from_units(12_300),
+            latency_us: 1_000,
+            upstream_sent_us: Some(10),
+            ttft_us: Some(100),
+            status: 200,
+            error_code: None,
+            streamed: n.is_multiple_of(2),
+            lease: None,
+            failed_attempts: Vec::new(),
+            receipt: None,
+            refusal: None,
+        }
+    }
+
+    /// A record keeps only its receipt's parts; the receipt rebuilt from them and the record is
+    /// byte for byte the one sealed, whatever the record's place in its batch, and a record
+    /// altered since leads nowhere.
+    #[tokio::test]
+    async fn a_receipt_is_rebuilt_byte_for_byte_from_what_its_record_keeps() {
+        use router_one_core::usage::RecordReceipt;
+        let key = ReceiptSigner::from_secret([9; 32]);
+        let keys = key.jwks();
+        let signer = BatchSigner::new(key);
+        // A served model longer than a record keeps: the claims name what the record keeps.
+        let long_model = "m".repeat(300);
+        let mut records: Vec<_> = (0..5)
+            .map(|n| record(n, if n == 3 { &long_model } else { "gpt-4o-2024-08-06" }))
+            .collect();
+        let upstream_ids = ["chatcmpl-0", "chatcmpl-1"];
+        signer.shared.busy.store(true, Ordering::SeqCst);
+        let waiting: Vec<_> = records
+            .iter()
+            .enumerate()
+            .map(|(i, r)| {
+                let sha = crate::body_sha256(r.request_id.as_bytes());
+                signer.seal(&Claims::of(r, upstream_ids.get(i).copied(), &sha))
+            })
+            .collect();
+        signer.shared.busy.store(false, Ordering::SeqCst);
+        signer.shared.sign_queued();
+        for (i, (record, waiting)) in records.iter_mut().zip(waiting).enumerate() {
+            let sent = waiting.await.unwrap();
+            let sha = crate::body_sha256(record.request_id.as_bytes());
+            record.receipt = Some(RecordReceipt::Parts(crate::parts_of(
+                &sent,
+                upstream_ids.get(i).copied(),
+                &sha,
+            )));
+            // As a store keeps it: the model name cut to its bound.
+            record.served_model = record
+                .served_model
+                .as_deref()
+                .map(|m| router_one_core::usage::kept_model_name(m).to_owned());
+            assert_eq!(
+                crate::rebuilt(record).unwrap().as_deref(),
+                Some(sent.as_str()),
+                "record {i}"
+            );
+            assert_eq!(crate::verify(&sent, &keys).unwrap().batch.leaves, 5);
+        }
+        let mut altered = records[1].clone();
+        altered.cost = router_one_core::money::Usd::from_units(12_301);
+        assert_eq!(crate::rebuilt(&altered).unwrap_err(), crate::VerifyError::NotInBatch);
+        let mut swapped_hash = records[2].clone();
+        if let Some(RecordReceipt::Parts(parts)) = &mut swapped_hash.receipt {
+            parts.response_sha256 = "00".repeat(32);
+        }
+        assert_eq!(
+            crate::rebuilt(&swapped_hash).unwrap_err(),
+            crate::VerifyError::NotInBatch
+        );
+        // A whole receipt, as kept before parts, is served as it is; no receipt is none.
+        let mut whole = records[0].clone();
+        whole.receipt = Some(RecordReceipt::Whole("kept~as~is".into()));
+        assert_eq!(crate::rebuilt(&whole).unwrap().as_deref(), Some("kept~as~is"));
+        assert_eq!(crate::rebuilt(&record(9, "x")).unwrap(), None);
     }
 
     #[tokio::test]

@@ -18,7 +18,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Serialize;
 
-use router_one_core::usage::UsageRecord;
+use router_one_core::usage::{ReceiptParts, RecordReceipt, UsageRecord, kept_model_name};
 
 pub use batch::{BatchSigner, InFlight};
 pub use jwks::{Jwk, Jwks};
@@ -94,8 +94,9 @@ impl<'a> Claims<'a> {
             account_id: &record.account_id,
             key_id: &record.key_id,
             endpoint: record.endpoint.as_str(),
-            requested_model: &record.requested_model,
-            served_model: record.served_model.as_deref(),
+            // As the record keeps them, so that claims rebuilt from a stored record are the same.
+            requested_model: kept_model_name(&record.requested_model),
+            served_model: record.served_model.as_deref().map(kept_model_name),
             provider: &record.provider,
             upstream_response_id,
             usage: ClaimedUsage {
@@ -112,6 +113,51 @@ impl<'a> Claims<'a> {
             streamed: record.streamed,
             response_sha256: hex::encode(body_sha256),
         }
+    }
+}
+
+/// What `record` keeps of `receipt` (the whole receipt its response carried, sealed over
+/// [`Claims::of`] the record with `upstream_response_id` and `body_sha256`): the parts its claims
+/// cannot be rebuilt from ([`rebuilt`]).
+pub fn parts_of(receipt: &str, upstream_response_id: Option<&str>, body_sha256: &[u8; 32]) -> ReceiptParts {
+    let mut parts = receipt.split(batch::PART_SEPARATOR);
+    let batch = parts.next().unwrap_or_default().to_owned();
+    let path = parts.nth(1).unwrap_or_default().to_owned();
+    ReceiptParts {
+        batch,
+        path,
+        response_sha256: hex::encode(body_sha256),
+        upstream_response_id: upstream_response_id.map(str::to_owned),
+    }
+}
+
+/// The receipt of `record` (`None` if it has none), byte for byte the one its response
+/// carried: kept whole, or rebuilt from its parts and the record's own fields. A record that
+/// no longer leads to its batch's signed root (altered since) is [`VerifyError::NotInBatch`].
+pub fn rebuilt(record: &UsageRecord) -> Result<Option<String>, VerifyError> {
+    let parts = match &record.receipt {
+        None => return Ok(None),
+        Some(RecordReceipt::Whole(whole)) => return Ok(Some(whole.clone())),
+        Some(RecordReceipt::Parts(parts)) => parts,
+    };
+    let mut body_sha256 = [0; 32];
+    hex::decode_to_slice(&parts.response_sha256, &mut body_sha256)
+        .map_err(|_| VerifyError::Malformed("the kept body hash is not 32 bytes of hex"))?;
+    let claims = serde_json::to_vec(&Claims::of(record, parts.upstream_response_id.as_deref(), &body_sha256))
+        .map_err(|_| VerifyError::Malformed("claims"))?;
+    let path = URL_SAFE_NO_PAD
+        .decode(&parts.path)
+        .map_err(|_| VerifyError::Malformed("the path is not base64url"))?;
+    let signed: batch::BatchClaims = parts
+        .batch
+        .split('.')
+        .nth(1)
+        .and_then(|payload| URL_SAFE_NO_PAD.decode(payload).ok())
+        .and_then(|payload| serde_json::from_slice(&payload).ok())
+        .ok_or(VerifyError::Malformed("the JWS payload is not a batch"))?;
+    match batch::root_of(batch::leaf_hash(&claims), &path) {
+        Some(root) if hex::encode(root) == signed.root => Ok(Some(batch::assemble(&parts.batch, &claims, &parts.path))),
+        _ => Err(VerifyError::NotInBatch),
     }
 }
 

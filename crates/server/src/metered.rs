@@ -30,6 +30,8 @@ use router_one_providers::sse::{SseSplitter, event_data};
 use router_one_providers::{HeldUsage, StreamDecoder};
 use router_one_receipts::BodyHasher;
 
+use crate::routes::receipts::{PendingReceipt, Sealed};
+
 use crate::record::{Outcome, RequestMeter};
 use crate::routes::upstream::success;
 use crate::state::AppState;
@@ -206,7 +208,7 @@ impl StreamState {
                 return Poll::Ready(Some(bytes));
             }
             if let Some(sealing) = self.sealing.as_mut() {
-                let receipt = std::task::ready!(Pin::new(&mut sealing.receipt).poll(cx)).ok();
+                let receipt = std::task::ready!(Pin::new(&mut sealing.receipt).poll(cx));
                 if let Some(Sealing { meter, last, .. }) = self.sealing.take() {
                     self.write(meter, receipt, last);
                 }
@@ -340,12 +342,12 @@ impl StreamState {
 
     /// Writes the settled record with its receipt, then queues the last bytes — or, if the
     /// record cannot be written, an error event instead of them.
-    fn write(&mut self, meter: RequestMeter, receipt: Option<String>, last: Vec<Bytes>) {
+    fn write(&mut self, meter: RequestMeter, receipt: Option<Sealed>, last: Vec<Bytes>) {
         let receipt_line = receipt
             .as_ref()
             .filter(|_| self.show_receipt)
-            .map(|receipt| Bytes::from(format!(": receipt {receipt}\n\n")));
-        if let Err(e) = meter.write(receipt) {
+            .map(|receipt| Bytes::from(format!(": receipt {}\n\n", receipt.sent)));
+        if let Err(e) = meter.write(receipt.map(|receipt| receipt.kept)) {
             self.out.ready.push_back(error_event(&e));
             return;
         }
@@ -359,7 +361,7 @@ impl StreamState {
 /// batch signer answers.
 struct Sealing {
     meter: RequestMeter,
-    receipt: tokio::sync::oneshot::Receiver<String>,
+    receipt: PendingReceipt,
     last: Vec<Bytes>,
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use router_one_core::telemetry::SPAN_TARGET;
-use router_one_core::usage::{Endpoint, RecordLease, UsageRecord};
+use router_one_core::usage::{Endpoint, RecordLease, RecordReceipt, UsageRecord};
 use router_one_core::{ApiError, ErrorKind, TokenUsage, Usd};
 use router_one_metering::rate::{RateGrant, RateSnapshot};
 use router_one_metering::reservation::{Settlement, UsageFault};
@@ -338,11 +338,11 @@ impl RequestMeter {
 
     /// Writes the settled record ([`RequestMeter::settle`]) with its receipt, once: by the
     /// caller, or by [`Drop`] if the caller never gets there. Returns the cost.
-    pub(crate) fn write(mut self, receipt: Option<String>) -> Result<Usd, ApiError> {
+    pub(crate) fn write(mut self, receipt: Option<RecordReceipt>) -> Result<Usd, ApiError> {
         self.write_settled(receipt)
     }
 
-    fn write_settled(&mut self, receipt: Option<String>) -> Result<Usd, ApiError> {
+    fn write_settled(&mut self, receipt: Option<RecordReceipt>) -> Result<Usd, ApiError> {
         self.finished = true;
         let Some(mut record) = self.settled.take() else {
             return Ok(Usd::ZERO);

@@ -10,7 +10,7 @@ use router_one_core::pricing::TokenUsage;
 use router_one_core::store::{
     Account, ApiKey, BudgetPeriod, KeyPage, KeySettings, LedgerEntry, OversizedMaxTokens, StoreError, StoreResult,
 };
-use router_one_core::usage::{Endpoint, UsageRecord};
+use router_one_core::usage::{Endpoint, ReceiptParts, RecordReceipt, UsageRecord};
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use sqlx::{ColumnIndex, Decode, FromRow, Row, Type};
@@ -241,13 +241,67 @@ pub(crate) struct UsageRow {
     cache_write_tokens: i64,
     failed_attempts: Option<String>,
     receipt: Option<String>,
+    receipt_path: Option<String>,
+    response_sha256: Option<String>,
+    upstream_response_id: Option<String>,
+    /// Read through [`RECEIPT_BATCH_JWS`] (by `receipt_batch`, its id).
+    receipt_batch_jws: Option<String>,
 }
 
 /// The `usage_records` columns, in [`UsageRow`] order.
 pub(crate) const USAGE_COLUMNS: &str = "request_id, account_id, key_id, created_at_us, endpoint, requested_model, \
      served_model, provider, prompt_tokens, cached_tokens, completion_tokens, reasoning_tokens, cost_units, \
      latency_us, upstream_sent_us, ttft_us, status, error_code, streamed, cache_write_tokens, failed_attempts, \
-     receipt";
+     receipt, receipt_batch, receipt_path, response_sha256, upstream_response_id";
+
+/// The JWS of a row's receipt batch, read beside [`USAGE_COLUMNS`] (`SELECT {USAGE_COLUMNS},
+/// {RECEIPT_BATCH_JWS} FROM usage_records …`).
+pub(crate) const RECEIPT_BATCH_JWS: &str =
+    "(SELECT jws FROM receipt_batches WHERE receipt_batches.id = usage_records.receipt_batch) AS receipt_batch_jws";
+
+/// A record's receipt as stored: a whole one (kept before receipts were kept in parts) or its
+/// parts, whose batch is stored once in `receipt_batches` ([`receipt_batches`]).
+#[derive(Default)]
+pub(crate) struct ReceiptColumns<'a> {
+    pub(crate) whole: Option<&'a str>,
+    pub(crate) batch: Option<&'a str>,
+    pub(crate) path: Option<&'a str>,
+    pub(crate) response_sha256: Option<&'a str>,
+    pub(crate) upstream_response_id: Option<&'a str>,
+}
+
+impl<'a> ReceiptColumns<'a> {
+    pub(crate) fn of(record: &'a UsageRecord) -> ReceiptColumns<'a> {
+        match &record.receipt {
+            None => ReceiptColumns::default(),
+            Some(RecordReceipt::Whole(whole)) => ReceiptColumns {
+                whole: Some(whole),
+                ..ReceiptColumns::default()
+            },
+            Some(RecordReceipt::Parts(parts)) => ReceiptColumns {
+                whole: None,
+                batch: Some(parts.batch_id()),
+                path: Some(&parts.path),
+                response_sha256: Some(&parts.response_sha256),
+                upstream_response_id: parts.upstream_response_id.as_deref(),
+            },
+        }
+    }
+}
+
+/// The receipt batches `records` name, each once (by id, with its JWS). A usage batch holds
+/// few receipt batches (tens of receipts share one), so a scan of those kept is enough.
+pub(crate) fn receipt_batches(records: &[UsageRecord]) -> Vec<(&str, &str)> {
+    let mut batches: Vec<(&str, &str)> = Vec::new();
+    for record in records {
+        if let Some(RecordReceipt::Parts(parts)) = &record.receipt
+            && !batches.iter().any(|(id, _)| *id == parts.batch_id())
+        {
+            batches.push((parts.batch_id(), &parts.batch));
+        }
+    }
+    batches
+}
 
 /// A record's failed attempts as stored: `NULL` for none (the usual case), else a JSON array.
 pub(crate) fn failed_attempts_text(record: &UsageRecord) -> Option<String> {
@@ -292,7 +346,21 @@ impl TryFrom<UsageRow> for UsageRecord {
                 }
                 None => Vec::new(),
             },
-            receipt: row.receipt,
+            receipt: match (
+                row.receipt,
+                row.receipt_batch_jws,
+                row.receipt_path,
+                row.response_sha256,
+            ) {
+                (Some(whole), ..) => Some(RecordReceipt::Whole(whole)),
+                (None, Some(batch), Some(path), Some(response_sha256)) => Some(RecordReceipt::Parts(ReceiptParts {
+                    batch,
+                    path,
+                    response_sha256,
+                    upstream_response_id: row.upstream_response_id,
+                })),
+                _ => None,
+            },
             refusal: None,
         })
     }

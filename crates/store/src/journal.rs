@@ -258,6 +258,29 @@ mod tests {
     }
 
     #[test]
+    fn receipts_round_trip_in_parts_and_whole_ones_of_older_journals_still_read() {
+        use router_one_core::usage::{ReceiptParts, RecordReceipt};
+        let mut parts = record("a");
+        parts.receipt = Some(RecordReceipt::Parts(ReceiptParts {
+            batch: "aGVhZGVy.cGF5bG9hZA.c2ln".into(),
+            path: "TA".into(),
+            response_sha256: "ab".repeat(32),
+            upstream_response_id: Some("chatcmpl-1".into()),
+        }));
+        let got = parse(&encode(&parts).unwrap(), Path::new("t"));
+        assert_eq!(got, vec![parts]);
+        // A journal written before receipts were kept in parts: the whole receipt, a string.
+        let mut older = serde_json::to_value(record("b")).unwrap();
+        older["receipt"] = "aGVhZGVy.cGF5bG9hZA.c2ln~e30~".into();
+        let mut line = vec![RS];
+        line.extend(serde_json::to_vec(&older).unwrap());
+        line.push(b'\n');
+        let mut whole = record("b");
+        whole.receipt = Some(RecordReceipt::Whole("aGVhZGVy.cGF5bG9hZA.c2ln~e30~".into()));
+        assert_eq!(parse(&line, Path::new("t")), vec![whole]);
+    }
+
+    #[test]
     fn a_torn_record_never_swallows_the_next_one() {
         // The old line format lost the record after a torn one (they merged into one bad line).
         let full = encode(&record("b")).unwrap().len();

@@ -5,7 +5,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use router_one_core::usage::UsageRecord;
+use router_one_core::usage::{MAX_MODEL_CHARS, UsageRecord, kept_model_name};
 
 /// What a batch's newly inserted records debit: each account (one `usage` ledger entry per
 /// account per batch) and each key's lifetime spend. Maps, so rows are locked and written in
@@ -93,26 +93,19 @@ pub(crate) fn stored_cost(record: &UsageRecord) -> i64 {
     units
 }
 
-/// Most characters stored of a model name in a usage record. Model ids are far shorter; the
-/// bound keeps what a client or an upstream reports from growing the table, and with it every
-/// page of `GET /v1/usage`.
-pub(crate) const MAX_MODEL_CHARS: usize = 256;
-
 /// `text` cut to [`MAX_MODEL_CHARS`] characters (loudly): a backstop, as every model name is
 /// checked long before it gets here.
 pub(crate) fn bounded_text<'a>(text: &'a str, what: &str, request_id: &str) -> &'a str {
-    match text.char_indices().nth(MAX_MODEL_CHARS) {
-        None => text,
-        Some((end, _)) => {
-            tracing::error!(
-                request_id,
-                what,
-                chars = text.chars().count(),
-                "usage record model name cut to {MAX_MODEL_CHARS} characters"
-            );
-            &text[..end]
-        }
+    let kept = kept_model_name(text);
+    if kept.len() < text.len() {
+        tracing::error!(
+            request_id,
+            what,
+            chars = text.chars().count(),
+            "usage record model name cut to {MAX_MODEL_CHARS} characters"
+        );
     }
+    kept
 }
 
 /// A count as a BIGINT, saturating: a usage record is never refused for an absurd count,

@@ -19,7 +19,7 @@ use router_one_core::store::{
     Account, ApiKey, BudgetPeriod, KeyPage, KeySettings, OversizedMaxTokens, Store, StoreError, SummaryGroup,
     SummaryRow, UsageFilter,
 };
-use router_one_core::usage::{Endpoint, UsageRecord};
+use router_one_core::usage::{Endpoint, ReceiptParts, RecordReceipt, UsageRecord};
 use router_one_store::{PgStore, SqliteStore};
 use rust_decimal::Decimal;
 
@@ -720,12 +720,39 @@ async fn usage_record_is_scoped_by_account(store: &dyn Store) {
         status: 503,
         latency_us: 1_234,
     }];
-    // Its signed receipt (metadata and a hash only) round-trips; a refusal has none.
-    r.receipt = Some("eyJhbGciOiJFZERTQSJ9.eyJyZXF1ZXN0X2lkIjoicmVxXzAwMDAxIn0.c2ln".into());
+    // Its signed receipt's parts (metadata and a hash only) round-trip; a refusal has none.
+    // Receipts of one signed batch share its JWS, stored once, also across usage batches.
+    let batch = "eyJhbGciOiJFZERTQSJ9.eyJyb290IjoiMDAifQ.c2lnX2E";
+    let parts = |path: &str, upstream_response_id: Option<&str>| {
+        Some(RecordReceipt::Parts(ReceiptParts {
+            batch: batch.into(),
+            path: path.into(),
+            response_sha256: "ab".repeat(32),
+            upstream_response_id: upstream_response_id.map(str::to_owned),
+        }))
+    };
+    r.receipt = parts("TA", Some("chatcmpl-1"));
     let failed = record(2, "acct_a", "key_a1", "gpt-4o", JAN_1, 0, 500);
-    store.record_usage(&[r.clone(), failed.clone()]).await.unwrap();
+    let mut mate = record(3, "acct_a", "key_a1", "gpt-4o", JAN_1, 10, 200);
+    mate.receipt = parts("Ug", None);
+    store
+        .record_usage(&[r.clone(), failed.clone(), mate.clone()])
+        .await
+        .unwrap();
+    let mut later_mate = record(4, "acct_a", "key_a1", "gpt-4o", JAN_1, 10, 200);
+    later_mate.receipt = parts("", Some("chatcmpl-4"));
+    // A whole receipt, as records kept them before parts, round-trips as it was.
+    let mut whole = record(5, "acct_a", "key_a1", "gpt-4o", JAN_1, 10, 200);
+    whole.receipt = Some(RecordReceipt::Whole("eyJhbGciOiJFZERTQSJ9.e30.c2ln~e30~".into()));
+    store.record_usage(&[later_mate.clone(), whole.clone()]).await.unwrap();
     assert_eq!(store.usage_record("acct_a", "req_00001").await.unwrap(), Some(r));
     assert_eq!(store.usage_record("acct_a", "req_00002").await.unwrap(), Some(failed));
+    assert_eq!(store.usage_record("acct_a", "req_00003").await.unwrap(), Some(mate));
+    assert_eq!(
+        store.usage_record("acct_a", "req_00004").await.unwrap(),
+        Some(later_mate)
+    );
+    assert_eq!(store.usage_record("acct_a", "req_00005").await.unwrap(), Some(whole));
     assert_eq!(store.usage_record("acct_b", "req_00001").await.unwrap(), None);
     assert_eq!(store.usage_record("acct_a", "req_99999").await.unwrap(), None);
     // Recorded for some account (whichever asks), or not at all.

@@ -7,7 +7,9 @@
 //! `/v1/messages` rewrite the chat answer after the pipeline, so a receipt over the chat bytes
 //! would not be a receipt of what their client received.
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Json;
@@ -15,8 +17,9 @@ use axum::extract::{Path, State};
 use axum::response::{IntoResponse, Response};
 use http::HeaderValue;
 use serde_json::json;
+use tokio::sync::oneshot;
 
-use router_one_core::usage::{Endpoint, UsageRecord};
+use router_one_core::usage::{Endpoint, RecordReceipt, UsageRecord};
 use router_one_core::{ApiError, ErrorKind};
 use router_one_receipts::{BatchSigner, Claims, Jwk, Jwks};
 
@@ -34,14 +37,47 @@ pub(crate) fn signer_for(app: &AppState, endpoint: Endpoint) -> Option<&BatchSig
 }
 
 /// Queues the receipt of `record`, whose client received a body hashing to `body_sha256`, for
-/// the next signed batch; it arrives on the returned channel.
+/// the next signed batch; it arrives through the returned future.
 pub(crate) fn seal(
     signer: &BatchSigner,
     record: &UsageRecord,
     upstream_response_id: Option<&str>,
     body_sha256: &[u8; 32],
-) -> tokio::sync::oneshot::Receiver<String> {
-    signer.seal(&Claims::of(record, upstream_response_id, body_sha256))
+) -> PendingReceipt {
+    PendingReceipt {
+        receipt: signer.seal(&Claims::of(record, upstream_response_id, body_sha256)),
+        upstream_response_id: upstream_response_id.map(str::to_owned),
+        body_sha256: *body_sha256,
+    }
+}
+
+/// A receipt being sealed ([`seal`]); `None` if the signer went away.
+pub(crate) struct PendingReceipt {
+    receipt: oneshot::Receiver<String>,
+    upstream_response_id: Option<String>,
+    body_sha256: [u8; 32],
+}
+
+/// A sealed receipt: as the response carries it, and as its record keeps it.
+pub(crate) struct Sealed {
+    pub(crate) sent: String,
+    pub(crate) kept: RecordReceipt,
+}
+
+impl Future for PendingReceipt {
+    type Output = Option<Sealed>;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Sealed>> {
+        let sent = std::task::ready!(Pin::new(&mut self.receipt).poll(cx)).ok();
+        Poll::Ready(sent.map(|sent| Sealed {
+            kept: RecordReceipt::Parts(router_one_receipts::parts_of(
+                &sent,
+                self.upstream_response_id.as_deref(),
+                &self.body_sha256,
+            )),
+            sent,
+        }))
+    }
 }
 
 /// `GET /.well-known/jwks.json`: every public key receipts may be signed with — this node's
@@ -119,11 +155,19 @@ pub(crate) async fn receipt(
         Lookup::Found(record) => record,
         Lookup::Pending => return Ok(pending(&id)),
     };
-    let receipt = record.receipt.ok_or_else(|| {
-        ApiError::new(
-            ErrorKind::NotFound,
-            format!("Request `{id}` has no receipt: only answered chat completions and embeddings are signed."),
-        )
-    })?;
+    let receipt = router_one_receipts::rebuilt(&record)
+        .map_err(|e| {
+            tracing::error!(request_id = %id, error = %e, "a stored receipt cannot be rebuilt");
+            ApiError::new(
+                ErrorKind::Internal,
+                format!("Request `{id}`'s receipt cannot be rebuilt from its record."),
+            )
+        })?
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorKind::NotFound,
+                format!("Request `{id}` has no receipt: only answered chat completions and embeddings are signed."),
+            )
+        })?;
     Ok(Json(json!({ "object": "receipt", "request_id": record.request_id, "receipt": receipt })).into_response())
 }

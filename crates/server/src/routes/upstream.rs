@@ -432,11 +432,11 @@ async fn answered(app: &AppState, mut meter: RequestMeter, read: router_one_prov
         receipts::seal(signer, record, read.upstream_response_id.as_deref(), &sha256)
     });
     let receipt = match sealing {
-        Some(sealing) => sealing.await.ok(),
+        Some(sealing) => sealing.await,
         None => None,
     };
-    let receipt_header = receipt.as_deref().and_then(|r| HeaderValue::from_str(r).ok());
-    let sealed = meter.write(receipt);
+    let receipt_header = receipt.as_ref().and_then(|r| HeaderValue::from_str(&r.sent).ok());
+    let sealed = meter.write(receipt.map(|r| r.kept));
     match sealed {
         Ok(_) => {
             let mut response = success(

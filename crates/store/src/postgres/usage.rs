@@ -32,7 +32,10 @@ use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder, Row};
 
 use super::lease_draws::LeaseDraws;
 use super::{TxResult, advisory_lock, lock, numeric_sum};
-use crate::convert::{DAY_US, USAGE_COLUMNS, UsageRow, day_name, db_err, failed_attempts_text, from_i64};
+use crate::convert::{
+    DAY_US, RECEIPT_BATCH_JWS, ReceiptColumns, USAGE_COLUMNS, UsageRow, day_name, db_err, failed_attempts_text,
+    from_i64, receipt_batches,
+};
 use crate::usage_batch::{AccountDebit, BatchDebits, bounded_text, clamped_sum, saturating, stored_cost};
 
 /// Inserts `batch` in one transaction. Records already stored (same request id and creation
@@ -49,6 +52,7 @@ pub(super) async fn record_usage(pool: &PgPool, batch: &[UsageRecord]) -> TxResu
     }
     let mut tx = pool.begin().await?;
     advisory_lock(&mut tx, lock::USAGE).await?;
+    insert_receipt_batches(&mut tx, batch).await?;
     let mut inserted = insert_records(&mut tx, batch).await?;
     // A request id repeated within the batch was inserted (and is debited) once.
     let records: Vec<&UsageRecord> = batch
@@ -93,6 +97,10 @@ struct RecordColumns<'a> {
     cache_write_tokens: Vec<i64>,
     failed_attempts: Vec<Option<String>>,
     receipt: Vec<Option<&'a str>>,
+    receipt_batch: Vec<Option<&'a str>>,
+    receipt_path: Vec<Option<&'a str>>,
+    response_sha256: Vec<Option<&'a str>>,
+    upstream_response_id: Vec<Option<&'a str>>,
     node_id: Vec<Option<&'a str>>,
     node_epoch: Vec<Option<i64>>,
     key_period_start_us: Vec<Option<i64>>,
@@ -129,7 +137,12 @@ impl<'a> RecordColumns<'a> {
             c.streamed.push(r.streamed);
             c.cache_write_tokens.push(saturating(r.usage.cache_write_tokens));
             c.failed_attempts.push(failed_attempts_text(r));
-            c.receipt.push(r.receipt.as_deref());
+            let receipt = ReceiptColumns::of(r);
+            c.receipt.push(receipt.whole);
+            c.receipt_batch.push(receipt.batch);
+            c.receipt_path.push(receipt.path);
+            c.response_sha256.push(receipt.response_sha256);
+            c.upstream_response_id.push(receipt.upstream_response_id);
             c.node_id.push(r.lease.as_ref().map(|l| l.node_id.as_str()));
             c.node_epoch.push(r.lease.as_ref().map(|l| l.node_epoch));
             c.key_period_start_us
@@ -137,6 +150,24 @@ impl<'a> RecordColumns<'a> {
         }
         c
     }
+}
+
+/// Stores the receipt batches `records` name that are not stored yet (a batch's receipts may
+/// span two usage batches), in one statement.
+async fn insert_receipt_batches(conn: &mut PgConnection, records: &[UsageRecord]) -> TxResult<()> {
+    let batches = receipt_batches(records);
+    if batches.is_empty() {
+        return Ok(());
+    }
+    let (ids, jws): (Vec<&str>, Vec<&str>) = batches.into_iter().unzip();
+    sqlx::query(
+        "INSERT INTO receipt_batches (id, jws) SELECT * FROM unnest($1::text[], $2::text[]) ON CONFLICT (id) DO NOTHING",
+    )
+    .bind(&ids)
+    .bind(&jws)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
 }
 
 /// Inserts the records not stored yet, in one statement whatever the batch size (one array
@@ -149,7 +180,8 @@ async fn insert_records(conn: &mut PgConnection, records: &[UsageRecord]) -> TxR
          SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[], \
              $7::text[], $8::text[], $9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $13::bigint[], \
              $14::bigint[], $15::bigint[], $16::bigint[], $17::bigint[], $18::text[], $19::boolean[], \
-             $20::bigint[], $21::text[], $22::text[], $23::text[], $24::bigint[], $25::bigint[]) \
+             $20::bigint[], $21::text[], $22::text[], $23::text[], $24::text[], $25::text[], $26::text[], \
+             $27::text[], $28::bigint[], $29::bigint[]) \
          ON CONFLICT DO NOTHING RETURNING request_id"
     );
     let ids: Vec<String> = sqlx::query_scalar(&sql)
@@ -175,6 +207,10 @@ async fn insert_records(conn: &mut PgConnection, records: &[UsageRecord]) -> TxR
         .bind(&c.cache_write_tokens)
         .bind(&c.failed_attempts)
         .bind(&c.receipt)
+        .bind(&c.receipt_batch)
+        .bind(&c.receipt_path)
+        .bind(&c.response_sha256)
+        .bind(&c.upstream_response_id)
         .bind(&c.node_id)
         .bind(&c.node_epoch)
         .bind(&c.key_period_start_us)
@@ -378,7 +414,9 @@ fn push_conditions(qb: &mut QueryBuilder<'_, Postgres>, filter: &UsageFilter) {
 /// at most `limit`. A cursor naming no record of the account yields nothing (rather than
 /// everything again).
 pub(super) async fn usage(pool: &PgPool, filter: &UsageFilter) -> StoreResult<Vec<UsageRecord>> {
-    let mut qb = QueryBuilder::new(format!("SELECT {USAGE_COLUMNS} FROM usage_records"));
+    let mut qb = QueryBuilder::new(format!(
+        "SELECT {USAGE_COLUMNS}, {RECEIPT_BATCH_JWS} FROM usage_records"
+    ));
     push_conditions(&mut qb, filter);
     if let Some(after) = &filter.after {
         qb.push(" AND seq > (SELECT c.seq FROM usage_records c WHERE c.request_id = ")
@@ -451,7 +489,9 @@ pub(super) async fn usage_record(
     account_id: &str,
     request_id: &str,
 ) -> StoreResult<Option<UsageRecord>> {
-    let sql = format!("SELECT {USAGE_COLUMNS} FROM usage_records WHERE request_id = $1 AND account_id = $2");
+    let sql = format!(
+        "SELECT {USAGE_COLUMNS}, {RECEIPT_BATCH_JWS} FROM usage_records WHERE request_id = $1 AND account_id = $2"
+    );
     let row: Option<UsageRow> = sqlx::query_as(&sql)
         .bind(request_id)
         .bind(account_id)

@@ -20,7 +20,10 @@ use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection, SqlitePool};
 
 use super::accounts::{balance_units, set_balance_units};
 use super::insert_ledger_entry;
-use crate::convert::{DAY_US, USAGE_COLUMNS, UsageRow, day_name, db_err, failed_attempts_text, from_i64};
+use crate::convert::{
+    DAY_US, RECEIPT_BATCH_JWS, ReceiptColumns, USAGE_COLUMNS, UsageRow, day_name, db_err, failed_attempts_text,
+    from_i64, receipt_batches,
+};
 use crate::usage_batch::{AccountDebit, BatchDebits, bounded_text, clamped_sum, saturating, stored_cost};
 
 /// Inserts `batch` in one transaction. Records whose request id is already stored are skipped
@@ -34,6 +37,7 @@ pub(super) async fn record_usage(pool: &SqlitePool, batch: &[UsageRecord]) -> St
         return Ok(());
     }
     let mut tx = pool.begin().await.map_err(db_err)?;
+    insert_receipt_batches(&mut tx, batch).await?;
     let mut debits = BatchDebits::default();
     for chunk in batch.chunks(ROWS_PER_INSERT) {
         let mut inserted = insert_records(&mut tx, chunk).await?;
@@ -75,7 +79,7 @@ async fn add_key_spend(conn: &mut SqliteConnection, account_id: &str, key_id: &s
 }
 
 /// Rows per multi-row `INSERT`: one statement (one round trip to SQLite's worker thread)
-/// carries many records; 19 parameters each stays far below SQLite's parameter limit.
+/// carries many records; 26 parameters each stays far below SQLite's parameter limit.
 const ROWS_PER_INSERT: usize = 64;
 
 /// Inserts the records whose request id is not stored yet, in one statement; returns the ids
@@ -108,14 +112,33 @@ async fn insert_records(conn: &mut SqliteConnection, records: &[UsageRecord]) ->
             .push_bind(&r.error_code)
             .push_bind(r.streamed)
             .push_bind(saturating(r.usage.cache_write_tokens))
-            .push_bind(failed_attempts_text(r))
-            .push_bind(&r.receipt);
+            .push_bind(failed_attempts_text(r));
+        let receipt = ReceiptColumns::of(r);
+        row.push_bind(receipt.whole)
+            .push_bind(receipt.batch)
+            .push_bind(receipt.path)
+            .push_bind(receipt.response_sha256)
+            .push_bind(receipt.upstream_response_id);
     });
     query.push(" ON CONFLICT (request_id) DO NOTHING RETURNING request_id");
     let rows = query.build().fetch_all(&mut *conn).await.map_err(db_err)?;
     rows.iter()
         .map(|row| row.try_get::<String, _>(0).map_err(db_err))
         .collect()
+}
+
+/// Stores the receipt batches `records` name that are not stored yet (a batch's receipts may
+/// span two usage batches).
+async fn insert_receipt_batches(conn: &mut SqliteConnection, records: &[UsageRecord]) -> StoreResult<()> {
+    for chunk in receipt_batches(records).chunks(ROWS_PER_INSERT) {
+        let mut query: QueryBuilder<'_, Sqlite> = QueryBuilder::new("INSERT INTO receipt_batches (id, jws) ");
+        query.push_values(chunk, |mut row, (id, jws)| {
+            row.push_bind(*id).push_bind(*jws);
+        });
+        query.push(" ON CONFLICT (id) DO NOTHING");
+        query.build().execute(&mut *conn).await.map_err(db_err)?;
+    }
+    Ok(())
 }
 
 /// Debits one account's balance and writes the matching ledger entry: the amount the balance
@@ -218,7 +241,9 @@ fn push_conditions(qb: &mut QueryBuilder<'_, Sqlite>, filter: &UsageFilter) {
 /// Records matching `filter` in commit order, after the cursor's record, at most `limit`. A cursor
 /// naming no record of the account yields nothing (rather than everything again).
 pub(super) async fn usage(pool: &SqlitePool, filter: &UsageFilter) -> StoreResult<Vec<UsageRecord>> {
-    let mut qb = QueryBuilder::new(format!("SELECT {USAGE_COLUMNS} FROM usage_records"));
+    let mut qb = QueryBuilder::new(format!(
+        "SELECT {USAGE_COLUMNS}, {RECEIPT_BATCH_JWS} FROM usage_records"
+    ));
     push_conditions(&mut qb, filter);
     if let Some(after) = &filter.after {
         qb.push(" AND seq > (SELECT c.seq FROM usage_records c WHERE c.request_id = ")
@@ -292,7 +317,9 @@ pub(super) async fn usage_record(
     account_id: &str,
     request_id: &str,
 ) -> StoreResult<Option<UsageRecord>> {
-    let sql = format!("SELECT {USAGE_COLUMNS} FROM usage_records WHERE request_id = $1 AND account_id = $2");
+    let sql = format!(
+        "SELECT {USAGE_COLUMNS}, {RECEIPT_BATCH_JWS} FROM usage_records WHERE request_id = $1 AND account_id = $2"
+    );
     let row: Option<UsageRow> = sqlx::query_as(&sql)
         .bind(request_id)
         .bind(account_id)
