@@ -13,7 +13,8 @@
 #      POSTGRES=0 (skip the runs against cluster nodes on PostgreSQL + Redis: a fresh database made
 #      on BENCH_POSTGRES_URL, default postgres://postgres@127.0.0.1:5432/test, dropped afterwards,
 #      and BENCH_REDIS_URL, default redis://127.0.0.1:6379; one node, then three),
-#      OBSERVE=0 (skip the runs against gateways with receipts, metrics and traces switched on),
+#      OBSERVE=0 (skip the runs against gateways with receipts, metrics and traces switched on;
+#      OBSERVE_ROUNDS, default 3, rounds of the four in turn, each figure their median),
 #      NGINX=0 (skip nginx: by default nginx, installed from the distribution's packages if missing,
 #      runs as a plain keep-alive reverse proxy to the same simulator, one worker process, and the
 #      main runs go direct, nginx, gateway in turn, so every row holds the floor of its own run).
@@ -22,6 +23,7 @@ cd "$(dirname "$0")/.."
 ROOT=$PWD
 
 DURATION=${DURATION:-10s}
+OBSERVE_ROUNDS=${OBSERVE_ROUNDS:-3}
 WARMUP=${WARMUP:-2s}
 SIM_TTFT_MS=${SIM_TTFT_MS:-0}
 SIM_TPOT_MS=${SIM_TPOT_MS:-0}
@@ -44,6 +46,14 @@ if [ "${SKIP_BUILD:-}" != 1 ]; then
 fi
 BIN=$ROOT/target/release/router-one
 
+# A data dir for a second gateway with the first one's accounts and keys: a copy of the seed
+# taken while the first was idle (a copy of its live dir races its writer: journal segments
+# rotate away mid-copy, the database changes under it), without journal segments (replayed,
+# they would bill the first gateway's records again).
+copy_data() { # dst
+  mkdir -p "$1"
+  tar -C "$OUT/data-seed" --exclude='usage-*.journal' -cf - . | tar -C "$1" -xf -
+}
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 SIM_PORT=$(free_port)
 GW_PORT=$(free_port)
@@ -119,6 +129,8 @@ MGMT_KEY=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["managemen
 KEY_JSON=$(curl -fsS -X POST "http://127.0.0.1:$GW_PORT/v1/keys" -H "authorization: Bearer $MGMT_KEY" \
   -H 'content-type: application/json' -d '{"name":"bench"}')
 API_KEY=$(python3 -c 'import json,sys; print(json.loads(sys.argv[1])["key"])' "$KEY_JSON")
+# Nothing has run yet: the seed of every other gateway's data dir (copy_data).
+cp -r "$OUT/data" "$OUT/data-seed"
 
 if [ -z "${MODEL:-}" ]; then
   MODEL=$(curl -fsS "http://127.0.0.1:$GW_PORT/v1/models" -H "authorization: Bearer $API_KEY" | python3 -c '
@@ -254,7 +266,7 @@ if [ "${UNMETERED:-1}" != 0 ]; then
   UM_PORT=$(free_port)
   while [ "$UM_PORT" = "$SIM_PORT" ] || [ "$UM_PORT" = "$GW_PORT" ]; do UM_PORT=$(free_port); done
   say "unmetered gateway on 127.0.0.1:$UM_PORT"
-  cp -r "$OUT/data" "$OUT/data-unmetered"
+  copy_data "$OUT/data-unmetered"
   ROUTER_ONE_BENCH_UNMETERED=1 RUST_LOG=${RUST_LOG:-warn} "$BIN" serve --config "$OUT/config.toml" \
     --listen "127.0.0.1:$UM_PORT" --data "$OUT/data-unmetered" >"$OUT/unmetered.log" 2>&1 &
   UM_PID=$!
@@ -358,7 +370,7 @@ PY
       metrics) flags=(--receipts false --metrics-listen "127.0.0.1:$METRICS_PORT") ;;
       otel) flags=(--receipts false --otlp-endpoint "http://127.0.0.1:$SINK_PORT") ;;
     esac
-    cp -r "$OUT/data" "$OUT/data-$variant"
+    copy_data "$OUT/data-$variant"
     RUST_LOG=${RUST_LOG:-warn} "$BIN" serve --config "$OUT/config.toml" --listen "127.0.0.1:$port" \
       --data "$OUT/data-$variant" "${flags[@]}" >"$OUT/gateway-$variant.log" 2>&1 &
     PIDS+=("$!")
@@ -368,10 +380,14 @@ PY
   ( while sleep 1; do curl -fsS -o /dev/null "http://127.0.0.1:$METRICS_PORT/metrics" || true; done ) &
   SCRAPER=$!
   PIDS+=("$SCRAPER")
+  # Rounds of the four in turn, each figure the median of its rounds: one run each put a
+  # switch that costs nothing by construction (metrics) at -19 % on a noisy VM.
   for conc in c1 c64; do
     if [ $conc = c1 ]; then wrk_args=(-t1 -c1); else wrk_args=(-t2 -c64); fi
-    for variant in plain receipts metrics otel; do
-      run "observe_${variant}_$conc" "${OBS_URL[$variant]}" "$API_KEY" 0 "${wrk_args[@]}"
+    for round in $(seq 1 "$OBSERVE_ROUNDS"); do
+      for variant in plain receipts metrics otel; do
+        run "observe_${variant}_${conc}_$round" "${OBS_URL[$variant]}" "$API_KEY" 0 "${wrk_args[@]}"
+      done
     done
   done
   kill "$SCRAPER" 2>/dev/null || true
@@ -491,17 +507,19 @@ fi
 # Receipts, metrics and traces against the plain gateway of the same interleaved runs.
 OROW=""
 if [ "${OBSERVE:-1}" != 0 ]; then
-  OROW=$(OUT=$OUT DATE=$DATE COMMIT=$COMMIT python3 - <<'PY'
-import json, os
+  OROW=$(OUT=$OUT DATE=$DATE COMMIT=$COMMIT OBSERVE_ROUNDS=$OBSERVE_ROUNDS python3 - <<'PY'
+import json, os, statistics
 out = os.environ["OUT"]
-load = lambda n: json.load(open(f"{out}/{n}.json"))
-plain1, plain64 = load("observe_plain_c1"), load("observe_plain_c64")
-cells = [os.environ["DATE"], os.environ["COMMIT"], f'{plain1["p50_us"]:.0f} µs', f'{plain64["rps"]:.0f}']
+rounds = range(1, int(os.environ["OBSERVE_ROUNDS"]) + 1)
+runs = lambda variant, conc: [json.load(open(f"{out}/observe_{variant}_{conc}_{r}.json")) for r in rounds]
+# The median round of each: p50 at concurrency 1, requests/s at 64.
+p50 = lambda variant: statistics.median(r["p50_us"] for r in runs(variant, "c1"))
+rps = lambda variant: statistics.median(r["rps"] for r in runs(variant, "c64"))
+cells = [os.environ["DATE"], os.environ["COMMIT"], f'{p50("plain"):.0f} µs', f'{rps("plain"):.0f}']
 errors = 0
 for variant in ("receipts", "metrics", "otel"):
-    v1, v64 = load(f"observe_{variant}_c1"), load(f"observe_{variant}_c64")
-    cells.append(f'**{v1["p50_us"] - plain1["p50_us"]:+.0f} µs**, **{v64["rps"] / plain64["rps"] - 1:+.1%}**')
-    errors += sum(v["non2xx"] + v["socket_errors"] for v in (v1, v64))
+    cells.append(f'**{p50(variant) - p50("plain"):+.0f} µs**, **{rps(variant) / rps("plain") - 1:+.1%}**')
+    errors += sum(r["non2xx"] + r["socket_errors"] for conc in ("c1", "c64") for r in runs(variant, conc))
 cells.append(str(errors))
 print("| " + " | ".join(cells) + " |")
 PY
