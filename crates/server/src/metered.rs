@@ -30,9 +30,8 @@ use router_one_providers::sse::{SseSplitter, event_data};
 use router_one_providers::{HeldUsage, StreamDecoder};
 use router_one_receipts::BodyHasher;
 
-use crate::routes::receipts::{PendingReceipt, Sealed};
-
 use crate::record::{Outcome, RequestMeter};
+use crate::routes::receipts::{PendingReceipt, Sealed};
 use crate::routes::upstream::success;
 use crate::state::AppState;
 
