@@ -37,7 +37,8 @@ kib() { awk -v k="$1" '$1 == k":" {print $2}' "/proc/$2/status"; }
 
 SIM_PORT=$(free_port)
 "$BIN" simulate --listen "127.0.0.1:$SIM_PORT" --ttft-ms 0 --tpot-ms "$TPOT_MS" >"$OUT/sim.log" 2>&1 &
-PIDS+=("$!")
+SIM_PID=$!
+PIDS+=("$SIM_PID")
 export BENCH_UPSTREAM_KEY=sk-bench-upstream
 printf '[providers.openai]\napi = "openai"\nbase_url = "http://127.0.0.1:%s/v1"\napi_key_env = "BENCH_UPSTREAM_KEY"\n' \
   "$SIM_PORT" >"$OUT/config.toml"
@@ -58,6 +59,7 @@ curl -fsS -o /dev/null "http://127.0.0.1:$GW_PORT/v1/chat/completions" -H "autho
   -d "{\"model\":\"$MODEL\",\"stream\":true,\"messages\":[{\"role\":\"user\",\"content\":\"warm [[sim:words=3]]\"}]}"
 sleep 1
 REST_KIB=$(kib VmRSS "$GW_PID")
+SIM_REST_KIB=$(kib VmRSS "$SIM_PID")
 
 LASTS_S=$((WORDS * TPOT_MS / 1000))
 HOLD_S=$((LASTS_S * 3 / 4))
@@ -75,20 +77,22 @@ WRK=$!
 sleep $((HOLD_S / 2))
 OPEN=$(ss -Htn state established "( sport = :$GW_PORT )" | wc -l)
 OPEN_KIB=$(kib VmRSS "$GW_PID")
+SIM_OPEN_KIB=$(kib VmRSS "$SIM_PID")
 wait "$WRK" || true
 PEAK_KIB=$(kib VmHWM "$GW_PID")
 kill -0 "$GW_PID" || { echo "the gateway died during the run" >&2; exit 1; }
 
-ROW=$(python3 - "$OPEN" "$REST_KIB" "$OPEN_KIB" "$PEAK_KIB" "$STREAMS" "$WANTED" <<'PY'
+ROW=$(python3 - "$OPEN" "$REST_KIB" "$OPEN_KIB" "$PEAK_KIB" "$STREAMS" "$WANTED" "$SIM_REST_KIB" "$SIM_OPEN_KIB" <<'PY'
 import subprocess, sys, datetime
-open_, rest, during, peak, streams, wanted = map(int, sys.argv[1:])
+open_, rest, during, peak, streams, wanted, sim_rest, sim_open = map(int, sys.argv[1:])
 mib = lambda kib: f"{kib / 1024:.1f} MiB"
 per = (during - rest) / max(open_, 1)
 commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
 dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout
 at = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%MZ")
 cells = [at, commit + ("+dirty" if dirty else ""), f"{open_} of {streams}" + ("" if streams == wanted else f" (limit; {wanted} asked)"),
-         mib(rest), mib(during), mib(peak), f"**{per:.1f} KiB**", f"**{mib(rest + per * 10_000)}**"]
+         mib(rest), mib(during), mib(peak), f"**{per:.1f} KiB**", f"**{mib(rest + per * 10_000)}**",
+         f"{(sim_open - sim_rest) / max(open_, 1):.1f} KiB"]
 print("| " + " | ".join(cells) + " |")
 PY
 )
