@@ -16,7 +16,10 @@ use clap::Parser;
 use cli::{Cli, Command};
 
 /// mimalloc: the gateway allocates many small, short-lived buffers per request, which glibc's
-/// allocator serves markedly slower under concurrency (measured with `bench/run.sh`).
+/// allocator serves markedly slower under concurrency (measured with `bench/run.sh`). Built
+/// without transparent huge pages (`no_thp`): with them every arena it commits is backed by
+/// 2 MiB pages, which took the gateway from 60 to 84 MiB at rest and from 44 to 63 KiB per
+/// open stream (`bench/many-streams.sh`), for no throughput we could measure.
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
