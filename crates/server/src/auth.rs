@@ -115,7 +115,11 @@ pub(crate) async fn load_key(app: &AppState, key: &ApiKey) -> Result<Arc<KeyStat
 
 /// The account whose management key presents this request.
 pub(crate) async fn management_account(app: &AppState, headers: &HeaderMap) -> Result<String, ErrorResponse> {
-    let token = bearer(headers)?;
+    management_account_of(app, bearer(headers)?).await
+}
+
+/// The account whose management key `token` is (the console's session cookie holds one).
+pub(crate) async fn management_account_of(app: &AppState, token: &str) -> Result<String, ErrorResponse> {
     if !token.starts_with(MANAGEMENT_PREFIX) {
         return Err(ApiError::new(
             ErrorKind::InvalidApiKey,

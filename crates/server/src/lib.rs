@@ -5,6 +5,7 @@
 pub mod access_log;
 mod admission;
 mod auth;
+mod console;
 mod dialect;
 mod error;
 mod failover;
@@ -72,10 +73,20 @@ pub fn metrics_app(state: Arc<AppState>, metrics: Arc<metrics::Metrics>) -> Rout
 /// HTTP-generic concerns; business steps live in the handlers.
 pub fn app(state: Arc<AppState>) -> Router {
     let max_body = state.config.max_body_bytes;
+    // The console calls this same API in-process (console/api.rs).
+    let api = Router::new()
+        .merge(public_routes(state.config.max_public_body_bytes))
+        .merge(inference_routes())
+        .merge(management_routes(&state))
+        .with_state(state.clone());
     Router::new()
         .merge(public_routes(state.config.max_public_body_bytes))
         .merge(inference_routes())
         .merge(management_routes(&state))
+        .merge(console_routes(
+            console::Api::new(api),
+            state.config.max_public_body_bytes,
+        ))
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         // Every response carries a request id: inference responses the id of their usage record,
@@ -155,6 +166,17 @@ fn management_routes(state: &Arc<AppState>) -> Router<Arc<AppState>> {
             state.clone(),
             auth::require_management_key,
         ))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            http::StatusCode::GATEWAY_TIMEOUT,
+            MANAGEMENT_TIMEOUT,
+        ))
+}
+
+/// The console's pages (`/`, `/signup`, `/login`, `/console/…`): each page checks its session
+/// cookie itself (`console::session`), and each form its token (`console::form`).
+fn console_routes(api: console::Api, max_public_body: usize) -> Router<Arc<AppState>> {
+    console::routes(api)
+        .layer(DefaultBodyLimit::max(max_public_body))
         .layer(tower_http::timeout::TimeoutLayer::with_status_code(
             http::StatusCode::GATEWAY_TIMEOUT,
             MANAGEMENT_TIMEOUT,

@@ -750,6 +750,8 @@ pub(crate) struct Signup {
     pub(crate) email: String,
     /// `sk-rm-…`, shown this once.
     pub(crate) management_key: String,
+    /// The management key's id (`mkey_…`), to revoke it by.
+    pub(crate) management_key_id: String,
     pub(crate) invite_code: String,
     pub(crate) invite_link: String,
     #[schema(required = true)]

@@ -107,6 +107,7 @@ pub(crate) async fn signup(
                         "account_id": account.id,
                         "email": account.email,
                         "management_key": plaintext,
+                        "management_key_id": key.id,
                         "invite_code": account.invite_code,
                         "invite_link": invite_link(&app, &account.invite_code),
                         "referred_by": account.referred_by,
