@@ -6,11 +6,18 @@ use std::path::PathBuf;
 use clap::{Args, Parser, Subcommand};
 
 /// Router One: a metered, multi-model, OpenAI-compatible LLM gateway.
+///
+/// One OpenAI-compatible base URL for many models, with prepaid accounts, keys with hard budgets
+/// and rate limits, exact per-request usage records and a web console (docs/promises.md).
 #[derive(Debug, Parser)]
-#[command(name = "router-one", version, about)]
+#[command(
+    name = "router-one",
+    version,
+    after_help = "Examples:\n  router-one serve --demo                 # try it offline: simulated models and payments\n  router-one serve --config router-one.toml\n  router-one admin create-account --email owner@example.com --credit 25\n  router-one verify receipt.jws --body response.json --jwks https://router.example.com/.well-known/jwks.json"
+)]
 pub(crate) struct Cli {
     /// Log lines as text, or as one JSON object per line (with `serve`, one line per request
-    /// too: see `--access-log`) [env: ROUTER_ONE_LOG_FORMAT].
+    /// too: see `--access-log`).
     #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "ROUTER_ONE_LOG_FORMAT")]
     pub(crate) log_format: LogFormat,
     #[command(subcommand)]
@@ -26,15 +33,20 @@ pub(crate) enum LogFormat {
 
 #[derive(Debug, Subcommand)]
 pub(crate) enum Command {
-    /// Run the gateway.
+    /// Run the gateway: the OpenAI- and Anthropic-compatible API, the management API and the
+    /// web console on one address.
+    #[command(after_help = "Examples:\n  router-one serve --demo                          # offline: every model simulated, a demo account\n  router-one serve --listen 0.0.0.0:8080 --data /var/lib/router-one\n  router-one serve --config /etc/router-one.toml --metrics-listen 127.0.0.1:9100\n  router-one serve --database postgres://router@db/router --redis redis://cache:6379 --node-id node-a")]
     Serve(ServeArgs),
-    /// Run the simulated upstream (OpenAI wire format) on its own, e.g. for benchmarks.
+    /// Run the simulated upstream (OpenAI, Anthropic and Gemini wire formats, and a payment
+    /// provider) on its own, e.g. for benchmarks.
+    #[command(after_help = "Example:\n  router-one simulate --listen 127.0.0.1:9090 --ttft-ms 20 --tpot-ms 5")]
     Simulate(SimulateArgs),
     /// Operator commands on the database (safe while gateways run on it).
     #[command(subcommand)]
     Admin(AdminCommand),
     /// Check a response's signed receipt offline: its signature against a JWKS and, with
     /// --body, the hash of the body received; prints the payload. Exit code 0 if valid.
+    #[command(after_help = "Examples:\n  router-one verify \"$RECEIPT\" --body response.json --jwks https://router.example.com/.well-known/jwks.json\n  router-one verify receipt.jws --data /var/lib/router-one   # the keys of this gateway's data directory")]
     Verify(VerifyArgs),
 }
 
@@ -139,25 +151,34 @@ pub(crate) struct SimulateArgs {
 #[derive(Debug, Subcommand)]
 pub(crate) enum AdminCommand {
     /// Create an account; prints its id and management key as JSON.
+    #[command(after_help = "Example:\n  router-one admin create-account --email owner@example.com --credit 25.50")]
     CreateAccount(CreateAccountArgs),
     /// Credit an account (an `adjustment` ledger entry); prints the entry id and new balance.
+    #[command(after_help = "Example:\n  router-one admin credit --account owner@example.com --amount 10 --reason \"bank transfer 2026-11-28\"")]
     Credit(AdjustArgs),
     /// Debit an account (an `adjustment` ledger entry); refused if larger than the balance.
+    #[command(after_help = "Example:\n  router-one admin debit --account owner@example.com --amount 2.5 --reason \"invoice error\"")]
     Debit(AdjustArgs),
     /// List accounts: id, email, balance, inviter, creation time.
+    #[command(after_help = "Example:\n  router-one admin list-accounts --limit 20")]
     ListAccounts(ListAccountsArgs),
     /// Print an account's ledger, oldest first, and check that its balance is their sum.
+    #[command(after_help = "Example:\n  router-one admin ledger --account owner@example.com --json")]
     Ledger(LedgerArgs),
     /// Release what a cluster node that will never come back holds (its budget leases); its
     /// id can no longer be granted anything until a node starts with it again.
+    #[command(after_help = "Example:\n  router-one admin forget-node node-b --database postgres://router@db/router")]
     ForgetNode(ForgetNodeArgs),
     /// Set a currency's FX rate (overrides the config file; a running gateway reloads it).
+    #[command(after_help = "Example:\n  router-one admin set-fx --currency EUR --per-usd 0.9234 --markup-percent 1.5")]
     SetFx(SetFxArgs),
     /// List the FX rates set with `set-fx`.
+    #[command(after_help = "Example:\n  router-one admin fx-rates")]
     FxRates(FxRatesArgs),
     /// Replace the receipt signing key in the data directory with a fresh one; the old public
     /// key stays in the JWKS so its receipts still verify. A gateway signs with the new key
     /// from its next start.
+    #[command(after_help = "Example:\n  router-one admin rotate-receipt-key --data /var/lib/router-one")]
     RotateReceiptKey(RotateReceiptKeyArgs),
 }
 
