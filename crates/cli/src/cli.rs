@@ -35,7 +35,9 @@ pub(crate) enum LogFormat {
 pub(crate) enum Command {
     /// Run the gateway: the OpenAI- and Anthropic-compatible API, the management API and the
     /// web console on one address.
-    #[command(after_help = "Examples:\n  router-one serve --demo                          # offline: every model simulated, a demo account\n  router-one serve --listen 0.0.0.0:8080 --data /var/lib/router-one\n  router-one serve --config /etc/router-one.toml --metrics-listen 127.0.0.1:9100\n  router-one serve --database postgres://router@db/router --redis redis://cache:6379 --node-id node-a")]
+    #[command(
+        after_help = "Examples:\n  router-one serve --demo                          # offline: every model simulated, a demo account\n  router-one serve --listen 0.0.0.0:8080 --data /var/lib/router-one\n  router-one serve --config /etc/router-one.toml --metrics-listen 127.0.0.1:9100\n  router-one serve --database postgres://router@db/router --redis redis://cache:6379 --node-id node-a"
+    )]
     Serve(ServeArgs),
     /// Run the simulated upstream (OpenAI, Anthropic and Gemini wire formats, and a payment
     /// provider) on its own, e.g. for benchmarks.
@@ -46,7 +48,9 @@ pub(crate) enum Command {
     Admin(AdminCommand),
     /// Check a response's signed receipt offline: its signature against a JWKS and, with
     /// --body, the hash of the body received; prints the payload. Exit code 0 if valid.
-    #[command(after_help = "Examples:\n  router-one verify \"$RECEIPT\" --body response.json --jwks https://router.example.com/.well-known/jwks.json\n  router-one verify receipt.jws --data /var/lib/router-one   # the keys of this gateway's data directory")]
+    #[command(
+        after_help = "Examples:\n  router-one verify \"$RECEIPT\" --body response.json --jwks https://router.example.com/.well-known/jwks.json\n  router-one verify receipt.jws --data /var/lib/router-one   # the keys of this gateway's data directory"
+    )]
     Verify(VerifyArgs),
 }
 
@@ -154,10 +158,14 @@ pub(crate) enum AdminCommand {
     #[command(after_help = "Example:\n  router-one admin create-account --email owner@example.com --credit 25.50")]
     CreateAccount(CreateAccountArgs),
     /// Credit an account (an `adjustment` ledger entry); prints the entry id and new balance.
-    #[command(after_help = "Example:\n  router-one admin credit --account owner@example.com --amount 10 --reason \"bank transfer 2026-11-28\"")]
+    #[command(
+        after_help = "Example:\n  router-one admin credit --account owner@example.com --amount 10 --reason \"bank transfer 2026-11-28\""
+    )]
     Credit(AdjustArgs),
     /// Debit an account (an `adjustment` ledger entry); refused if larger than the balance.
-    #[command(after_help = "Example:\n  router-one admin debit --account owner@example.com --amount 2.5 --reason \"invoice error\"")]
+    #[command(
+        after_help = "Example:\n  router-one admin debit --account owner@example.com --amount 2.5 --reason \"invoice error\""
+    )]
     Debit(AdjustArgs),
     /// List accounts: id, email, balance, inviter, creation time.
     #[command(after_help = "Example:\n  router-one admin list-accounts --limit 20")]

@@ -46,6 +46,10 @@ pub struct OpenPayment<'a> {
     /// Where the provider sends its webhooks for this payment (providers that take it per
     /// payment; others are configured in the provider's dashboard).
     pub webhook_url: &'a str,
+    /// Where the payer's browser goes back to once it has paid or given up (the console's page
+    /// of this checkout session); `None` leaves it to the provider (or the operator's
+    /// configured `success_url`).
+    pub return_url: Option<&'a str>,
 }
 
 /// A payment opened with the provider.

@@ -1,6 +1,7 @@
 //! The simulated provider (`kind = "simulated"`): the simulator's payment API
 //! (`docs/accounts-and-billing.md`, "The simulated payment provider"). `open` creates a payment
-//! session; its webhooks carry `x-router-one-signature` and a `payment.*` event.
+//! session (with the payer's return URL, where the pay page sends the browser back after paying);
+//! its webhooks carry `x-router-one-signature` and a `payment.*` event.
 
 use async_trait::async_trait;
 use rust_decimal::Decimal;
@@ -49,6 +50,8 @@ struct OpenRequest<'a> {
     currency: &'a str,
     channel: &'a str,
     webhook_url: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    return_url: Option<&'a str>,
 }
 
 #[derive(Deserialize)]
@@ -92,6 +95,7 @@ impl PaymentProvider for SimulatedProvider {
             currency: payment.currency,
             channel: payment.channel,
             webhook_url: payment.webhook_url,
+            return_url: payment.return_url,
         };
         let body = serde_json::to_vec(&request).map_err(|e| PaymentError::NotConfigured(e.to_string()))?;
         let url = format!("{}/payments/v1/sessions", self.base_url);
@@ -310,6 +314,7 @@ mod tests {
             minor_units: 2,
             channel: "card",
             webhook_url,
+            return_url: None,
         }
     }
 
@@ -350,6 +355,61 @@ mod tests {
                 currency: "EUR".into(),
             }
         );
+    }
+
+    /// POSTs an empty body to `url` with `content_type` (`None`: none), as a browser's form or an
+    /// API caller would: the status and the `location` header.
+    async fn post_as(url: &str, content_type: Option<&str>) -> (u16, Option<String>) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let rest = url.strip_prefix("http://").unwrap();
+        let (host, path) = rest.split_at(rest.find('/').unwrap());
+        let mut stream = tokio::net::TcpStream::connect(host).await.unwrap();
+        let content_type = content_type.map_or_else(String::new, |t| format!("content-type: {t}\r\n"));
+        let request = format!(
+            "POST {path} HTTP/1.1\r\nhost: {host}\r\n{content_type}content-length: 0\r\nconnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).await.unwrap();
+        let status = answer.split(' ').nth(1).unwrap().parse().unwrap();
+        let location = answer
+            .lines()
+            .take_while(|line| !line.is_empty())
+            .find_map(|line| line.strip_prefix("location: "))
+            .map(str::to_owned);
+        (status, location)
+    }
+
+    #[tokio::test]
+    async fn a_payer_who_pays_on_the_page_is_sent_back_to_the_return_url() {
+        const FORM: Option<&str> = Some("application/x-www-form-urlencoded");
+        let base = simulator(SimConfig::default()).await;
+        let p = SimulatedProvider::new("simulated", base.as_str(), "sim-pay-key", SECRET);
+        let back = "http://127.0.0.1:9/console/top-up/cs_back";
+        let open = |session_id: &'static str, return_url: Option<&'static str>| {
+            let p = &p;
+            async move {
+                let payment = OpenPayment {
+                    session_id,
+                    return_url,
+                    ..payment("12.50", "http://127.0.0.1:9/hook")
+                };
+                p.open(&payment).await.unwrap().payment_url
+            }
+        };
+
+        // The pay page's form: 303 to the return URL, again if pressed twice.
+        let url = open("cs_back_form", Some(back)).await;
+        assert_eq!(post_as(&url, FORM).await, (303, Some(back.to_owned())));
+        assert_eq!(post_as(&url, FORM).await, (303, Some(back.to_owned())));
+        assert_eq!(post_as(&url, None).await.0, 409);
+
+        // An API caller gets the JSON answer even when the session has a return URL; a form
+        // without one, too.
+        let url = open("cs_back_api", Some(back)).await;
+        assert_eq!(post_as(&format!("{url}?deliver=false"), None).await, (200, None));
+        let url = open("cs_no_return", None).await;
+        assert_eq!(post_as(&format!("{url}?deliver=false"), FORM).await, (200, None));
     }
 
     #[tokio::test]

@@ -4,6 +4,9 @@
 //!   `Authorization: Bearer <secret key>`, one `price_data` line item of the quote's total in
 //!   Stripe's minor units, our `cs_…` id as `client_reference_id` and `metadata[session_id]`,
 //!   and an `Idempotency-Key` derived from it so a retried open never makes a second session.
+//!   The payment's return URL (the console's page of the session) is both `success_url` and
+//!   `cancel_url`, so the payer comes back to it whether they paid or not; without one, the
+//!   operator's configured `success_url` is used.
 //! * Webhooks carry `Stripe-Signature: t=…,v1=…`: HMAC-SHA256 with the endpoint's `whsec_…`
 //!   secret over `<t>.<raw body>`, the same scheme as `router_one_core::webhook` (whose
 //!   `verify` ignores Stripe's `v0` entries), with a 300 s tolerance.
@@ -59,7 +62,8 @@ impl StripeProvider {
         }
     }
 
-    /// Where Stripe sends the payer after paying (`success_url`).
+    /// Where Stripe sends the payer after paying (`success_url`) when a payment names no
+    /// return URL of its own.
     #[must_use]
     pub fn with_success_url(mut self, url: impl Into<String>) -> Self {
         self.success_url = Some(url.into());
@@ -103,7 +107,10 @@ impl StripeProvider {
             }
             _ => {}
         }
-        if let Some(url) = &self.success_url {
+        if let Some(url) = payment.return_url {
+            form.push(("success_url", url.to_owned()));
+            form.push(("cancel_url", url.to_owned()));
+        } else if let Some(url) = &self.success_url {
             form.push(("success_url", url.clone()));
         }
         Ok(form)
@@ -677,6 +684,7 @@ mod tests {
             minor_units: minor_units(currency),
             channel: "card",
             webhook_url: "https://gateway.example/v1/payments/webhooks/stripe",
+            return_url: None,
         }
     }
 
@@ -716,6 +724,29 @@ mod tests {
         assert_eq!(field("metadata[session_id]"), "cs_0192f7a1b2c3");
         assert_eq!(field("payment_method_types[0]"), "card");
         assert_eq!(field("success_url"), "https://router-one.example/checkout/done");
+        assert!(seen.form.iter().all(|(k, _)| k != "cancel_url"), "{:?}", seen.form);
+    }
+
+    #[tokio::test]
+    async fn a_return_url_is_where_the_payer_comes_back_paid_or_not() {
+        let (base, seen) = fake_stripe(StatusCode::OK, CREATED).await;
+        let p = StripeProvider::new("stripe", base, "sk_test_123", WHSEC)
+            .with_success_url("https://router-one.example/checkout/done");
+        let back = "https://router-one.example/console/top-up/cs_0192f7a1b2c3";
+        p.open(&OpenPayment {
+            return_url: Some(back),
+            ..payment("92.10", "EUR")
+        })
+        .await
+        .unwrap();
+        let seen = seen.lock().unwrap()[0].clone();
+        let fields: Vec<_> = seen
+            .form
+            .iter()
+            .filter(|(k, _)| k.ends_with("_url"))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        assert_eq!(fields, [("success_url", back), ("cancel_url", back)]);
     }
 
     #[tokio::test]

@@ -1,7 +1,10 @@
 //! The simulated payment provider (`docs/accounts-and-billing.md`, "The simulated payment
 //! provider"): a merchant API that opens payment sessions, a payer endpoint that pays one, and
 //! refunds and chargebacks; each payment event is signed with
-//! [`router_one_core::webhook::sign`] and POSTed to the session's `webhook_url`.
+//! [`router_one_core::webhook::sign`] and POSTed to the session's `webhook_url`. A payer who
+//! pays on the pay page (a browser's form POST) is then sent back to the session's `return_url`
+//! with `303 See Other`, after the webhook was delivered, so the page they land on already shows
+//! the payment; API callers get the JSON answer.
 //!
 //! State lives in one mutex that only these endpoints take (payments are rare); it is never held
 //! across an await. Ids carry a random per-server prefix so that a restarted simulator never
@@ -87,6 +90,8 @@ struct Session {
     currency: String,
     channel: String,
     webhook_url: String,
+    /// Where the payer's browser goes after paying on the pay page.
+    return_url: Option<String>,
     status: &'static str,
     payment_id: Option<String>,
 }
@@ -109,6 +114,8 @@ struct OpenSession {
     currency: String,
     channel: String,
     webhook_url: String,
+    #[serde(default)]
+    return_url: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -188,6 +195,7 @@ async fn open_session(request: Request<Incoming>, state: &SimState) -> Response<
                 currency: open.currency,
                 channel: open.channel,
                 webhook_url: open.webhook_url,
+                return_url: open.return_url,
                 status: "open",
                 payment_id: None,
             },
@@ -217,14 +225,21 @@ fn invalid(open: &OpenSession) -> Option<&'static str> {
         Some("`amount` must be a decimal string such as \"12.50\"")
     } else if open.currency.len() != 3 || !open.currency.bytes().all(|b| b.is_ascii_uppercase()) {
         Some("`currency` must be an upper-case ISO 4217 code")
-    } else if !open.webhook_url.starts_with("http://") && !open.webhook_url.starts_with("https://") {
+    } else if !is_http_url(&open.webhook_url) {
         Some("`webhook_url` must be an http(s) URL")
+    } else if open.return_url.as_deref().is_some_and(|url| !is_http_url(url)) {
+        Some("`return_url` must be an http(s) URL")
     } else {
         None
     }
 }
 
-/// `GET /payments/pay/{sps_id}`: a page with a pay button, for a human payer.
+fn is_http_url(url: &str) -> bool {
+    (url.starts_with("http://") || url.starts_with("https://")) && !url.bytes().any(|b| b.is_ascii_control())
+}
+
+/// `GET /payments/pay/{sps_id}`: a page with a pay button, for a human payer (and a way back
+/// without paying, when the session has a return URL).
 fn pay_page(state: &SimState, sps: &str) -> Response<SimBody> {
     let book = state.payments.book();
     let Some(session) = book.sessions.get(sps) else {
@@ -233,13 +248,17 @@ fn pay_page(state: &SimState, sps: &str) -> Response<SimBody> {
     let html = format!(
         "<!doctype html><meta charset=utf-8><title>Simulated payment</title>\
          <h1>Simulated payment</h1><p>{} {} by {} for checkout session <code>{}</code>: {}.</p>\
-         <form method=post action=\"/payments/pay/{}\"><button>Pay</button></form>",
+         <form method=post action=\"/payments/pay/{}\"><button>Pay</button></form>{}",
         escape(&session.amount),
         escape(&session.currency),
         escape(&session.channel),
         escape(&session.session_id),
         session.status,
         escape(sps),
+        session.return_url.as_deref().map_or_else(String::new, |url| format!(
+            "<p><a href=\"{}\">Back without paying</a></p>",
+            escape(url)
+        )),
     );
     let mut response = Response::new(SimBody::full(html));
     response
@@ -255,15 +274,22 @@ fn escape(text: &str) -> String {
         .replace('"', "&quot;")
 }
 
-/// `POST /payments/pay/{sps_id}`: the payer pays.
+/// `POST /payments/pay/{sps_id}`: the payer pays. A browser (the pay page's form) is sent to
+/// the session's return URL once the webhook has been delivered; anyone else gets the JSON.
 async fn pay(request: &Request<Incoming>, state: &SimState, sps: &str) -> Response<SimBody> {
+    let from_browser = is_form_post(request);
     let prepared = {
         let mut book = state.payments.book();
         let Some(session) = book.sessions.get_mut(sps) else {
             return error(StatusCode::NOT_FOUND, "no such payment session");
         };
+        let back = session.return_url.clone().filter(|_| from_browser);
         if let Some(paid) = &session.payment_id {
-            return error(StatusCode::CONFLICT, &format!("session already paid ({paid})"));
+            // A payer pressing Pay twice goes back to a page that already shows the payment.
+            return match back {
+                Some(url) => see_other(&url),
+                None => error(StatusCode::CONFLICT, &format!("session already paid ({paid})")),
+            };
         }
         let payment_id = new_id(state, "pay");
         let event_id = new_id(state, "evt");
@@ -291,10 +317,40 @@ async fn pay(request: &Request<Incoming>, state: &SimState, sps: &str) -> Respon
         };
         let webhook_url = payment.webhook_url.clone();
         book.payments.insert(payment_id.clone(), payment);
-        (payment_id, body, webhook_url)
+        (payment_id, body, webhook_url, back)
     };
-    let (payment_id, body, webhook_url) = prepared;
-    send_event(state, &payment_id, body, &webhook_url, deliver(request)).await
+    let (payment_id, body, webhook_url, back) = prepared;
+    // Delivered (and answered) before the browser is sent back, so the gateway has credited the
+    // account by the time the return page loads.
+    let answer = send_event(state, &payment_id, body, &webhook_url, deliver(request)).await;
+    match back {
+        Some(url) => see_other(&url),
+        None => answer,
+    }
+}
+
+/// Whether the request is an HTML form's POST, as a browser sends the pay page's form.
+fn is_form_post(request: &Request<Incoming>) -> bool {
+    request
+        .headers()
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| v.trim_start().to_ascii_lowercase())
+        .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded") || v.starts_with("multipart/form-data"))
+}
+
+/// `303 See Other` to `url` (a return URL checked when the session was opened).
+fn see_other(url: &str) -> Response<SimBody> {
+    let Ok(location) = HeaderValue::from_str(url) else {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the session's return URL is not a valid header",
+        );
+    };
+    let mut response = Response::new(SimBody::full(Bytes::new()));
+    *response.status_mut() = StatusCode::SEE_OTHER;
+    response.headers_mut().insert(http::header::LOCATION, location);
+    response
 }
 
 /// `POST /payments/v1/payments/{pay_id}/refund` or `/chargeback`.
@@ -483,6 +539,7 @@ mod tests {
             currency: "USD".into(),
             channel: "card".into(),
             webhook_url: "http://127.0.0.1:1/hook".into(),
+            return_url: None,
         }
     }
 
@@ -493,6 +550,19 @@ mod tests {
         }
         for bad in ["", ".5", "1.", "-1", "1e3", "1,5", "1.2.3", " 1"] {
             assert!(invalid(&open(bad)).is_some(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn a_return_url_must_be_http() {
+        let with = |url: &str| OpenSession {
+            return_url: Some(url.into()),
+            ..open("1")
+        };
+        assert_eq!(invalid(&with("http://127.0.0.1:8080/console/top-up/cs_1")), None);
+        assert_eq!(invalid(&with("https://router.example/console/top-up/cs_1")), None);
+        for bad in ["javascript:alert(1)", "/console", "http://a/\r\nSet-Cookie: x=1"] {
+            assert!(invalid(&with(bad)).is_some(), "{bad:?}");
         }
     }
 }

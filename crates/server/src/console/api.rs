@@ -30,6 +30,11 @@ pub(crate) struct Failure {
 }
 
 impl Failure {
+    /// The message, if the API named `field` as what was wrong (to mark that form field).
+    pub(crate) fn about(&self, field: &str) -> Option<&str> {
+        (self.param.as_deref() == Some(field)).then_some(self.message.as_str())
+    }
+
     fn internal(message: impl Into<String>) -> Failure {
         Failure {
             status: StatusCode::INTERNAL_SERVER_ERROR,
@@ -161,6 +166,11 @@ impl Api {
         })
         .await
     }
+}
+
+/// A string field of an API object ("" when absent or not a string).
+pub(crate) fn text<'a>(object: &'a Value, field: &str) -> &'a str {
+    object.get(field).and_then(Value::as_str).unwrap_or_default()
 }
 
 /// `text` as one query-string value.

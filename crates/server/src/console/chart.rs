@@ -18,9 +18,15 @@ pub(crate) struct Series {
     pub(crate) values: Vec<Decimal>,
 }
 
-/// A stacked bar chart of `series` over `columns` (their labels), titled `title`; `unit` formats
-/// an amount for the table and the tooltips.
-pub(crate) fn stacked_bars(title: &str, columns: &[String], series: &[Series], unit: fn(Decimal) -> String) -> Markup {
+/// A stacked bar chart of `series` over `columns` (their labels, what `axis` names: "Day",
+/// "Model"), titled `title`; `unit` formats an amount for the table and the tooltips.
+pub(crate) fn stacked_bars(
+    title: &str,
+    axis: &str,
+    columns: &[String],
+    series: &[Series],
+    unit: fn(Decimal) -> String,
+) -> Markup {
     let totals: Vec<Decimal> = (0..columns.len())
         .map(|i| series.iter().filter_map(|s| s.values.get(i)).copied().sum())
         .collect();
@@ -42,16 +48,9 @@ pub(crate) fn stacked_bars(title: &str, columns: &[String], series: &[Series], u
                 line x1="0" y1=(plot) x2=(WIDTH) y2=(plot) stroke="#9ca3af" {}
                 @for (i, column) in columns.iter().enumerate() {
                     @let x = u32::try_from(i).unwrap_or(0) * slot + (slot - bar) / 2;
-                    @let mut base = plot;
-                    @for (s, one) in series.iter().enumerate() {
-                        @let amount = one.values.get(i).copied().unwrap_or_default();
-                        @let h = height_of(amount);
-                        @if h > 0 {
-                            @let y = base.saturating_sub(h);
-                            rect class=(format!("s{}", s.min(COLOURS - 1))) x=(x) y=(y) width=(bar) height=(h) {
-                                title { (column) ", " (one.name) ": " (unit(amount)) }
-                            }
-                            @let _ = { base = y; };
+                    @for (s, one, amount, y, h) in stacked(series, i, plot, &height_of) {
+                        rect class=(format!("s{}", s.min(COLOURS - 1))) x=(x) y=(y) width=(bar) height=(h) {
+                            title { (column) ", " (one.name) ": " (unit(amount)) }
                         }
                     }
                     @if i == 0 || i + 1 == columns.len() || columns.len() <= 10 {
@@ -69,7 +68,7 @@ pub(crate) fn stacked_bars(title: &str, columns: &[String], series: &[Series], u
                 div.table-wrap tabindex="0" {
                     table {
                         caption { (title) }
-                        thead { tr { th scope="col" { "Day" } @for one in series { th.num scope="col" { (one.name) } } th.num scope="col" { "Total" } } }
+                        thead { tr { th scope="col" { (axis) } @for one in series { th.num scope="col" { (one.name) } } th.num scope="col" { "Total" } } }
                         tbody {
                             @for (i, column) in columns.iter().enumerate() {
                                 tr {
@@ -84,6 +83,27 @@ pub(crate) fn stacked_bars(title: &str, columns: &[String], series: &[Series], u
             }
         }
     }
+}
+
+/// Column `i`'s bars, bottom up: series index, series, amount, top edge and height (pixels);
+/// empty bars left out.
+fn stacked<'a>(
+    series: &'a [Series],
+    i: usize,
+    plot: u32,
+    height_of: &dyn Fn(Decimal) -> u32,
+) -> Vec<(usize, &'a Series, Decimal, u32, u32)> {
+    let mut base = plot;
+    let mut bars = Vec::new();
+    for (s, one) in series.iter().enumerate() {
+        let amount = one.values.get(i).copied().unwrap_or_default();
+        let h = height_of(amount);
+        if h > 0 {
+            base = base.saturating_sub(h);
+            bars.push((s, one, amount, base, h));
+        }
+    }
+    bars
 }
 
 #[cfg(test)]
@@ -104,7 +124,7 @@ mod tests {
                 values: vec![Decimal::new(1, 0), Decimal::new(1, 0)],
             },
         ];
-        let svg = stacked_bars("Cost", &columns, &series, |d| format!("${d}")).into_string();
+        let svg = stacked_bars("Cost", "Day", &columns, &series, |d| format!("${d}")).into_string();
         // d2 totals 4 (the top): a's 3 is 150 px of the 200 px plot, b's 1 is 50 px on top of it.
         assert!(svg.contains(r#"y="50" width="252" height="150""#), "{svg}");
         assert!(svg.contains(r#"y="0" width="252" height="50""#), "{svg}");

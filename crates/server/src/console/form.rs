@@ -4,9 +4,9 @@
 
 use std::sync::Arc;
 
-use axum::Form;
 use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::response::Response;
+use bytes::Bytes;
 use http::StatusCode;
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -14,14 +14,6 @@ use serde::de::DeserializeOwned;
 use crate::console::layout;
 use crate::console::session::{self, BROWSER_COOKIE, Session};
 use crate::state::AppState;
-
-#[derive(Deserialize)]
-struct Signed<T> {
-    #[serde(default)]
-    csrf: String,
-    #[serde(flatten)]
-    fields: T,
-}
 
 /// A form posted by a signed-in visitor.
 pub(crate) struct Posted<T> {
@@ -34,22 +26,32 @@ pub(crate) struct PostedByBrowser<T> {
     pub(crate) fields: T,
 }
 
+/// The form's fields, once its token proved it came from a page of this console: the token is
+/// checked first (a form without it is 403 whatever else it holds), the fields after (400).
 async fn read<T: DeserializeOwned + Send>(
     request: Request,
     app: &Arc<AppState>,
     seed: Option<&str>,
 ) -> Result<T, Response> {
-    let Form(signed) = Form::<Signed<T>>::from_request(request, app)
+    let body = Bytes::from_request(request, app)
         .await
         .map_err(|e| layout::problem(StatusCode::BAD_REQUEST, "The form could not be read", &e.body_text()))?;
-    match seed {
-        Some(seed) if session::token_matches(seed, &signed.csrf) => Ok(signed.fields),
-        _ => Err(layout::problem(
-            StatusCode::FORBIDDEN,
-            "This form has expired",
-            "The form was not sent from this console page, or the page is too old. Reload it and try again.",
-        )),
+    let token = serde_urlencoded::from_bytes::<Vec<(String, String)>>(&body)
+        .ok()
+        .and_then(|pairs| pairs.into_iter().find(|(name, _)| name == "csrf"))
+        .map(|(_, token)| token);
+    match (seed, token) {
+        (Some(seed), Some(token)) if session::token_matches(seed, &token) => {}
+        _ => {
+            return Err(layout::problem(
+                StatusCode::FORBIDDEN,
+                "This form has expired",
+                "The form was not sent from this console page, or the page is too old. Reload it and try again.",
+            ));
+        }
     }
+    serde_urlencoded::from_bytes::<T>(&body)
+        .map_err(|e| layout::problem(StatusCode::BAD_REQUEST, "The form could not be read", &e.to_string()))
 }
 
 impl<T: DeserializeOwned + Send> FromRequest<Arc<AppState>> for Posted<T> {

@@ -35,7 +35,6 @@ pub(crate) struct Session {
     /// The management key the cookie holds, and its id.
     pub(crate) secret: String,
     pub(crate) key_id: String,
-    pub(crate) account_id: String,
     /// The request's `X-Forwarded-For`, passed on to the API.
     pub(crate) forwarded_for: Option<HeaderValue>,
 }
@@ -57,10 +56,9 @@ impl FromRequestParts<Arc<AppState>> for Session {
             return Err(to_login(parts));
         };
         match auth::management_account_of(app, &secret).await {
-            Ok(account_id) => Ok(Session {
+            Ok(_account) => Ok(Session {
                 secret,
                 key_id,
-                account_id,
                 forwarded_for: parts.headers.get("x-forwarded-for").cloned(),
             }),
             // Revoked, or never valid: forget it and ask for a log-in.

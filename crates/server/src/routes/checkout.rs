@@ -136,11 +136,10 @@ pub(crate) async fn create_session(
     let quote = request.quote(&app)?;
     let provider = pick_provider(&app, request.provider.as_deref())?;
     let session_id = ids::new_id("cs");
-    let webhook_url = format!(
-        "{}/v1/payments/webhooks/{}",
-        app.config.public_url.trim_end_matches('/'),
-        provider.name()
-    );
+    let public_url = app.config.public_url.trim_end_matches('/');
+    let webhook_url = format!("{public_url}/v1/payments/webhooks/{}", provider.name());
+    // The payer comes back to the console's page of this session, which shows it paid.
+    let return_url = format!("{public_url}/console/top-up/{session_id}");
     let opened = provider
         .open(&OpenPayment {
             session_id: &session_id,
@@ -150,6 +149,7 @@ pub(crate) async fn create_session(
             minor_units: quote.minor_units,
             channel: &quote.channel,
             webhook_url: &webhook_url,
+            return_url: Some(&return_url),
         })
         .await
         .map_err(provider_error)?;
@@ -209,6 +209,17 @@ fn session_json(session: &CheckoutSession) -> Result<Value, ErrorResponse> {
         "payment_id": session.payment_id,
         "created_at": ids::rfc3339(session.created_at_us),
     }))
+}
+
+/// The payment channels a quote accepts, each with the currencies it takes (the checkout config
+/// in force, sorted): what the console offers to choose from.
+pub(crate) fn offered_channels(app: &AppState) -> Vec<(String, Vec<String>)> {
+    app.checkout
+        .load()
+        .channels
+        .iter()
+        .map(|(channel, fee)| (channel.clone(), fee.currencies.iter().cloned().collect()))
+        .collect()
 }
 
 /// The provider a session is opened with: the one named, or the only one configured.

@@ -6,7 +6,8 @@ use std::sync::Arc;
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use serde_json::json;
+use router_one_core::Model;
+use serde_json::{Value, json};
 
 use crate::auth::ActiveInferenceKey;
 use crate::state::AppState;
@@ -19,27 +20,31 @@ pub(crate) async fn list(State(app): State<Arc<AppState>>, ActiveInferenceKey(ke
         .models()
         .iter()
         .filter(|m| settings.allows_model(&m.id))
-        .map(|m| {
-            json!({
-                "id": m.id,
-                "object": "model",
-                "created": 0,
-                "owned_by": m.family,
-                "kind": m.kind,
-                "context_window": m.context_window,
-                "max_output": m.max_output,
-                "pricing": {
-                    "currency": "USD",
-                    "unit": "1M tokens",
-                    "input_per_mtok": m.input_per_mtok.normalize().to_string(),
-                    "cached_input_per_mtok": m.cached_input_per_mtok.normalize().to_string(),
-                    "cache_write_per_mtok": m.cache_write_rate().normalize().to_string(),
-                    "output_per_mtok": m.output_per_mtok.normalize().to_string(),
-                },
-                "capabilities": { "tools": m.tools, "vision": m.vision, "reasoning": m.reasoning },
-                "providers": m.routes.iter().map(|r| r.provider.as_str()).collect::<Vec<_>>(),
-            })
-        })
+        .map(|m| model_json(m))
         .collect();
     Json(json!({ "object": "list", "data": data })).into_response()
+}
+
+/// One model as `GET /v1/models` shows it (and the console's models page): its posted rates
+/// (USD per 1M tokens, decimal strings), limits, capabilities and providers.
+pub(crate) fn model_json(m: &Model) -> Value {
+    json!({
+        "id": m.id,
+        "object": "model",
+        "created": 0,
+        "owned_by": m.family,
+        "kind": m.kind,
+        "context_window": m.context_window,
+        "max_output": m.max_output,
+        "pricing": {
+            "currency": "USD",
+            "unit": "1M tokens",
+            "input_per_mtok": m.input_per_mtok.normalize().to_string(),
+            "cached_input_per_mtok": m.cached_input_per_mtok.normalize().to_string(),
+            "cache_write_per_mtok": m.cache_write_rate().normalize().to_string(),
+            "output_per_mtok": m.output_per_mtok.normalize().to_string(),
+        },
+        "capabilities": { "tools": m.tools, "vision": m.vision, "reasoning": m.reasoning },
+        "providers": m.routes.iter().map(|r| r.provider.as_str()).collect::<Vec<_>>(),
+    })
 }

@@ -66,16 +66,10 @@ struct Filled<'a> {
     error: Option<&'a Failure>,
 }
 
-fn field_error<'a>(error: Option<&'a Failure>, field: &str) -> Option<&'a str> {
-    error
-        .filter(|e| e.param.as_deref() == Some(field))
-        .map(|e| e.message.as_str())
-}
-
 fn signup_form(token: &str, filled: &Filled<'_>) -> Markup {
-    let email_error = field_error(filled.error, "email");
-    let password_error = field_error(filled.error, "password");
-    let invite_error = field_error(filled.error, "invite_code");
+    let email_error = filled.error.and_then(|e| e.about("email"));
+    let password_error = filled.error.and_then(|e| e.about("password"));
+    let invite_error = filled.error.and_then(|e| e.about("invite_code"));
     html! {
         @if let Some(error) = filled.error { (layout::error_box(&error.message)) }
         form.stack.card method="post" action="/signup" {

@@ -7,7 +7,7 @@ use maud::html;
 use rust_decimal::Decimal;
 use serde_json::Value;
 
-use crate::console::api::{Api, Failure, query_value};
+use crate::console::api::{Api, Failure, query_value, text};
 use crate::console::chart::{self, Series};
 use crate::console::layout::{self, Section};
 use crate::console::session::Session;
@@ -25,10 +25,6 @@ async fn summary(api: &Api, session: &Session, query: &str) -> Result<Vec<Value>
         .and_then(Value::as_array)
         .cloned()
         .unwrap_or_default())
-}
-
-fn text<'a>(row: &'a Value, field: &str) -> &'a str {
-    row.get(field).and_then(Value::as_str).unwrap_or_default()
 }
 
 fn cost(row: &Value) -> Decimal {
@@ -127,7 +123,7 @@ async fn render(session: &Session, api: &Api) -> Result<maud::Markup, Failure> {
         @if series.is_empty() {
             p.card { "No requests in the last 30 days yet. " a href="/console/keys/new" { "Create a key" } " and send one." }
         } @else {
-            (chart::stacked_bars("Daily cost by model, last 30 days (UTC)", &labels, &series, |d| layout::usd(&d.to_string())))
+            (chart::stacked_bars("Daily cost by model, last 30 days (UTC)", "Day", &labels, &series, |d| layout::usd(&d.to_string())))
         }
     };
     Ok(layout::page("Overview", Some(session), Section::Overview, body))
