@@ -287,6 +287,8 @@ pub struct UsageFilter {
     /// previous page). Commit order, not id order: a long request commits late and must not be
     /// skipped by a reader who paged past its id.
     pub after: Option<String>,
+    /// Newest first (a console's table); the cursor then pages back in commit order.
+    pub newest_first: bool,
     /// Page size.
     pub limit: u32,
 }

@@ -246,7 +246,7 @@ fn pay_page(state: &SimState, sps: &str) -> Response<SimBody> {
         return error(StatusCode::NOT_FOUND, "no such payment session");
     };
     let html = format!(
-        "<!doctype html><meta charset=utf-8><title>Simulated payment</title>\
+        "<!doctype html><meta charset=utf-8><link rel=icon href=\"data:,\"><title>Simulated payment</title>\
          <h1>Simulated payment</h1><p>{} {} by {} for checkout session <code>{}</code>: {}.</p>\
          <form method=post action=\"/payments/pay/{}\"><button>Pay</button></form>{}",
         escape(&session.amount),

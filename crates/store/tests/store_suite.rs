@@ -481,6 +481,22 @@ async fn usage_filters_and_pagination(store: &dyn Store) {
     let paged: Vec<UsageRecord> = pages.concat();
     assert_eq!(paged, mine, "every record once, in commit order, intact");
     assert_eq!(paged.iter().map(|r| &r.request_id).collect::<HashSet<_>>().len(), 25);
+    // Newest first, paged back by the same cursor: the same records, reversed.
+    let mut back = UsageFilter {
+        limit: 7,
+        newest_first: true,
+        ..filter("acct_a")
+    };
+    let mut newest_first = Vec::new();
+    loop {
+        let page = store.usage(&back).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        back.after = page.last().map(|r| r.request_id.clone());
+        newest_first.extend(page);
+    }
+    assert_eq!(ids(&newest_first), ids(&mine).into_iter().rev().collect::<Vec<_>>());
     let unknown = UsageFilter {
         after: Some("req_unknown".into()),
         ..filter("acct_a")

@@ -54,7 +54,13 @@ pub(crate) fn stacked_bars(
                         }
                     }
                     @if i == 0 || i + 1 == columns.len() || columns.len() <= 10 {
-                        text x=(x + bar / 2) y=(HEIGHT - 4) text-anchor="middle" font-size="11" fill="#4b5563" { (column) }
+                        // The first and last labels keep inside the drawing.
+                        @let (anchor, at) = match i {
+                            0 if columns.len() > 1 => ("start", x),
+                            last if last + 1 == columns.len() && last > 0 => ("end", x + bar),
+                            _ => ("middle", x + bar / 2),
+                        };
+                        text x=(at) y=(HEIGHT - 4) text-anchor=(anchor) font-size="11" fill="#4b5563" { (column) }
                     }
                 }
             }

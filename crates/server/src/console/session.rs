@@ -31,6 +31,7 @@ pub(crate) const BROWSER_COOKIE: &str = "router_one_browser";
 const SESSION_DAYS: i64 = 7;
 
 /// A signed-in visitor.
+#[derive(Clone)]
 pub(crate) struct Session {
     /// The management key the cookie holds, and its id.
     pub(crate) secret: String,

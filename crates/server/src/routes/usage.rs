@@ -50,6 +50,10 @@ pub(crate) struct UsageQuery {
     to: Option<String>,
     /// Page cursor: the previous page's `next_cursor`.
     after: Option<String>,
+    /// `asc` (default: oldest first, in commit order) or `desc` (newest first); the cursor
+    /// pages on in the same order.
+    #[param(pattern = "^(asc|desc)$")]
+    order: Option<String>,
     /// Records per page, 1 to 1000 (default 100).
     #[param(minimum = 1, maximum = 1000)]
     limit: Option<u32>,
@@ -97,6 +101,11 @@ impl UsageQuery {
                 }
             },
         };
+        let newest_first = match self.order.as_deref() {
+            None | Some("asc") => false,
+            Some("desc") => true,
+            Some(other) => return Err(bad("order", format!("Invalid order `{other}`: use asc or desc."))),
+        };
         let limit = self.limit.unwrap_or(DEFAULT_LIMIT);
         if limit == 0 || limit > MAX_LIMIT {
             return Err(bad("limit", format!("limit must be between 1 and {MAX_LIMIT}.")));
@@ -110,6 +119,7 @@ impl UsageQuery {
             from_us: self.from.as_deref().map(|v| parse_time("from", v)).transpose()?,
             to_us: self.to.as_deref().map(|v| parse_time("to", v)).transpose()?,
             after: self.after.clone(),
+            newest_first,
             limit,
         })
     }

@@ -418,14 +418,18 @@ pub(super) async fn usage(pool: &PgPool, filter: &UsageFilter) -> StoreResult<Ve
         "SELECT {USAGE_COLUMNS}, {RECEIPT_BATCH_JWS} FROM usage_records"
     ));
     push_conditions(&mut qb, filter);
+    let (beyond, order) = if filter.newest_first { ("<", "DESC") } else { (">", "") };
     if let Some(after) = &filter.after {
-        qb.push(" AND seq > (SELECT c.seq FROM usage_records c WHERE c.request_id = ")
-            .push_bind(after.clone())
-            .push(" AND c.account_id = ")
-            .push_bind(filter.account_id.clone())
-            .push(")");
+        qb.push(format!(
+            " AND seq {beyond} (SELECT c.seq FROM usage_records c WHERE c.request_id = "
+        ))
+        .push_bind(after.clone())
+        .push(" AND c.account_id = ")
+        .push_bind(filter.account_id.clone())
+        .push(")");
     }
-    qb.push(" ORDER BY seq LIMIT ").push_bind(i64::from(filter.limit));
+    qb.push(format!(" ORDER BY seq {order} LIMIT "))
+        .push_bind(i64::from(filter.limit));
     let rows: Vec<UsageRow> = qb.build_query_as().fetch_all(pool).await.map_err(db_err)?;
     rows.into_iter().map(UsageRecord::try_from).collect()
 }

@@ -18,7 +18,7 @@ use http::{HeaderValue, Method, StatusCode, header};
 use maud::{Markup, html};
 use serde_json::Value;
 
-use crate::console::api::{Api, Failure, query_value, text};
+use crate::console::api::{Answer, Api, Failure, query_value, text};
 use crate::console::layout::{self, Section};
 use crate::console::session::Session;
 use crate::state::AppState;
@@ -167,9 +167,7 @@ async fn page(
         action: "/console/usage",
         paged: true,
     };
-    let listed = api
-        .get(&session, &format!("/v1/usage?{}", filters.usage_query(None)))
-        .await;
+    let listed = api.get(&session, &format!("/v1/usage?{}", filters.usage_query())).await;
     let (status, results) = match listed {
         Ok(answer) => (StatusCode::OK, table(&answer, &filters, &keys)),
         // A filter the API refused: the form again, with its words.
@@ -203,7 +201,7 @@ fn table(answer: &Value, filters: &Filters, keys: &[KeyChoice]) -> Markup {
         } @else {
             div.table-wrap tabindex="0" {
                 table.usage {
-                    caption { "Requests, oldest first; times in UTC, costs in USD exactly as billed." }
+                    caption { "Requests, newest first; times in UTC, costs in USD exactly as billed." }
                     thead {
                         tr {
                             th scope="col" { "Time" }
@@ -233,7 +231,7 @@ fn table(answer: &Value, filters: &Filters, keys: &[KeyChoice]) -> Markup {
             }
         }
         p.downloads {
-            "Download this page: "
+            "Download every request these filters match, oldest first: "
             a href=(filters.download_link("csv")) download { "CSV" }
             " · "
             a href=(filters.download_link("jsonl")) download { "JSON Lines" }
@@ -268,8 +266,12 @@ fn row(r: &Value, keys: &[KeyChoice]) -> Markup {
     }
 }
 
-/// `GET /console/usage/download?format=csv|jsonl&…`: the API's own export of this page, as a
-/// file.
+/// Most pages of 1,000 records one download reads: a million records.
+const MAX_DOWNLOAD_PAGES: usize = 1_000;
+
+/// `GET /console/usage/download?format=csv|jsonl&…`: every record the filters match, oldest
+/// first, as the API writes them (`GET /v1/usage?format=…`), read page after page while the
+/// browser downloads, so a long history never sits whole in memory. A CSV's header comes once.
 async fn download(
     session: Session,
     Extension(api): Extension<Api>,
@@ -277,29 +279,77 @@ async fn download(
 ) -> Response {
     let filters = filters_of(query);
     let format = filters.format.clone().unwrap_or_else(|| "csv".to_owned());
-    let path = format!("/v1/usage?{}", filters.usage_query(Some(&format)));
-    let answer = match api.as_visitor(&session, Method::GET, &path, None).await {
+    // The first page now: a filter the API refuses is a page saying why, not a broken file.
+    let path = format!("/v1/usage?{}", filters.download_query(&format, None));
+    let first = match api.as_visitor(&session, Method::GET, &path, None).await {
         Ok(answer) => answer,
         Err(failure) => return layout::failed(failure),
     };
-    let content_type = answer
+    let content_type = first
         .headers
         .get(header::CONTENT_TYPE)
         .cloned()
         .unwrap_or_else(|| HeaderValue::from_static("application/octet-stream"));
+    let rest = futures_util::stream::unfold(
+        (next_cursor(&first), 1, api, session, filters, format.clone()),
+        |(cursor, pages, api, session, filters, format)| async move {
+            let cursor = cursor.filter(|_| pages < MAX_DOWNLOAD_PAGES)?;
+            let path = format!("/v1/usage?{}", filters.download_query(&format, Some(&cursor)));
+            let page = match api.as_visitor(&session, Method::GET, &path, None).await {
+                Ok(page) => page,
+                Err(failure) => {
+                    // The browser shows the download as failed rather than silently short.
+                    tracing::warn!(status = failure.status.as_u16(), "usage download stopped");
+                    let stopped = std::io::Error::other("the usage listing failed");
+                    return Some((Err(stopped), (None, pages, api, session, filters, format)));
+                }
+            };
+            let next = next_cursor(&page);
+            let body = if format == "csv" {
+                without_header(page.body)
+            } else {
+                page.body
+            };
+            Some((Ok(body), (next, pages + 1, api, session, filters, format)))
+        },
+    );
+    let first_page = futures_util::stream::once(async move { Ok::<_, std::io::Error>(first.body) });
+    let mut response = Body::from_stream(futures_util::StreamExt::chain(first_page, rest)).into_response();
     // The API accepted the format, so it is one of its few names: a safe file name.
     let disposition = HeaderValue::from_str(&format!("attachment; filename=usage.{format}"))
         .unwrap_or_else(|_| HeaderValue::from_static("attachment"));
-    let mut response = Body::from(answer.body).into_response();
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, content_type);
     headers.insert(header::CONTENT_DISPOSITION, disposition);
     response
 }
 
+/// The cursor of the page after this one, if there is one (`x-next-cursor`).
+fn next_cursor(page: &Answer) -> Option<String> {
+    page.headers
+        .get("x-next-cursor")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+}
+
+/// A CSV page without its first line (the header the first page already gave).
+fn without_header(csv: bytes::Bytes) -> bytes::Bytes {
+    match csv.iter().position(|&b| b == b'\n') {
+        Some(end) => csv.slice(end + 1..),
+        None => bytes::Bytes::new(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_csv_page_after_the_first_loses_only_its_header() {
+        let page = bytes::Bytes::from_static(b"request_id,cost\nreq_1,0.1\nreq_2,0.2\n");
+        assert_eq!(&without_header(page)[..], b"req_1,0.1\nreq_2,0.2\n");
+        assert!(without_header(bytes::Bytes::from_static(b"request_id,cost")).is_empty());
+    }
 
     #[test]
     fn times_and_latencies_read_as_people_write_them() {

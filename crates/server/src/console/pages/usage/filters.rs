@@ -90,12 +90,23 @@ impl Filters {
     }
 
     /// The query of `GET /v1/usage` for this page (`format`: `None` for JSON).
-    pub(crate) fn usage_query(&self, format: Option<&str>) -> String {
+    /// The table shows the newest first.
+    pub(crate) fn usage_query(&self) -> String {
         let mut pairs = self.api_pairs();
         pairs.extend(self.page_pairs());
-        if let Some(format) = format {
-            pairs.push(("format", format.to_owned()));
+        pairs.push(("order", "desc".to_owned()));
+        joined(&pairs)
+    }
+
+    /// The query of one page of a download: every record the filters match, oldest first (the
+    /// order of a ledger), the API's largest pages, from `after`.
+    pub(crate) fn download_query(&self, format: &str, after: Option<&str>) -> String {
+        let mut pairs = self.api_pairs();
+        pairs.push(("limit", "1000".to_owned()));
+        if let Some(after) = after {
+            pairs.push(("after", after.to_owned()));
         }
+        pairs.push(("format", format.to_owned()));
         joined(&pairs)
     }
 
@@ -145,11 +156,9 @@ impl Filters {
             .unwrap_or_default()
     }
 
-    /// The download link of this page in `format`.
+    /// A download of every record the filters match (not only this page's).
     pub(crate) fn download_link(&self, format: &str) -> String {
-        let mut extra = vec![("format", format.to_owned())];
-        extra.extend(self.page_pairs());
-        self.link("/console/usage/download", &extra)
+        self.link("/console/usage/download", &[("format", format.to_owned())])
     }
 }
 
@@ -231,10 +240,16 @@ mod tests {
 
     #[test]
     fn a_date_range_includes_its_last_day() {
-        let q = filters("2026-02-28", "2026-02-28").usage_query(None);
+        let q = filters("2026-02-28", "2026-02-28").usage_query();
         assert_eq!(
             q,
-            "model=gpt%204o&from=2026-02-28T00%3A00%3A00Z&to=2026-03-01T00%3A00%3A00Z&after=req_1&limit=25"
+            "model=gpt%204o&from=2026-02-28T00%3A00%3A00Z&to=2026-03-01T00%3A00%3A00Z&after=req_1&limit=25&order=desc"
+        );
+        // A download starts at the first record whatever page the table is on.
+        let q = filters("2026-02-28", "2026-02-28").download_query("csv", None);
+        assert_eq!(
+            q,
+            "model=gpt%204o&from=2026-02-28T00%3A00%3A00Z&to=2026-03-01T00%3A00%3A00Z&limit=1000&format=csv"
         );
     }
 
@@ -253,7 +268,8 @@ mod tests {
         );
         assert_eq!(
             f.download_link("csv"),
-            "/console/usage/download?model=gpt%204o&from=2026-01-01&to=2026-01-31&format=csv&after=req_1&limit=25"
+            // Not the page: a download holds every record the filters match.
+            "/console/usage/download?model=gpt%204o&from=2026-01-01&to=2026-01-31&format=csv"
         );
         assert_eq!(Filters::default().link("/console/usage", &[]), "/console/usage");
     }
