@@ -121,8 +121,16 @@ pub(crate) fn token_matches(seed: &str, posted: &str) -> bool {
             == 0
 }
 
+/// Cookies are `Secure` when the console is served over TLS, as the public URL says (a proxy
+/// may terminate it): a browser would drop a `Secure` cookie set over plain http.
 fn secure(app: &AppState) -> bool {
-    app.config.public_url.starts_with("https://")
+    served_over_tls(&app.config.public_url)
+}
+
+fn served_over_tls(public_url: &str) -> bool {
+    public_url
+        .get(..8)
+        .is_some_and(|scheme| scheme.eq_ignore_ascii_case("https://"))
 }
 
 /// What a session cookie holds.
@@ -133,14 +141,18 @@ pub(crate) struct SessionCookie<'a> {
 
 /// `Set-Cookie` starting a session.
 pub(crate) fn started(app: &AppState, session: &SessionCookie<'_>) -> HeaderValue {
+    header_value(&session_cookie(session, secure(app)))
+}
+
+fn session_cookie(session: &SessionCookie<'_>, secure: bool) -> String {
     let value = format!("{}.{}", session.key_id, session.secret);
-    let cookie = Cookie::build((SESSION_COOKIE, value))
+    Cookie::build((SESSION_COOKIE, value))
         .path("/")
         .http_only(true)
         .same_site(SameSite::Lax)
-        .secure(secure(app))
-        .max_age(cookie::time::Duration::days(SESSION_DAYS));
-    header_value(&cookie.to_string())
+        .secure(secure)
+        .max_age(cookie::time::Duration::days(SESSION_DAYS))
+        .to_string()
 }
 
 /// `Set-Cookie` giving this browser its form seed.
@@ -182,6 +194,23 @@ mod tests {
         assert_eq!(local_next(Some("/console//evil.example")), "/console");
         assert_eq!(local_next(Some("/console/\\evil")), "/console");
         assert_eq!(local_next(None), "/console");
+    }
+
+    #[test]
+    fn the_session_cookie_is_secure_exactly_when_served_over_tls() {
+        assert!(served_over_tls("https://router.example.com"));
+        assert!(served_over_tls("HTTPS://router.example.com"));
+        assert!(!served_over_tls("http://127.0.0.1:8080"));
+        assert!(!served_over_tls("http"));
+        let session = SessionCookie {
+            key_id: "mkey_1",
+            secret: "sk-rm-2",
+        };
+        assert_eq!(
+            session_cookie(&session, true),
+            "router_one_session=mkey_1.sk-rm-2; HttpOnly; SameSite=Lax; Secure; Path=/; Max-Age=604800"
+        );
+        assert!(!session_cookie(&session, false).contains("Secure"));
     }
 
     #[test]
