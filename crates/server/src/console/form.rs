@@ -79,7 +79,12 @@ impl<T: DeserializeOwned + Send> FromRequest<Arc<AppState>> for PostedByBrowser<
 #[derive(Deserialize)]
 pub(crate) struct NoFields {}
 
-/// A form field that may be left empty: `None` when it was.
+/// A form field that may be left empty (or out): `None` when it was.
 pub(crate) fn given(field: &Option<String>) -> Option<&str> {
-    field.as_deref().map(str::trim).filter(|v| !v.is_empty())
+    field.as_deref().and_then(filled)
+}
+
+/// Text a visitor typed, trimmed: `None` when only blanks.
+pub(crate) fn filled(text: &str) -> Option<&str> {
+    Some(text.trim()).filter(|t| !t.is_empty())
 }

@@ -144,16 +144,7 @@ pub(crate) async fn signup(
     if let Some(code) = given(&fields.invite_code) {
         request["invite_code"] = Value::from(code);
     }
-    let answer = api
-        .send(Call {
-            method: Method::POST,
-            path: "/v1/auth/signup",
-            bearer: None,
-            body: Some(&request),
-            forwarded_for: headers.get("x-forwarded-for"),
-        })
-        .await
-        .and_then(|a| a.json());
+    let answer = ask_without_key(&api, "/v1/auth/signup", &request, &headers).await;
     match answer {
         Ok(signed_up) => start(&app, &signed_up, "/console"),
         Err(failure) => {
@@ -196,16 +187,7 @@ pub(crate) async fn login(
     PostedByBrowser { fields }: PostedByBrowser<Credentials>,
 ) -> Response {
     let request = json!({ "email": fields.email, "password": fields.password });
-    let answer = api
-        .send(Call {
-            method: Method::POST,
-            path: "/v1/auth/login",
-            bearer: None,
-            body: Some(&request),
-            forwarded_for: headers.get("x-forwarded-for"),
-        })
-        .await
-        .and_then(|a| a.json());
+    let answer = ask_without_key(&api, "/v1/auth/login", &request, &headers).await;
     let next = session::local_next(fields.next.as_deref());
     match answer {
         Ok(logged_in) => start(&app, &logged_in, next),
@@ -221,6 +203,20 @@ pub(crate) async fn login(
             refused(&failure, layout::page("Log in", None, Section::None, body))
         }
     }
+}
+
+/// `POST path` to one of the API's routes that take no key (sign-up, log-in), with the browser's
+/// `X-Forwarded-For` so that per-source limits count it.
+async fn ask_without_key(api: &Api, path: &str, request: &Value, headers: &HeaderMap) -> Result<Value, Failure> {
+    api.send(Call {
+        method: Method::POST,
+        path,
+        bearer: None,
+        body: Some(request),
+        forwarded_for: headers.get("x-forwarded-for"),
+    })
+    .await
+    .and_then(|a| a.json())
 }
 
 /// The form again with the API's refusal, under the API's status (a 5xx stays a 5xx).

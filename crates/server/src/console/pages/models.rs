@@ -16,7 +16,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::console::api::{Api, Call, Failure, query_value, text};
-use crate::console::form::{Posted, given};
+use crate::console::form::{Posted, filled};
 use crate::console::layout::{self, Section};
 use crate::console::session::Session;
 use crate::routes::models::model_json;
@@ -178,7 +178,7 @@ async fn try_it(
         .send(Call {
             method: Method::POST,
             path: "/v1/chat/completions",
-            bearer: given(&Some(fields.key.clone())),
+            bearer: filled(&fields.key),
             body: Some(&request),
             forwarded_for: session.forwarded_for.as_ref(),
         })

@@ -11,6 +11,7 @@ use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
 
 use crate::console::api::Failure;
+use crate::console::form::filled;
 
 /// The key form as posted; every field is text, checkboxes are present when ticked.
 #[derive(Deserialize, Default)]
@@ -65,11 +66,6 @@ impl<'de> Deserialize<'de> for Picked {
         }
         deserializer.deserialize_map(PickedVisitor)
     }
-}
-
-/// A field's text, `None` when left empty.
-fn filled(text: &str) -> Option<&str> {
-    Some(text.trim()).filter(|t| !t.is_empty())
 }
 
 /// A count (`rpm_limit`, …): a JSON number when it reads as one, else the text as typed.
