@@ -123,8 +123,8 @@ pub(crate) async fn run(args: ServeArgs, log_format: LogFormat) -> Result<()> {
         Some((coordination, book)) => (coordination, Some(book)),
         None => (router_one_server::Coordination::default(), None),
     };
-    // Build the tokenizer now rather than in the first request.
-    router_one_providers::estimate::warm_up();
+    // `o200k_base` is not built here: admission builds it the first time an exact count
+    // matters (`admission::prompt_bound`), and a gateway that never needs one saves its 46 MiB.
     let public_url = config.public_url.clone().unwrap_or_else(|| format!("http://{listen}"));
     let server_config = ServerConfig {
         max_body_bytes: config.max_body_bytes,

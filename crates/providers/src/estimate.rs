@@ -53,12 +53,22 @@
 //! Embeddings ([`embedding_tokens`]) are the input's tokens with no framing and no margin (what
 //! OpenAI bills; others: bytes + 1 per string); a token array counts its length.
 //!
+//! # The byte bound of an OpenAI count
+//!
+//! `o200k_base` is costly to hold and to run: its tables take about 46 MiB of memory once built
+//! (300 ms), and it counts 16 KB of text in about 1.5 ms. [`Tokenizer::bound`] gives a count
+//! that needs neither: [`Tokenizer::OpenAiBytes`] keeps OpenAI's framing and image figures and
+//! takes each text segment as its UTF-8 bytes. `o200k_base` is byte-level BPE, so every token
+//! covers at least one byte: that count is never below the exact one (proptested below), and the
+//! margin is monotone. Admission uses it where the exact count changes nothing (`server`'s
+//! `admission::prompt_bound` says when); the tables are built the first time an exact count is
+//! asked for ([`is_loaded`] tells whether they have been).
+//!
 //! Cost: one parse of `messages` (and of `tools` / `response_format` when present), strings
-//! borrowed unless they hold escapes, image URLs skipped unread; `o200k_base` is built once per
-//! process (call [`warm_up`] at startup so no request pays for it).
+//! borrowed unless they hold escapes, image URLs skipped unread.
 
 use std::borrow::Cow;
-use std::sync::LazyLock;
+use std::sync::OnceLock;
 
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -74,9 +84,28 @@ use crate::request::TopLevel;
 pub enum Tokenizer {
     /// OpenAI models: exact `o200k_base` counts.
     OpenAi,
+    /// OpenAI models without the tables: the same framing and images as [`Tokenizer::OpenAi`],
+    /// each text segment counted as its UTF-8 bytes (an upper bound of the exact count).
+    OpenAiBytes,
     /// Every other vendor: one token per byte of UTF-8 text, an upper bound for any byte-level
     /// tokenizer.
     Conservative,
+}
+
+impl Tokenizer {
+    /// An upper bound of this tokenizer's counts that needs no tables (itself, unless it is
+    /// [`Tokenizer::OpenAi`]).
+    pub fn bound(self) -> Tokenizer {
+        match self {
+            Tokenizer::OpenAi => Tokenizer::OpenAiBytes,
+            other => other,
+        }
+    }
+
+    /// Whether counting with it builds `o200k_base`'s tables (once per process).
+    pub fn needs_tables(self) -> bool {
+        self == Tokenizer::OpenAi
+    }
 }
 
 /// The tokenizer for a catalog family: `gpt` counts with `o200k_base`, everything else
@@ -118,23 +147,33 @@ pub const OPENAI_IMAGE_HIGH: u64 = 48_169;
 /// One image for any other vendor (see the module doc).
 pub const CONSERVATIVE_IMAGE: u64 = 5_000;
 
-/// `o200k_base`, built once (~100 ms). `None` if the bundled ranks fail to load, in which case
-/// counts fall back to bytes.
-static O200K: LazyLock<Option<CoreBPE>> = LazyLock::new(|| tiktoken_rs::o200k_base().ok());
+/// `o200k_base`, built on first use (~300 ms, ~46 MiB). `None` if the bundled ranks fail to
+/// load, in which case counts fall back to bytes.
+static O200K: OnceLock<Option<CoreBPE>> = OnceLock::new();
 
-/// Builds `o200k_base` now (~100 ms in release), so that the first request does not wait for it.
+fn o200k() -> Option<&'static CoreBPE> {
+    O200K.get_or_init(|| tiktoken_rs::o200k_base().ok()).as_ref()
+}
+
+/// Builds `o200k_base` now, if it is not built yet (blocks for ~300 ms the first time: call it
+/// where blocking is allowed).
 pub fn warm_up() {
-    LazyLock::force(&O200K);
+    o200k();
+}
+
+/// Whether `o200k_base` has been built in this process.
+pub fn is_loaded() -> bool {
+    O200K.get().is_some()
 }
 
 /// Tokens of `text` alone, with no framing: exact for [`Tokenizer::OpenAi`], bytes otherwise.
 pub fn text_tokens(text: &str, tokenizer: Tokenizer) -> u64 {
     match tokenizer {
-        Tokenizer::OpenAi => match &*O200K {
+        Tokenizer::OpenAi => match o200k() {
             Some(bpe) => bpe.encode_ordinary(text).len() as u64,
             None => text.len() as u64,
         },
-        Tokenizer::Conservative => text.len() as u64,
+        Tokenizer::OpenAiBytes | Tokenizer::Conservative => text.len() as u64,
     }
 }
 
@@ -162,8 +201,8 @@ impl Count {
 
     fn image(&mut self, detail: Option<&str>) {
         self.add(match (self.tokenizer, detail) {
-            (Tokenizer::OpenAi, Some("low")) => OPENAI_IMAGE_LOW,
-            (Tokenizer::OpenAi, _) => OPENAI_IMAGE_HIGH,
+            (Tokenizer::OpenAi | Tokenizer::OpenAiBytes, Some("low")) => OPENAI_IMAGE_LOW,
+            (Tokenizer::OpenAi | Tokenizer::OpenAiBytes, _) => OPENAI_IMAGE_HIGH,
             (Tokenizer::Conservative, _) => CONSERVATIVE_IMAGE,
         });
     }
@@ -337,7 +376,7 @@ fn count_tools(count: &mut Count, top: &TopLevel<'_>) -> Result<(), ApiError> {
     }
     if any {
         count.add(match count.tokenizer {
-            Tokenizer::OpenAi => OPENAI_TOOLS,
+            Tokenizer::OpenAi | Tokenizer::OpenAiBytes => OPENAI_TOOLS,
             Tokenizer::Conservative => CONSERVATIVE_TOOLS,
         });
     }
@@ -446,6 +485,10 @@ mod tests {
     #[test]
     fn families() {
         assert_eq!(tokenizer_for("gpt"), Tokenizer::OpenAi);
+        assert_eq!(Tokenizer::OpenAi.bound(), Tokenizer::OpenAiBytes);
+        assert_eq!(Tokenizer::Conservative.bound(), Tokenizer::Conservative);
+        assert!(Tokenizer::OpenAi.needs_tables());
+        assert!(!Tokenizer::OpenAiBytes.needs_tables() && !Tokenizer::Conservative.needs_tables());
         for family in ["claude", "gemini", "deepseek", "mistral", "llama", ""] {
             assert_eq!(tokenizer_for(family), Tokenizer::Conservative);
         }
@@ -718,8 +761,39 @@ mod tests {
             let words: u64 = items.iter().map(|t| t.split_whitespace().count() as u64).sum();
             let exact: u64 = items.iter().map(|t| o200k(t)).sum();
             prop_assert_eq!(embed(&body, Tokenizer::OpenAi).unwrap(), exact);
+            prop_assert!(embed(&body, Tokenizer::OpenAiBytes).unwrap() >= exact);
             prop_assert!(embed(&body, Tokenizer::Conservative).unwrap() >= exact);
             prop_assert!(exact >= words);
+        }
+
+        /// Admission reserves with the byte bound where the exact count changes nothing: it
+        /// must never be below the exact estimate, whatever the request holds.
+        #[test]
+        fn the_byte_bound_is_never_below_the_exact_estimate(
+            texts in prop::collection::vec(text(), 6),
+            detail in prop_oneof![Just("low"), Just("high"), Just("auto")],
+            images in 0usize..3,
+        ) {
+            let mut parts = vec![serde_json::json!({"type": "text", "text": texts[0]})];
+            for _ in 0..images {
+                parts.push(serde_json::json!({"type": "image_url", "image_url": {"url": "data:,", "detail": detail}}));
+            }
+            let body = serde_json::json!({
+                "model": "m",
+                "messages": [
+                    {"role": "system", "content": texts[1]},
+                    {"role": "user", "name": texts[2], "content": parts},
+                    {"role": "assistant", "content": null, "tool_calls": [
+                        {"id": "call_1", "type": "function", "function": {"name": "f", "arguments": texts[3]}}]},
+                    {"role": "tool", "tool_call_id": "call_1", "content": texts[4]},
+                ],
+                "tools": [{"type": "function", "function": {"name": "f", "description": texts[5],
+                    "parameters": {"type": "object"}}}],
+                "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": {"type": "object"}}},
+            }).to_string();
+            let exact = chat(&body, Tokenizer::OpenAi).unwrap();
+            let bound = chat(&body, Tokenizer::OpenAiBytes).unwrap();
+            prop_assert!(bound >= exact, "byte bound {bound} < exact {exact}");
         }
     }
 

@@ -141,6 +141,12 @@ impl KeyPool {
         self.keys.is_empty()
     }
 
+    /// Whether any key has a tokens-per-minute limit (requests are then counted against it by
+    /// their worst case in tokens, so that worst case had better be tight).
+    pub fn counts_tokens(&self) -> bool {
+        self.keys.iter().any(|key| key.tpm.is_some())
+    }
+
     /// The next key in turn that is alive and has room for a request of `tokens`.
     pub fn pick(&self, tokens: u64) -> Result<&UpstreamKey, NoKey> {
         let n = self.keys.len();

@@ -14,6 +14,7 @@ use router_one_metering::Reservation;
 use router_one_metering::rate::{OutputAsk, RefillFuture, TokenAsk};
 use router_one_metering::reservation::CostAsk;
 use router_one_providers::Provider;
+use router_one_providers::estimate::{self, Tokenizer};
 
 use crate::leases::REFILL_WAIT;
 use crate::record::RequestMeter;
@@ -189,7 +190,8 @@ pub(crate) struct OutputRequest {
     pub(crate) choices: u64,
 }
 
-/// Admits a request with an upper bound of `prompt_tokens`: the key's rate limits first
+/// Admits a request with an upper bound of its prompt's tokens (`count` counts them with the
+/// tokenizer it is given; [`prompt_bound`] picks which): the key's rate limits first
 /// (transient), then its money (promise 3, in `metering`). Returns the output limit per choice
 /// that was reserved for, which is what the upstream must be sent: the client's limit within the
 /// model's maximum (clamped to what the key and its account can still pay for, unless the key
@@ -198,10 +200,11 @@ pub(crate) struct OutputRequest {
 pub(crate) async fn reserve(
     app: &AppState,
     meter: &mut RequestMeter,
-    model: &Model,
-    prompt_tokens: impl FnOnce() -> Result<u64, ApiError>,
+    routed: &Routed<'_>,
+    count: impl Fn(Tokenizer) -> Result<u64, ApiError>,
     request: OutputRequest,
 ) -> Result<u64, ApiError> {
+    let model: &Model = routed.model;
     let default_output = model
         .default_output
         .unwrap_or(app.config.default_output_tokens)
@@ -220,7 +223,7 @@ pub(crate) async fn reserve(
     if let Some(fence) = &app.fence {
         fence.check()?;
     }
-    let prompt_tokens = prompt_tokens()?;
+    let prompt_tokens = prompt_bound(meter, routed, count, output.most(), request.choices).await?;
     // A cluster node's shares of a shared budget or limit may run short: it waits for a grant
     // (its slow path, bounded), then tries again; after a few rounds a shortfall is a refusal.
     let mut refills: u8 = 0;
@@ -234,6 +237,74 @@ pub(crate) async fn reserve(
                 let _ = tokio::time::timeout(REFILL_WAIT, refill).await;
             }
         }
+    }
+}
+
+/// The byte bound is used only when its worst case is at most this fraction of what the key and
+/// its account each have left (see [`prompt_bound`]).
+const BOUND_SHARE: i64 = 64;
+
+/// The upper bound of the prompt's tokens that admission reserves for. For OpenAI models the
+/// exact count needs `o200k_base`: about 46 MiB of tables, built on first use (~300 ms, off the
+/// async workers), and ~1.5 ms per 16 KB of text. Its byte bound ([`Tokenizer::bound`]) needs
+/// neither and is never below it. Admission takes the byte bound where the exact count could
+/// change no outcome:
+/// - neither the key nor any route's upstream keys have a tokens-per-minute limit (token
+///   windows are charged the bound itself, so a looser one would fill them sooner);
+/// - the bound is within the model's context window (settlement clamps a prompt report to the
+///   larger of the two, so the clamp is the same);
+/// - its worst case, with the whole output asked for, is at most 1/[`BOUND_SHARE`] of what the
+///   key and its account each have left: the output would not have been clamped with the exact
+///   count either, and what the request holds while in flight is a sliver of what is left.
+///
+/// What still differs: such a request holds a little more money while in flight, and a report
+/// costing more than the exact count's reservation but no more than the bound's is billed as
+/// reported instead of capped (never above what was reserved: promise 3 holds either way).
+async fn prompt_bound(
+    meter: &RequestMeter,
+    routed: &Routed<'_>,
+    count: impl Fn(Tokenizer) -> Result<u64, ApiError>,
+    output: u64,
+    choices: u64,
+) -> Result<u64, ApiError> {
+    let tokenizer = estimate::tokenizer_for(&routed.model.family);
+    let bound = count(tokenizer.bound())?;
+    if !tokenizer.needs_tables() || bound_is_enough(meter, routed, bound, output, choices) {
+        return Ok(bound);
+    }
+    load_tables(tokenizer).await;
+    count(tokenizer)
+}
+
+fn bound_is_enough(meter: &RequestMeter, routed: &Routed<'_>, bound: u64, output: u64, choices: u64) -> bool {
+    let key = meter.key();
+    if key.rate_limits().tpm.is_some()
+        || routed.provider.keys.counts_tokens()
+        || routed.fallbacks.iter().any(|f| f.provider.keys.counts_tokens())
+        || bound > routed.model.context_window
+    {
+        return false;
+    }
+    let Some(worst) = routed
+        .model
+        .rates()
+        .worst_case(bound, output.saturating_mul(choices.max(1)))
+    else {
+        return false;
+    };
+    let now_us = meter.created_at_us();
+    let roomy = |left: Option<router_one_core::Usd>| {
+        left.is_none_or(|left| worst.units().saturating_mul(BOUND_SHARE) <= left.units())
+    };
+    roomy(key.spend.available_at(now_us)) && roomy(key.account.available_at(now_us))
+}
+
+/// Builds the tables `tokenizer` counts with, if it needs them and they are not built yet, on a
+/// blocking thread: the first exact count must not stall an async worker for ~300 ms.
+pub(crate) async fn load_tables(tokenizer: Tokenizer) {
+    if tokenizer.needs_tables() && !estimate::is_loaded() {
+        // Should the blocking pool be gone (shutdown), the count builds them inline instead.
+        let _ = tokio::task::spawn_blocking(estimate::warm_up).await;
     }
 }
 

@@ -50,6 +50,7 @@ pub fn metrics_app(state: Arc<AppState>, metrics: Arc<metrics::Metrics>) -> Rout
                     usage_pending: state.usage.pending(),
                     journal_bytes: state.usage.journal_bytes(),
                     open_streams: state.open_streams.load(std::sync::atomic::Ordering::Relaxed),
+                    tokenizer_loaded: router_one_providers::estimate::is_loaded(),
                 };
                 let body = metrics.render(readings, &state.health.open_routes());
                 (

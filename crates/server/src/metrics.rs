@@ -82,6 +82,8 @@ pub struct Readings {
     pub journal_bytes: u64,
     /// Streams in flight.
     pub open_streams: usize,
+    /// Whether `o200k_base`'s tables (about 46 MiB) have been built.
+    pub tokenizer_loaded: bool,
 }
 
 /// The gateway's metrics.
@@ -99,6 +101,7 @@ pub struct Metrics {
     usage_pending: Gauge,
     journal_bytes: Gauge,
     open_streams: Gauge,
+    tokenizer_loaded: Gauge,
     breaker_open: Family<RouteLabels, Gauge>,
     /// Serialises scrapes (the gauges are set, then everything is encoded).
     scrape: Mutex<()>,
@@ -171,6 +174,12 @@ impl Metrics {
             "Streamed answers in flight (from the upstream's first event to the end)",
             open_streams.clone(),
         );
+        let tokenizer_loaded = Gauge::default();
+        registry.register(
+            "tokenizer_loaded",
+            "1 once o200k_base's tables (about 46 MiB) are built: the first request whose exact prompt count matters",
+            tokenizer_loaded.clone(),
+        );
         let breaker_open = Family::<RouteLabels, Gauge>::default();
         registry.register(
             "breaker_open",
@@ -191,6 +200,7 @@ impl Metrics {
             usage_pending,
             journal_bytes,
             open_streams,
+            tokenizer_loaded,
             breaker_open,
             scrape: Mutex::new(()),
         })
@@ -291,6 +301,7 @@ impl Metrics {
         self.usage_pending.set(gauge(readings.usage_pending as u64));
         self.journal_bytes.set(gauge(readings.journal_bytes));
         self.open_streams.set(gauge(readings.open_streams as u64));
+        self.tokenizer_loaded.set(i64::from(readings.tokenizer_loaded));
         for route in &self.routes {
             let open = open_breakers.contains(&route.as_str());
             self.breaker_open

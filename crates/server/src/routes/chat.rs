@@ -45,13 +45,12 @@ pub(crate) async fn admit(app: &AppState, meter: &mut RequestMeter, body: &Bytes
     meter.key().check(&view.model, meter.created_at_us())?;
     let routed = admission::route(app, &view.model, ModelKind::Chat)?;
     meter.routed_to(&routed.provider.name);
-    let tokenizer = estimate::tokenizer_for(&routed.model.family);
-    let prompt_tokens = || estimate::prompt_tokens(&top, tokenizer);
+    let prompt_tokens = |tokenizer| estimate::prompt_tokens(&top, tokenizer);
     let output = OutputRequest {
         max_tokens: view.max_output(),
         choices: view.choices,
     };
-    let output_limit = admission::reserve(app, meter, routed.model, prompt_tokens, output).await?;
+    let output_limit = admission::reserve(app, meter, &routed, prompt_tokens, output).await?;
     let request = ChatRequest {
         body,
         top: &top,

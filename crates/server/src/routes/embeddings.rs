@@ -49,12 +49,11 @@ async fn admit(app: &AppState, meter: &mut RequestMeter, body: &Bytes) -> Result
     meter.key().check(&model, meter.created_at_us())?;
     let routed = admission::route(app, &model, ModelKind::Embedding)?;
     meter.routed_to(&routed.provider.name);
-    let tokenizer = estimate::tokenizer_for(&routed.model.family);
     admission::reserve(
         app,
         meter,
-        routed.model,
-        || estimate::embedding_tokens(&top, tokenizer),
+        &routed,
+        |tokenizer| estimate::embedding_tokens(&top, tokenizer),
         OutputRequest {
             max_tokens: Some(0),
             choices: 1,

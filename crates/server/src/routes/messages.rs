@@ -47,7 +47,7 @@ pub(crate) async fn count_tokens(
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
     let counted = match key {
-        Ok(AnthropicInferenceKey(key)) => count(&app, &key, body),
+        Ok(AnthropicInferenceKey(key)) => count(&app, &key, body).await,
         Err(refusal) => return dialect::refusal(refusal, &MESSAGES),
     };
     match counted {
@@ -56,7 +56,7 @@ pub(crate) async fn count_tokens(
     }
 }
 
-fn count(
+async fn count(
     app: &AppState,
     key: &router_one_metering::KeyState,
     body: Result<Bytes, BytesRejection>,
@@ -67,5 +67,7 @@ fn count(
     let view = chat_view(&top)?;
     key.check(&view.model, router_one_core::ids::now_us())?;
     let routed = admission::route(app, &view.model, ModelKind::Chat)?;
-    estimate::prompt_tokens(&top, estimate::tokenizer_for(&routed.model.family))
+    let tokenizer = estimate::tokenizer_for(&routed.model.family);
+    admission::load_tables(tokenizer).await;
+    estimate::prompt_tokens(&top, tokenizer)
 }
