@@ -357,6 +357,29 @@ async fn flush_commits_everything_and_empties_the_journal() {
     assert_eq!(segments(&journal_dir), [(1, 0)], "an empty segment is not rotated");
 }
 
+/// A backlog of full batches is committed at once: the writer lingers (a timer) only while its
+/// batch is not full. The clock is paused and this test never lets the runtime idle, so no timer
+/// can fire: were a full batch kept waiting for the linger, the records would never commit.
+#[tokio::test]
+async fn a_backlog_of_full_batches_commits_without_lingering() {
+    let tmp = tempfile::tempdir().unwrap();
+    let store = seeded_store(tmp.path()).await;
+    let writer = UsageWriter::start(&tmp.path().join("journal"), store.clone(), 10)
+        .await
+        .unwrap();
+    tokio::time::pause();
+    for n in 0..50 {
+        writer.record(record(n)).unwrap();
+    }
+    let give_up = std::time::Instant::now() + Duration::from_secs(20);
+    while writer.pending() > 0 && std::time::Instant::now() < give_up {
+        tokio::task::yield_now().await;
+    }
+    assert_eq!(writer.pending(), 0, "a full batch waited for the linger");
+    tokio::time::resume();
+    assert_exactly_once(&store, 50).await;
+}
+
 #[tokio::test]
 async fn records_survive_a_crash_before_commit() {
     let tmp = tempfile::tempdir().unwrap();
