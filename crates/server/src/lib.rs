@@ -5,6 +5,7 @@
 pub mod access_log;
 mod admission;
 mod auth;
+mod body_timeout;
 mod console;
 mod dialect;
 mod error;
@@ -96,9 +97,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         // Bodies above the limit are refused with 413 before they are read in full, and a client
         // that stops sending its body mid-way cannot hold a connection forever.
         .layer(DefaultBodyLimit::max(max_body))
-        .layer(tower_http::timeout::RequestBodyTimeoutLayer::new(Duration::from_secs(
-            60,
-        )))
+        .layer(tower::util::MapRequestLayer::new(body_timeout::limit_idle))
         .with_state(state)
 }
 
