@@ -93,6 +93,30 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def metrics_gateway(d: Path, name: str) -> "Gateway":
+    """A demo gateway in `d` (not started) serving `/metrics` on a port of its own, at its
+    `metrics_url`."""
+    port = free_port()
+    g = Gateway(d / "data", log_path=log_path(name, d), args=["--metrics-listen", f"127.0.0.1:{port}"])
+    g.metrics_url = f"http://127.0.0.1:{port}/metrics"
+    return g
+
+
+def metric_samples(url: str) -> dict[tuple[str, tuple], float]:
+    """Every sample of the exposition at `url`, parsed with the Prometheus client's own parser:
+    {(name, sorted labels): value}."""
+    from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+    r = httpx.get(url, timeout=10)
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("application/openmetrics-text")
+    out = {}
+    for family in text_string_to_metric_families(r.text):
+        for s in family.samples:
+            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return out
+
+
 class Gateway:
     """One `router-one serve --demo` process on a free port and its own data dir."""
 

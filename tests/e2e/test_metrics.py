@@ -11,32 +11,17 @@ from decimal import Decimal
 
 import httpx
 import pytest
-from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from conftest import tracked
-from gateway import D, UNIT, Gateway, free_port, list_usage, log_path, model_pricing, new_key, pick_chat_model
+from gateway import D, UNIT, list_usage, metric_samples, metrics_gateway, model_pricing, new_key, pick_chat_model
 
 
 @pytest.fixture(scope="module")
 def metered(tmp_path_factory):
-    d = tmp_path_factory.mktemp("metrics")
-    port = free_port()
-    g = tracked(Gateway(d / "data", log_path=log_path("metrics", d),
-                        args=["--metrics-listen", f"127.0.0.1:{port}"])).start()
-    g.metrics_url = f"http://127.0.0.1:{port}/metrics"
+    g = tracked(metrics_gateway(tmp_path_factory.mktemp("metrics"), "metrics")).start()
     yield g
     g.stop()
 
-
-def _samples(url: str) -> dict[tuple[str, tuple], float]:
-    r = httpx.get(url, timeout=10)
-    assert r.status_code == 200, r.text
-    assert r.headers["content-type"].startswith("application/openmetrics-text")
-    out = {}
-    for family in text_string_to_metric_families(r.text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
 
 
 def _sum(samples, name: str, **labels) -> float:
@@ -90,7 +75,7 @@ def test_counters_match_a_known_mix_of_requests_and_the_usage_records(metered):
     # The counters are fed as records commit (~25 ms): wait for all 17.
     deadline = time.monotonic() + 10
     while True:
-        samples = _samples(g.metrics_url)
+        samples = metric_samples(g.metrics_url)
         total = _sum(samples, "router_one_requests_total")
         if total >= 17 or time.monotonic() > deadline:
             break
@@ -144,16 +129,16 @@ def test_open_streams_counts_the_streams_in_flight(metered):
     g = metered
     with g.http(g.api_key) as http:
         model = pick_chat_model(model_pricing(http))
-        assert _sum(_samples(g.metrics_url), "router_one_open_streams") == 0
+        assert _sum(metric_samples(g.metrics_url), "router_one_open_streams") == 0
         body = {"model": model, "max_tokens": 10, "stream": True,
                 "messages": [{"role": "user", "content": "slow [[sim:tpot_ms=100]]"}]}
         # Two slow streams held open: the gauge counts them while they run, and not after.
         with http.stream("POST", "/v1/chat/completions", json=body) as first, \
                 http.stream("POST", "/v1/chat/completions", json=body) as second:
             assert first.status_code == second.status_code == 200
-            assert _sum(_samples(g.metrics_url), "router_one_open_streams") == 2
+            assert _sum(metric_samples(g.metrics_url), "router_one_open_streams") == 2
             first.read()
         deadline = time.monotonic() + 10
-        while _sum(_samples(g.metrics_url), "router_one_open_streams") != 0:
+        while _sum(metric_samples(g.metrics_url), "router_one_open_streams") != 0:
             assert time.monotonic() < deadline, "a finished or abandoned stream is still counted"
             time.sleep(0.05)

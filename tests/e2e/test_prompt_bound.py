@@ -7,12 +7,10 @@ from __future__ import annotations
 
 from decimal import Decimal
 
-import httpx
 import pytest
-from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from conftest import tracked
-from gateway import D, Gateway, free_port, log_path, model_pricing, new_key, pick_chat_model, pick_embedding_model
+from gateway import D, metric_samples, metrics_gateway, model_pricing, new_key, pick_chat_model, pick_embedding_model
 
 # 400 words of one token each: about 430 tokens counted exactly with the framing and margin,
 # but 2,399 bytes.
@@ -21,23 +19,15 @@ LONG = " ".join(["hello"] * 400)
 
 @pytest.fixture(scope="module")
 def fresh(tmp_path_factory):
-    d = tmp_path_factory.mktemp("prompt-bound")
-    port = free_port()
-    g = tracked(Gateway(d / "data", log_path=log_path("prompt-bound", d),
-                        args=["--metrics-listen", f"127.0.0.1:{port}"])).start()
-    g.metrics_url = f"http://127.0.0.1:{port}/metrics"
+    g = tracked(metrics_gateway(tmp_path_factory.mktemp("prompt-bound"), "prompt-bound")).start()
     yield g
     g.stop()
 
 
 def _tokenizer_loaded(g) -> float:
-    r = httpx.get(g.metrics_url, timeout=10)
-    assert r.status_code == 200, r.text
-    for family in text_string_to_metric_families(r.text):
-        for sample in family.samples:
-            if sample.name == "router_one_tokenizer_loaded":
-                return sample.value
-    raise AssertionError("router_one_tokenizer_loaded is not exposed")
+    loaded = metric_samples(g.metrics_url).get(("router_one_tokenizer_loaded", ()))
+    assert loaded is not None, "router_one_tokenizer_loaded is not exposed"
+    return loaded
 
 
 def _cost(rates: dict, prompt: int, output: int) -> Decimal:

@@ -268,21 +268,33 @@ async fn prompt_bound(
     choices: u64,
 ) -> Result<u64, ApiError> {
     let tokenizer = estimate::tokenizer_for(&routed.model.family);
-    let bound = count(tokenizer.bound())?;
-    if !tokenizer.needs_tables() || bound_is_enough(meter, routed, bound, output, choices) {
-        return Ok(bound);
+    if !tokenizer.needs_tables() {
+        return count(tokenizer);
+    }
+    // A token window needs the exact count whatever the bound: count once, exactly.
+    if !counts_tokens(meter, routed) {
+        let bound = count(tokenizer.bound())?;
+        if bound_is_enough(meter, routed, bound, output, choices) {
+            return Ok(bound);
+        }
     }
     load_tables(tokenizer).await;
     count(tokenizer)
 }
 
-fn bound_is_enough(meter: &RequestMeter, routed: &Routed<'_>, bound: u64, output: u64, choices: u64) -> bool {
-    let key = meter.key();
-    if key.rate_limits().tpm.is_some()
+/// Whether a tokens-per-minute window (the key's, or an upstream key's on any route) is charged
+/// the request's prompt bound.
+fn counts_tokens(meter: &RequestMeter, routed: &Routed<'_>) -> bool {
+    meter.key().rate_limits().tpm.is_some()
         || routed.provider.keys.counts_tokens()
         || routed.fallbacks.iter().any(|f| f.provider.keys.counts_tokens())
-        || bound > routed.model.context_window
-    {
+}
+
+/// Whether the byte bound reserves what the exact count would (see [`prompt_bound`]): within the
+/// context window, and its worst case a sliver of what the key and its account have left.
+fn bound_is_enough(meter: &RequestMeter, routed: &Routed<'_>, bound: u64, output: u64, choices: u64) -> bool {
+    let key = meter.key();
+    if bound > routed.model.context_window {
         return false;
     }
     let Some(worst) = routed

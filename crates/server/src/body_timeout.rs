@@ -74,15 +74,14 @@ where
             this.armed = false;
             return Poll::Ready(frame.map(|frame| frame.map_err(Into::into)));
         }
-        let deadline = Instant::now() + this.idle;
         let timer = match &mut this.timer {
             Some(timer) => {
                 if !this.armed {
-                    timer.as_mut().reset(deadline);
+                    timer.as_mut().reset(Instant::now() + this.idle);
                 }
                 timer
             }
-            none => none.insert(Box::pin(tokio::time::sleep_until(deadline))),
+            none => none.insert(Box::pin(tokio::time::sleep(this.idle))),
         };
         this.armed = true;
         ready!(timer.as_mut().poll(cx));
